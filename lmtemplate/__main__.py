@@ -1,0 +1,3 @@
+from lmtemplate.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Callbacks that lmtemplate adds to Lightning's own."""

@@ -1,0 +1,127 @@
+"""Command line: verbs and their arguments only; the work happens in ``lmtemplate.run``.
+
+    python -m lmtemplate fit [-c FILE ...] [--ckpt last|best|PATH] [key=value ...]
+    python -m lmtemplate validate|test [-c FILE ...] [--ckpt ...] [key=value ...]
+    python -m lmtemplate predict [-c FILE ...] [--ckpt ...] (--prompt TEXT | --input FILE) [key=value ...]
+    python -m lmtemplate config [-c FILE ...] [key=value ...]
+    python -m lmtemplate tasks [-c FILE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import traceback
+from pathlib import Path
+
+from lmtemplate.config import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lmtemplate", description="Train and use language models.")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", action="append", default=[], metavar="FILE", help="YAML config; repeatable, later wins")
+    common.add_argument("--debug", action="store_true", help="show tracebacks for config errors")
+    common.add_argument("overrides", nargs="*", metavar="key=value", help="OmegaConf dotlist overrides")
+    ckpt = argparse.ArgumentParser(add_help=False)
+    ckpt.add_argument("--ckpt", metavar="last|best|PATH", help="checkpoint: last or best of the run named by run.name/run.version, a run directory, or a file")
+    verbs.add_parser("fit", parents=[common, ckpt], help="train (the built-in demo with no arguments); --ckpt resumes")
+    verbs.add_parser("validate", parents=[common, ckpt], help="validation metrics of a checkpoint (default --ckpt best)")
+    verbs.add_parser("test", parents=[common, ckpt], help="test metrics of a checkpoint (default --ckpt best)")
+    pred = verbs.add_parser("predict", parents=[common, ckpt], help="run a checkpoint on inputs (default --ckpt best)")
+    src = pred.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="one input on the command line")
+    src.add_argument("--input", metavar="FILE", help="a file with one input per line")
+    verbs.add_parser("config", parents=[common], help="print the resolved config that fit would run")
+    verbs.add_parser("tasks", parents=[common], help="list registered tasks and where each came from")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return VERBS[args.verb](args)
+    except ConfigError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"lmtemplate: error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def cmd_config(args) -> int:
+    from lmtemplate.config import to_yaml
+    from lmtemplate.run import load_config
+
+    print(to_yaml(load_config(args.config, args.overrides).data), end="")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    from lmtemplate.config import peek, read_sources
+    from lmtemplate.registry import load_tasks
+
+    plugins = peek(read_sources(args.config, args.overrides), "plugins", [])
+    tasks = load_tasks(plugins)
+    width = max(len(n) for n in tasks)
+    for name, spec in tasks.items():
+        print(f"{name:<{width}}  {spec.module.__module__}.{spec.module.__qualname__}  [{spec.source}]")
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from lmtemplate import run
+
+    s = run.prepare("fit", args.config, args.overrides, args.ckpt)
+    metrics = run.fit(s)
+    if s.trainer.is_global_zero:
+        print(f"\nrun directory: {s.run_dir}")
+        if "val/loss" in metrics:
+            loss = metrics["val/loss"]
+            print(f"final validation loss {loss:.4f}, perplexity {math.exp(loss):.2f} (step {metrics['step']})")
+        print(f"TensorBoard:   tensorboard --logdir {Path(s.loaded.cfg.run.root)}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from lmtemplate import run
+
+    s = run.prepare(args.verb, args.config, args.overrides, args.ckpt or "best")
+    metrics = run.evaluate(s, args.verb)
+    if s.trainer.is_global_zero:
+        for k, v in metrics.items():
+            print(f"{k} = {v:.4f}")
+        print(f"written to {s.run_dir / 'metrics.json'}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from lmtemplate import run
+
+    if args.input is not None:
+        path = Path(args.input)
+        if not path.is_file():
+            raise ConfigError(f"--input: file not found: {path}")
+        inputs = path.read_text(encoding="utf-8").splitlines()
+    else:
+        inputs = [args.prompt]
+    s = run.prepare("predict", args.config, args.overrides, args.ckpt or "best")
+    rows, out = run.predict(s, inputs)
+    if s.trainer.is_global_zero:
+        for row in rows:
+            print(row)
+        print(f"written to {out}")
+    return 0
+
+
+VERBS = {
+    "fit": cmd_fit,
+    "validate": cmd_evaluate,
+    "test": cmd_evaluate,
+    "predict": cmd_predict,
+    "config": cmd_config,
+    "tasks": cmd_tasks,
+}

@@ -1,0 +1,218 @@
+"""Configs are data: load YAML files, compose them, apply overrides, check them.
+
+A run's config is built from, in order (later wins):
+
+1. the schema's defaults (which describe the built-in demo),
+2. each ``-c`` file, after the files its ``extends:`` list names (paths are
+   relative to the file that names them),
+3. ``key=value`` overrides in OmegaConf dotlist syntax.
+
+The schema is the common sections (``task``, ``plugins``, ``run``,
+``trainer``) plus the sections of the chosen task's config dataclass. Every
+source is checked against the schema on its own, so an error names the file
+(or the command line) that caused it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(Exception):
+    """A problem with the user's config; the CLI prints it and exits with code 2."""
+
+
+@dataclass
+class RunConfig:
+    """Where a run lives: ``<root>/<name>/version_<n>``."""
+
+    name: str = "demo"
+    root: str = "outputs"
+    version: Optional[int] = None  # None: the next free version (fit) or the latest (other verbs)
+    seed: int = 1337
+    cache_dir: str = "${run.root}/cache"  # tokenizers and token files, shared by runs
+
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "accelerator": "auto",
+    "devices": 1,
+    "precision": "32-true",
+    "max_steps": 1000,
+    "val_check_interval": 250,
+    "limit_val_batches": 20,
+    "log_every_n_steps": 25,
+    "gradient_clip_val": 1.0,
+}
+
+# Trainer arguments that lmtemplate sets itself from other sections.
+_OWNED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "use_distributed_sampler", "enable_checkpointing"}
+
+
+@dataclass
+class CommonConfig:
+    """Sections every run has, whatever its task."""
+
+    task: str = "causal_lm"
+    plugins: list[str] = field(default_factory=list)
+    run: RunConfig = field(default_factory=RunConfig)
+    trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER_DEFAULTS))
+
+
+@dataclass
+class Source:
+    """One layer of config: a YAML file's own keys, or the command line's overrides."""
+
+    label: str
+    data: DictConfig
+
+
+def read_sources(files: list[str | Path], overrides: list[str]) -> list[Source]:
+    """Flatten ``-c`` files (with their ``extends:``) and overrides into layers, in merge order."""
+    sources: list[Source] = []
+    for f in files:
+        sources.extend(_file_sources(Path(f), stack=()))
+    if overrides:
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override '{item}' on the command line: expected key=value, e.g. trainer.max_steps=200")
+        try:
+            data = OmegaConf.from_dotlist(list(overrides))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"overrides on the command line: {_short(e)}") from None
+        sources.append(Source("the command line", data))
+    return sources
+
+
+def _file_sources(path: Path, stack: tuple[Path, ...]) -> list[Source]:
+    path = path.expanduser()
+    if not path.is_file():
+        where = f" (named in extends: of {stack[-1]})" if stack else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    resolved = path.resolve()
+    if resolved in stack:
+        chain = " -> ".join(str(p) for p in (*stack, resolved))
+        raise ConfigError(f"extends cycle: {chain}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}{line}: not valid YAML: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    extends = raw.pop("extends", [])
+    if isinstance(extends, str):
+        extends = [extends]
+    if not isinstance(extends, list) or not all(isinstance(e, str) for e in extends):
+        raise ConfigError(f"{path}: 'extends' must be a path or a list of paths relative to the file")
+    sources: list[Source] = []
+    for parent in extends:
+        sources.extend(_file_sources(path.parent / parent, (*stack, resolved)))
+    sources.append(Source(str(path), OmegaConf.create(raw)))
+    return sources
+
+
+def peek(sources: list[Source], key: str, default: Any) -> Any:
+    """The value of a top-level key after merging, before any schema is known (task, plugins)."""
+    value = default
+    for s in sources:
+        if key in s.data:
+            value = OmegaConf.to_container(s.data, resolve=False)[key]
+    return value
+
+
+def schema_for(task_config: type | None) -> DictConfig:
+    """The structured config for the common sections plus a task's own sections."""
+    fields = []
+    for section in (CommonConfig, task_config) if task_config is not None else (CommonConfig,):
+        hints = typing.get_type_hints(section)  # real types, also under `from __future__ import annotations`
+        fields += [(f.name, hints[f.name], f) for f in dataclasses.fields(section)]
+    cls = dataclasses.make_dataclass("Config", fields)
+    cls.__module__ = __name__
+    return OmegaConf.structured(cls)
+
+
+def compose(schema: DictConfig, sources: list[Source]) -> DictConfig:
+    """Merge sources into the schema one at a time, so each error names its source; then resolve."""
+    cfg = schema
+    for s in sources:
+        try:
+            cfg = OmegaConf.merge(cfg, s.data)
+        except OmegaConfBaseException as e:
+            raise ConfigError(_describe(e, cfg, s.label)) from None
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_describe(e, cfg, "interpolation")) from None
+    _check_trainer(cfg.trainer, sources)
+    return cfg
+
+
+def _describe(e: OmegaConfBaseException, cfg: DictConfig, label: str) -> str:
+    key = getattr(e, "full_key", None) or "?"
+    if type(e).__name__ == "ConfigKeyError" and "not in" in str(e):
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        options = list(node.keys()) if isinstance(node, DictConfig) else []
+        return f"unknown key '{key}' in {label}.{_did_you_mean(leaf, options)}"
+    return f"{key}: {_short(e)} (in {label})"
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, [str(o) for o in options], n=3, cutoff=0.6)
+    if close:
+        return " Did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    if options:
+        return " Valid keys here: " + ", ".join(str(o) for o in options) + "."
+    return ""
+
+
+def _short(e: Exception) -> str:
+    return str(e).strip().splitlines()[0]
+
+
+def _check_trainer(trainer: DictConfig, sources: list[Source]) -> None:
+    """Every ``trainer.*`` key must be an argument of ``lightning.Trainer``."""
+    from lightning import Trainer
+
+    valid = [p for p in inspect.signature(Trainer.__init__).parameters if p != "self"]
+    for key in trainer:
+        label = next((s.label for s in reversed(sources) if "trainer" in s.data and key in s.data.trainer), "the defaults")
+        if key in _OWNED_TRAINER_KEYS:
+            raise ConfigError(f"trainer.{key} (in {label}) is set by lmtemplate itself; see the README's 'Runs' section.")
+        if key not in valid:
+            raise ConfigError(
+                f"unknown key 'trainer.{key}' in {label}: not an argument of lightning.Trainer."
+                + _did_you_mean(str(key), valid)
+            )
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML, exactly as a run saves it."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def to_object(cfg: DictConfig) -> Any:
+    """The config as dataclass instances, running each section's ``__post_init__`` checks."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as e:
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"{getattr(e, 'full_key', '?')}: {_short(e)}") from None

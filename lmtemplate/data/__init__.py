@@ -1,0 +1,1 @@
+"""Data: corpora and token files, the built-in demo data, datamodules."""

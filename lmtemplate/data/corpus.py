@@ -1,0 +1,192 @@
+"""Text corpora for language-model pretraining.
+
+Text files (``.txt``, or ``.jsonl`` with one document per line under
+``data.text_field``) are tokenized once, in batches, into a flat token file
+``<cache_dir>/tokens-<hash>.u16`` (or ``.u32``) whose hash covers the input
+files and the tokenizer. Training reads fixed windows from that file through
+``numpy.memmap``, so memory stays flat however large the corpus is. Documents
+(files, or JSONL records) are separated by the tokenizer's first special token.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch.utils.data import Dataset, Sampler
+
+from lmtemplate.config import ConfigError
+from lmtemplate.tokenization import digest, document_separator, file_fingerprint
+
+LINES_PER_BATCH = 2048
+
+
+@dataclass
+class TextDataConfig:
+    train: Optional[str] = None  # glob of .txt / .jsonl files; None: the built-in demo corpus
+    val: Optional[str] = None  # glob; None: the last `val_fraction` of the training tokens
+    test: Optional[str] = None  # glob; None: the validation data
+    val_fraction: float = 0.05
+    text_field: str = "text"  # the field holding the text in .jsonl files
+    batch_size: int = 32
+    num_workers: int = 0
+    demo_lines: int = 25000  # size of the built-in demo corpus
+    demo_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("train", "val", "test"):
+            pattern = getattr(self, key)
+            if pattern is not None:
+                expand_glob(pattern, f"data.{key}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction: expected a number between 0 and 1, got {self.val_fraction}")
+        if self.batch_size < 1:
+            raise ConfigError(f"data.batch_size: expected a positive integer, got {self.batch_size}")
+
+
+def expand_glob(pattern: str, key: str) -> list[Path]:
+    files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
+    if not files:
+        raise ConfigError(f"{key}: no file matches '{pattern}' (relative to {Path.cwd()})")
+    return files
+
+
+class Corpus:
+    """A list of text files, read as documents."""
+
+    def __init__(self, files: list[Path], text_field: str = "text"):
+        self.files = list(files)
+        self.text_field = text_field
+
+    def fingerprint(self) -> object:
+        return [file_fingerprint(self.files), self.text_field]
+
+    def iter_texts(self) -> Iterator[str]:
+        for batch in self.iter_batches():
+            yield from batch[0]
+
+    def iter_batches(self) -> Iterator[tuple[list[str], bool]]:
+        """Yield (texts, ends_document) in batches of at most LINES_PER_BATCH lines."""
+        for path in self.files:
+            if path.suffix == ".jsonl":
+                yield from self._jsonl_batches(path)
+            else:
+                yield from self._text_batches(path)
+
+    def _text_batches(self, path: Path) -> Iterator[tuple[list[str], bool]]:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            batch: list[str] = []
+            for line in f:
+                batch.append(line)
+                if len(batch) == LINES_PER_BATCH:
+                    yield batch, False
+                    batch = []
+            yield batch, True
+
+    def _jsonl_batches(self, path: Path) -> Iterator[tuple[list[str], bool]]:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    text = record[self.text_field]
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise ConfigError(
+                        f"{path}, line {lineno}: expected a JSON object with a string field "
+                        f"'{self.text_field}' (data.text_field): {type(e).__name__}: {e}"
+                    ) from None
+                if not isinstance(text, str):
+                    raise ConfigError(f"{path}, line {lineno}: field '{self.text_field}' is not a string")
+                yield [text], True
+
+
+def token_file(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path) -> np.memmap:
+    """The corpus as one memory-mapped token array, built on first use and reused after."""
+    dtype = np.uint16 if tokenizer.get_vocab_size() <= 2**16 else np.uint32
+    suffix = ".u16" if dtype == np.uint16 else ".u32"
+    path = Path(cache_dir) / f"tokens-{digest(corpus.fingerprint(), tokenizer.to_str())}{suffix}"
+    if not path.is_file():
+        _write_tokens(corpus, tokenizer, path, dtype)
+    if path.stat().st_size == 0:
+        raise ConfigError(f"the training text is empty: {', '.join(map(str, corpus.files))}")
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+def _write_tokens(corpus: Corpus, tokenizer: Tokenizer, path: Path, dtype: type) -> None:
+    sep = document_separator(tokenizer)
+    eos = [] if sep is None else [sep]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for texts, ends_document in corpus.iter_batches():
+                ids = [i for enc in tokenizer.encode_batch(texts, add_special_tokens=False) for i in enc.ids]
+                np.asarray(ids + (eos if ends_document else []), dtype=dtype).tofile(out)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class TokenWindows(Dataset):
+    """Windows of ``block_size + 1`` tokens (inputs and shifted targets), indexed by start position."""
+
+    def __init__(self, tokens: np.ndarray, block_size: int):
+        self.tokens = tokens
+        self.block_size = block_size
+
+    def __len__(self) -> int:
+        return max(0, (len(self.tokens) - 1) // self.block_size)
+
+    def __getitem__(self, start: int) -> torch.Tensor:
+        return torch.from_numpy(self.tokens[start : start + self.block_size + 1].astype(np.int64))
+
+
+class WindowSampler(Sampler[int]):
+    """Start positions of non-overlapping windows: shuffled per epoch, sharded per rank, resumable.
+
+    In training every epoch shifts the window grid by a random offset and
+    shuffles the windows (both seeded by ``seed`` and the epoch), so epochs see
+    different cuts of the text. Each rank takes every ``world_size``-th window.
+    ``resume(epoch, skip)`` makes the next pass start ``skip`` samples into that
+    epoch, so a resumed run sees exactly the samples an uninterrupted run would.
+    """
+
+    def __init__(self, n_tokens: int, block_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.n_tokens, self.block_size, self.shuffle, self.seed = n_tokens, block_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.skip = 0, 0
+        self.n_windows = (n_tokens - 1 - (block_size - 1 if shuffle else 0)) // block_size
+        if self.n_windows < world_size:
+            raise ConfigError(
+                f"the data holds {n_tokens} tokens: too few for one window of model.block_size={block_size} "
+                f"per process ({world_size}); add text or lower model.block_size"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.skip = epoch, 0
+
+    def resume(self, epoch: int, skip: int) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __len__(self) -> int:
+        return self.n_windows // self.world_size
+
+    def __iter__(self) -> Iterator[int]:
+        starts = torch.arange(self.n_windows) * self.block_size
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            starts = starts[torch.randperm(self.n_windows, generator=g)] + int(torch.randint(self.block_size, (1,), generator=g))
+        mine = starts[self.rank : len(self) * self.world_size : self.world_size]
+        skip, self.skip = self.skip, 0
+        return iter(mine[skip:].tolist())

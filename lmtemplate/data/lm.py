@@ -1,0 +1,79 @@
+"""The LightningDataModule for language-model pretraining on a text corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from lmtemplate.data.corpus import Corpus, TokenWindows, WindowSampler, expand_glob, token_file
+from lmtemplate.data.demo import write_demo_corpus
+from lmtemplate.tokenization import build_tokenizer
+
+
+class TextDataModule(L.LightningDataModule):
+    """Builds (or reuses) the tokenizer and the token files in ``__init__``, so the model knows its vocabulary.
+
+    Reads ``cfg.data``, ``cfg.tokenizer``, ``cfg.model.block_size``,
+    ``cfg.run.cache_dir`` and ``cfg.run.seed``.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.block_size = cfg.model.block_size
+        cache = Path(cfg.run.cache_dir)
+        d = cfg.data
+        if d.train is None:
+            demo = cache / f"demo-{d.demo_lines}-{d.demo_seed}.txt"
+            if not demo.is_file():
+                write_demo_corpus(demo, d.demo_lines, d.demo_seed)
+            train_files = [demo]
+        else:
+            train_files = expand_glob(d.train, "data.train")
+        train = Corpus(train_files, d.text_field)
+        self.tokenizer = build_tokenizer(cfg.tokenizer, train, cache)
+        tokens = token_file(train, self.tokenizer, cache)
+        if d.val is None:
+            cut = int(len(tokens) * (1 - d.val_fraction))
+            self.train_tokens, self.val_tokens = tokens[:cut], tokens[cut:]
+        else:
+            self.train_tokens = tokens
+            self.val_tokens = token_file(Corpus(expand_glob(d.val, "data.val"), d.text_field), self.tokenizer, cache)
+        if d.test is None:
+            self.test_tokens = self.val_tokens
+        else:
+            self.test_tokens = token_file(Corpus(expand_glob(d.test, "data.test"), d.text_field), self.tokenizer, cache)
+        self.predict_inputs: list[str] = []
+
+    def _loader(self, tokens: np.ndarray, train: bool) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        sampler = WindowSampler(len(tokens), self.block_size, shuffle=train, seed=self.cfg.run.seed, rank=rank, world_size=world)
+        if train and trainer is not None and trainer.fit_loop.restarting:
+            # Resuming mid-epoch: start where the interrupted run stopped.
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            sampler.resume(trainer.current_epoch, done * self.cfg.data.batch_size)
+        return DataLoader(
+            TokenWindows(tokens, self.block_size),
+            batch_size=self.cfg.data.batch_size,
+            sampler=sampler,
+            drop_last=train,
+            num_workers=self.cfg.data.num_workers,
+            persistent_workers=self.cfg.data.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_tokens, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_tokens, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_tokens, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """One prompt per batch (prompts differ in length); ``predict_inputs`` is set by the CLI."""
+        return DataLoader(self.predict_inputs, batch_size=1, collate_fn=lambda batch: batch[0])

@@ -1,0 +1,5 @@
+"""Transformer models."""
+
+from lmtemplate.models.gpt import GPT, GPTConfig
+
+__all__ = ["GPT", "GPTConfig"]

@@ -1,0 +1,226 @@
+"""A decoder-only GPT language model in one file.
+
+Pre-LayerNorm transformer blocks, learned position embeddings, an output head
+tied to the token embedding, GPT-2 style initialisation, and sampling with an
+optional key/value cache.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class GPTConfig:
+    """Shape of the model; `vocab_size` 0 means "fill it from the tokenizer"."""
+
+    vocab_size: int = 0
+    block_size: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True
+
+
+class KVCache:
+    """Preallocated keys and values of one attention layer, for incremental decoding."""
+
+    def __init__(self, batch_size, n_head, block_size, head_dim, device=None, dtype=None):
+        shape = (batch_size, n_head, block_size, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    def append(self, k, v):
+        """Store k, v of shape (B, n_head, T, head_dim); return all keys and values so far."""
+        end = self.length + k.size(2)
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def reset(self):
+        self.length = 0
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where each position sees only itself and the past."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.dropout = cfg.dropout
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cache: KVCache | None = None):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
+        prefix = 0
+        if cache is not None:
+            prefix = cache.length
+            k, v = cache.append(k, v)
+        mask = None
+        if prefix > 0 and T > 1:
+            # New query i sits at absolute position prefix + i: it sees keys 0..prefix + i.
+            mask = torch.ones(T, prefix + T, dtype=torch.bool, device=x.device).tril(prefix)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=prefix == 0,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network with a 4x hidden width."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x):
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: attention then MLP, each on a residual branch."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cache: KVCache | None = None):
+        x = x + self.attn(self.ln1(x), cache)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer language model mapping token ids to next-token logits."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError(f"model.vocab_size must be > 0 (fill it from the tokenizer), got {cfg.vocab_size}")
+        if cfg.n_embd % cfg.n_head != 0:
+            raise ValueError(f"model.n_embd ({cfg.n_embd}) must be divisible by model.n_head ({cfg.n_head})")
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.tok_emb.weight
+        self.apply(self._init_weights)
+        # Residual projections feed a sum over 2 * n_layer branches: shrink them to keep its variance stable.
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx, caches: list[KVCache] | None = None, start_pos: int = 0):
+        """Logits (B, T, vocab) for token ids idx (B, T) placed at positions start_pos..start_pos+T-1."""
+        T = idx.size(1)
+        if start_pos + T > self.cfg.block_size:
+            raise ValueError(f"sequence of {T} tokens at start_pos {start_pos} exceeds block_size {self.cfg.block_size}")
+        if caches is not None and caches[0].length != start_pos:
+            raise ValueError(f"start_pos {start_pos} does not match the cache length {caches[0].length}")
+        pos = torch.arange(start_pos, start_pos + T, device=idx.device)
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if caches is None else caches[i])
+        return self.lm_head(self.ln_f(x))
+
+    def new_caches(self, batch_size: int) -> list[KVCache]:
+        """One empty KV cache per layer, on the model's device and dtype."""
+        c, w = self.cfg, self.lm_head.weight
+        return [KVCache(batch_size, c.n_head, c.block_size, c.n_embd // c.n_head, w.device, w.dtype)
+                for _ in range(c.n_layer)]
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; non_embedding drops the position embedding (token embedding is the tied head)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.pos_emb.weight.numel() if non_embedding else n
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token, forward and backward (PaLM appendix B estimate)."""
+        c = self.cfg
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.block_size
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: decay on Linear weight matrices only, not on biases, norms or embeddings."""
+        embeddings = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)}
+        linear = {id(m.weight) for m in self.modules() if isinstance(m, nn.Linear)} - embeddings
+        params = [p for _, p in self.named_parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in params if id(p) in linear], "weight_decay": weight_decay},
+            {"params": [p for p in params if id(p) not in linear], "weight_decay": 0.0},
+        ]
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, eos_id: int | None = None, use_cache: bool = True,
+                 generator: torch.Generator | None = None):
+        """Extend idx (B, T) by up to max_new_tokens sampled tokens; temperature 0 is greedy."""
+        was_training = self.training
+        self.eval()
+        try:
+            block_size = self.cfg.block_size
+            caches = self.new_caches(idx.size(0)) if use_cache else None
+            cached = 0  # tokens of idx already in the caches
+            done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+            for _ in range(max_new_tokens):
+                if caches is not None and idx.size(1) <= block_size:
+                    logits = self(idx[:, cached:], caches, start_pos=cached)
+                    cached = idx.size(1)
+                else:
+                    # Past block_size the learned positions would shift, so a cache cannot slide:
+                    # recompute on the last block_size tokens for the remaining steps.
+                    caches = None
+                    logits = self(idx[:, -block_size:])
+                nxt = _sample(logits[:, -1], temperature, top_k, top_p, generator)
+                if eos_id is not None:
+                    nxt = nxt.masked_fill(done[:, None], eos_id)
+                    done |= nxt[:, 0] == eos_id
+                idx = torch.cat([idx, nxt], dim=1)
+                if done.all():
+                    break
+            return idx
+        finally:
+            self.train(was_training)
+
+
+def _sample(logits, temperature, top_k, top_p, generator):
+    """One token id per row (B, 1) from last-position logits (B, vocab)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # Drop a token once the more likely ones already reach top_p; the top token always stays.
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        drop[:, 0] = False
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)

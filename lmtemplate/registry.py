@@ -1,0 +1,192 @@
+"""The task registry: the only place that maps task names to code.
+
+A task is a LightningModule class registered with ``@register_task(name,
+config=..., datamodule=...)``. Built-in tasks register exactly like plugins.
+Tasks are found in three places, loaded in this order:
+
+1. built-in: the modules of ``lmtemplate.tasks``;
+2. files: every ``*.py`` file (or package folder) in ``./plugins``, plus the
+   files, folders or importable module names listed under the config's
+   ``plugins:`` key;
+3. installed packages: entry points in the group ``lmtemplate.tasks``.
+
+Two different classes under one name is an error that names both sources.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.metadata
+import importlib.util
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from lmtemplate.config import ConfigError
+
+ENTRY_POINT_GROUP = "lmtemplate.tasks"
+PLUGIN_FOLDER = Path("plugins")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    module: type  # the LightningModule class; built as module(cfg, datamodule)
+    datamodule: type  # the LightningDataModule class; built as datamodule(cfg)
+    config: type  # dataclass whose fields are the task's config sections
+    source: str  # where the registration came from, for `tasks` and errors
+
+
+_TASKS: dict[str, TaskSpec] = {}
+_loading: list[str] = []  # the source being loaded right now (a stack)
+_loaded_sources: set[str] = set()
+
+
+def register_task(name: str, *, config: type, datamodule: type):
+    """Class decorator: register a LightningModule as the task ``name``."""
+
+    def decorator(cls: type) -> type:
+        source = _loading[-1] if _loading else f"module {cls.__module__}"
+        spec = TaskSpec(name, cls, datamodule, config, source)
+        old = _TASKS.get(name)
+        if old is not None and not _same_class(old.module, cls):
+            raise ConfigError(
+                f"two tasks are registered under the name '{name}': {old.module.__qualname__} from {old.source}, "
+                f"and {cls.__qualname__} from {source}. Rename one of them."
+            )
+        _TASKS[name] = spec
+        return cls
+
+    return decorator
+
+
+def _same_class(a: type, b: type) -> bool:
+    return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+def get_task(name: str) -> TaskSpec:
+    if name not in _TASKS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_TASKS), n=3)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise ConfigError(
+            f"unknown task '{name}' (key 'task'). Registered tasks: {', '.join(sorted(_TASKS))}.{hint} "
+            "Run `python -m lmtemplate tasks` to see where each comes from."
+        )
+    return _TASKS[name]
+
+
+def all_tasks() -> dict[str, TaskSpec]:
+    return dict(sorted(_TASKS.items()))
+
+
+@contextlib.contextmanager
+def _source(label: str) -> Iterator[None]:
+    _loading.append(label)
+    try:
+        yield
+    finally:
+        _loading.pop()
+
+
+def load_tasks(plugins: list[str] = (), base_dir: Path | None = None) -> dict[str, TaskSpec]:
+    """Load built-in tasks, plugin files and entry points; return the registry.
+
+    ``plugins`` entries are file or folder paths (relative to ``base_dir``) or
+    importable module names. Loading is idempotent, so it is safe to call in
+    every process of a distributed run.
+    """
+    with _source("built-in"):
+        importlib.import_module("lmtemplate.tasks")
+    base_dir = base_dir or Path.cwd()
+    targets: list[Path | str] = []
+    if (Path.cwd() / PLUGIN_FOLDER).is_dir():
+        targets += _plugin_files(Path.cwd() / PLUGIN_FOLDER)
+    for entry in plugins:
+        path = (base_dir / entry).expanduser()
+        if path.is_dir():
+            targets += _plugin_files(path)
+        elif path.suffix == ".py" or path.exists():
+            if not path.is_file():
+                raise ConfigError(f"plugins: file not found: {path} (listed under the config's 'plugins:' key)")
+            targets.append(path)
+        else:
+            targets.append(entry)  # an importable module name
+    for target in targets:
+        _load_plugin(target)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
+        label = f"package {dist} (entry point {ep.name} = {ep.value})"
+        if label in _loaded_sources:
+            continue
+        with _source(label):
+            try:
+                ep.load()
+            except ConfigError:
+                raise
+            except Exception as e:
+                raise ConfigError(f"could not load the task plugin from {label}: {type(e).__name__}: {e}") from None
+        _loaded_sources.add(label)
+    return all_tasks()
+
+
+def _plugin_files(folder: Path) -> list[Path]:
+    files = [p for p in sorted(folder.glob("*.py")) if not p.name.startswith("_")]
+    packages = [p for p in sorted(folder.iterdir()) if (p / "__init__.py").is_file()]
+    return files + packages
+
+
+def _load_plugin(target: Path | str) -> None:
+    if isinstance(target, str):
+        label = f"module {target}"
+    else:
+        target = target.resolve()
+        label = f"plugin file {_relative(target)}"
+    if label in _loaded_sources:
+        return
+    with _source(label):
+        try:
+            if isinstance(target, str):
+                importlib.import_module(target)
+            else:
+                _import_file(target)
+        except ConfigError:
+            raise
+        except Exception as e:
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            raise ConfigError(
+                f"could not load the task plugin {label}: {type(e).__name__}: {e} "
+                f"(at {where.filename}, line {where.lineno})"
+            ) from None
+    _loaded_sources.add(label)
+
+
+def _import_file(path: Path) -> None:
+    """Import a plugin file or package folder under ``lmtemplate_plugins.<name>``.
+
+    The module goes into ``sys.modules`` so that its classes pickle, which
+    spawned worker processes need.
+    """
+    name = f"lmtemplate_plugins.{path.stem if path.is_file() else path.name}"
+    if name in sys.modules:
+        return
+    location = path if path.is_file() else path / "__init__.py"
+    spec = importlib.util.spec_from_file_location(name, location)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,209 @@
+"""One path for every verb: config -> task -> datamodule (tokenizer, data) -> module -> Trainer -> run dir.
+
+Run directory layout (``<run.root>/<run.name>/version_<n>/``)::
+
+    config.yaml        the resolved config, exactly what ran
+    tokenizer.json
+    checkpoints/       last.ckpt and best-<step>.ckpt (by the task's monitored metric)
+    events.out.tfevents.*
+    metrics.json       final validation / test metrics
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig
+
+from lmtemplate import config as C
+from lmtemplate.callbacks.samples import TextSamples
+from lmtemplate.registry import TaskSpec, get_task, load_tasks
+from lmtemplate.tokenization import atomic_write_text, save_tokenizer
+
+RUN_DIR_ENV = "LMTEMPLATE_RUN_DIR"  # set for worker processes, so every rank uses one run directory
+
+
+@dataclass
+class Loaded:
+    """A checked config: as YAML-able data, as dataclasses, and the task it names."""
+
+    data: DictConfig
+    cfg: Any
+    task: TaskSpec
+
+
+def load_config(files: list[str], overrides: list[str]) -> Loaded:
+    sources = C.read_sources(files, overrides)
+    plugins = C.peek(sources, "plugins", [])
+    if not isinstance(plugins, list):
+        raise C.ConfigError("plugins: expected a list of files, folders or module names")
+    load_tasks(plugins)
+    task = get_task(str(C.peek(sources, "task", C.CommonConfig.task)))
+    data = C.compose(C.schema_for(task.config), sources)
+    return Loaded(data, C.to_object(data), task)
+
+
+def run_root(cfg) -> Path:
+    return Path(cfg.run.root) / cfg.run.name
+
+
+def versions(cfg) -> list[int]:
+    root = run_root(cfg)
+    found = [re.fullmatch(r"version_(\d+)", p.name) for p in root.iterdir()] if root.is_dir() else []
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def find_run(cfg) -> Path:
+    """The run named by ``run.name`` and ``run.version`` (default: the latest version)."""
+    if cfg.run.version is not None:
+        path = run_root(cfg) / f"version_{cfg.run.version}"
+        if not path.is_dir():
+            raise C.ConfigError(f"run.version: no run directory {path}")
+        return path
+    found = versions(cfg)
+    if not found:
+        raise C.ConfigError(f"no runs under {run_root(cfg)} (run.root / run.name); train one with `fit` first")
+    return run_root(cfg) / f"version_{found[-1]}"
+
+
+def resolve_checkpoint(ckpt: str, cfg) -> Path:
+    """``last``, ``best`` (in the run named by the config), a run directory, or a checkpoint file."""
+    if ckpt in ("last", "best"):
+        folder = find_run(cfg) / "checkpoints"
+        found = [folder / "last.ckpt"] if ckpt == "last" else sorted(folder.glob("best-*.ckpt"))
+        found = [p for p in found if p.is_file()]
+        if not found:
+            raise C.ConfigError(f"--ckpt {ckpt}: no {ckpt} checkpoint in {folder}")
+        return found[-1]
+    path = Path(ckpt)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise C.ConfigError(f"--ckpt: checkpoint file not found: {path}")
+    return path
+
+
+def run_dir_of(checkpoint: Path) -> Optional[Path]:
+    """The run directory a checkpoint lives in, if it lives in one."""
+    parent = checkpoint.resolve().parent
+    return parent.parent if parent.name == "checkpoints" else None
+
+
+def new_run_dir(cfg) -> Path:
+    """The next free ``version_<n>`` (or ``run.version``); created by the launching process only."""
+    if RUN_DIR_ENV in os.environ:
+        return Path(os.environ[RUN_DIR_ENV])
+    n = cfg.run.version if cfg.run.version is not None else (versions(cfg) or [-1])[-1] + 1
+    path = run_root(cfg) / f"version_{n}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class Session:
+    """Everything one verb needs, built along the one path."""
+
+    loaded: Loaded
+    run_dir: Path
+    checkpoint: Optional[Path]
+    datamodule: L.LightningDataModule
+    module: L.LightningModule
+    trainer: L.Trainer
+
+
+def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[str] = None) -> Session:
+    loaded = load_config(files, overrides)
+    checkpoint = resolve_checkpoint(ckpt, loaded.cfg) if ckpt else None
+    run_dir = run_dir_of(checkpoint) if checkpoint else None
+    if run_dir is not None and not files and (run_dir / "config.yaml").is_file():
+        # No -c given: continue with the config the run was trained with.
+        loaded = load_config([str(run_dir / "config.yaml")], overrides)
+    cfg = loaded.cfg
+    if run_dir is not None and hasattr(cfg, "tokenizer") and (run_dir / "tokenizer.json").is_file():
+        cfg.tokenizer.path = str(run_dir / "tokenizer.json")  # a checkpoint goes with its own tokenizer
+    if run_dir is None:
+        run_dir = new_run_dir(cfg) if verb == "fit" else find_run(cfg)
+
+    L.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    datamodule = loaded.task.datamodule(cfg)
+    module = loaded.task.module(cfg, datamodule)
+    trainer = build_trainer(cfg, run_dir, module, training=verb == "fit")
+    if verb == "fit" and trainer.is_global_zero:
+        atomic_write_text(run_dir / "config.yaml", C.to_yaml(loaded.data))
+        if hasattr(datamodule, "tokenizer"):
+            save_tokenizer(datamodule.tokenizer, run_dir / "tokenizer.json")
+    return Session(loaded, run_dir, checkpoint, datamodule, module, trainer)
+
+
+def build_trainer(cfg, run_dir: Path, module: L.LightningModule, training: bool) -> L.Trainer:
+    logger = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name, default_hp_metric=False)
+    callbacks: list[L.Callback] = []
+    if training:
+        metric, mode = module.monitor
+        callbacks += [
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints", filename="best-{step}", monitor=metric, mode=mode,
+                save_last=True, save_top_k=1, auto_insert_metric_name=False,
+            ),
+            LearningRateMonitor(logging_interval="step"),
+            ThroughputMonitor(batch_size_fn=len, length_fn=lambda batch: batch.shape[-1] - 1),
+        ]
+        if hasattr(module, "text_samples"):
+            callbacks.append(TextSamples())
+    try:
+        return L.Trainer(
+            **cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=run_dir, use_distributed_sampler=False
+        )
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise C.ConfigError(f"trainer: lightning.Trainer rejected the settings: {e}") from None
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, float]) -> None:
+    """Merge ``metrics`` into ``run_dir/metrics.json`` (atomically)."""
+    path = run_dir / "metrics.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    atomic_write_text(path, json.dumps({**old, **metrics}, indent=2, sort_keys=True) + "\n")
+
+
+def scalars(metrics: dict, prefix: str) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def fit(s: Session) -> dict[str, float]:
+    os.environ[RUN_DIR_ENV] = str(s.run_dir)
+    try:
+        s.trainer.fit(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint)
+        results = s.trainer.validate(s.module, datamodule=s.datamodule, verbose=False)
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
+    metrics = scalars(results[0] if results else {}, "val/")
+    metrics["step"] = s.trainer.global_step
+    if s.trainer.is_global_zero:
+        write_metrics(s.run_dir, metrics)
+    return metrics
+
+
+def evaluate(s: Session, verb: str) -> dict[str, float]:
+    run = s.trainer.validate if verb == "validate" else s.trainer.test
+    results = run(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint, verbose=False)
+    metrics = scalars(results[0] if results else {}, "val/" if verb == "validate" else "test/")
+    if s.trainer.is_global_zero:
+        write_metrics(s.run_dir, metrics)
+    return metrics
+
+
+def predict(s: Session, inputs: list[str], out_name: str = "predictions.jsonl") -> tuple[list[dict], Path]:
+    s.datamodule.predict_inputs = inputs
+    rows = s.trainer.predict(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint) or []
+    path = s.run_dir / out_name
+    if s.trainer.is_global_zero:
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return rows, path

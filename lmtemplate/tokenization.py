@@ -1,0 +1,121 @@
+"""Tokenizers: train from text files, load and save ``tokenizer.json`` (Hugging Face ``tokenizers``).
+
+A trained tokenizer is cached under ``<cache_dir>/tokenizer-<hash>.json``,
+the hash covering the training files (path, size, modification time) and the
+tokenizer settings, so a second run on the same data skips training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Protocol
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from lmtemplate.config import ConfigError
+
+KINDS = ("bpe",)
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "bpe"  # bpe: byte-level BPE, as GPT-2 uses
+    vocab_size: int = 512
+    min_frequency: int = 2
+    special_tokens: list[str] = field(default_factory=lambda: ["<|endoftext|>"])
+    path: Optional[str] = None  # load this tokenizer.json instead of training one
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"tokenizer.kind: '{self.kind}' is not one of {', '.join(KINDS)}")
+        if self.path is not None and not Path(self.path).is_file():
+            raise ConfigError(f"tokenizer.path: file not found: {self.path}")
+        if self.vocab_size < 257 + len(self.special_tokens):
+            raise ConfigError(
+                f"tokenizer.vocab_size: {self.vocab_size} is too small for byte-level BPE; "
+                f"it needs at least 256 bytes + {len(self.special_tokens)} special tokens + 1"
+            )
+
+
+def file_fingerprint(files: Iterable[Path]) -> list[tuple[str, int, int]]:
+    """What identifies input files cheaply: resolved path, size and modification time."""
+    out = []
+    for f in files:
+        st = Path(f).stat()
+        out.append((str(Path(f).resolve()), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_tokenizer(cfg: TokenizerConfig, texts: "TextSource", cache_dir: Path) -> Tokenizer:
+    """Load ``cfg.path`` if set; else reuse a cached tokenizer for these inputs, or train one."""
+    if cfg.path is not None:
+        return load_tokenizer(Path(cfg.path))
+    settings = {k: v for k, v in asdict(cfg).items() if k != "path"}
+    cached = Path(cache_dir) / f"tokenizer-{digest(settings, texts.fingerprint())}.json"
+    if cached.is_file():
+        return load_tokenizer(cached)
+    tok = train_tokenizer(cfg, texts.iter_texts())
+    save_tokenizer(tok, cached)
+    return tok
+
+
+def train_tokenizer(cfg: TokenizerConfig, texts: Iterator[str]) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        min_frequency=cfg.min_frequency,
+        special_tokens=list(cfg.special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def document_separator(tok: Tokenizer) -> Optional[int]:
+    """The id of the first special token, which separates documents in a token file; None if there is none."""
+    specials = sorted((i, t.content) for i, t in tok.get_added_tokens_decoder().items() if t.special)
+    return specials[0][0] if specials else None
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:
+        raise ConfigError(f"{path}: not a tokenizer.json file that the tokenizers library can load ({e})") from None
+
+
+def save_tokenizer(tok: Tokenizer, path: Path) -> None:
+    atomic_write_text(Path(path), tok.to_str(pretty=True))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class TextSource(Protocol):
+    """The protocol ``build_tokenizer`` needs from a corpus (see ``lmtemplate.data.corpus``)."""
+
+    def fingerprint(self) -> object: ...
+
+    def iter_texts(self) -> Iterator[str]: ...
