@@ -42,7 +42,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    unknown = [a for a in extra if a.startswith("-") or "=" not in a]
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)} (overrides are key=value)")
+    args.overrides += extra  # overrides may also come after options
     try:
         return VERBS[args.verb](args)
     except ConfigError as e:

@@ -47,8 +47,9 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "accelerator": "auto",
     "devices": 1,
     "precision": "32-true",
-    "max_steps": 1000,
-    "val_check_interval": 250,
+    "max_steps": 800,
+    "val_check_interval": 200,  # in training batches, counted across epochs (below)
+    "check_val_every_n_epoch": None,
     "limit_val_batches": 20,
     "log_every_n_steps": 25,
     "gradient_clip_val": 1.0,
@@ -205,14 +206,25 @@ def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)
 
 
-def to_object(cfg: DictConfig) -> Any:
-    """The config as dataclass instances, running each section's ``__post_init__`` checks."""
+def to_object(cfg: DictConfig, sources: list[Source] = ()) -> Any:
+    """The config as dataclass instances, running each section's ``__post_init__`` checks.
+
+    A check's error starts with the key it is about; the source that set that key is added.
+    """
     try:
         return OmegaConf.to_object(cfg)
-    except ConfigError:
-        raise
-    except OmegaConfBaseException as e:
-        cause = e.__cause__ or e.__context__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise ConfigError(f"{getattr(e, 'full_key', '?')}: {_short(e)}") from None
+    except (ConfigError, ValueError, OmegaConfBaseException) as e:
+        checked_types = (ConfigError, ValueError)  # raised by a section's __post_init__
+        cause = e if isinstance(e, checked_types) else e.__cause__ or e.__context__
+        checked = isinstance(cause, checked_types)
+        message = str(cause) if checked else f"{getattr(e, 'full_key', '?')}: {_short(e)}"
+        key = message.split(":", 1)[0]
+        raise ConfigError(f"{message} (in {source_of(key, sources)})") from None
+
+
+def source_of(key: str, sources: list[Source]) -> str:
+    """The label of the last source that set ``key`` (a dotted path), or "the defaults"."""
+    for s in reversed(sources):
+        if OmegaConf.select(s.data, key, default=None, throw_on_missing=False) is not None:
+            return s.label
+    return "the defaults"

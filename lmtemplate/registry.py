@@ -157,10 +157,16 @@ def _load_plugin(target: Path | str) -> None:
         except ConfigError:
             raise
         except Exception as e:
-            where = traceback.extract_tb(e.__traceback__)[-1]
+            frames = traceback.extract_tb(e.__traceback__)
+            # The plugin's own line, not the library frame the error surfaced in.
+            mine = [f for f in frames if isinstance(target, Path) and Path(f.filename).is_relative_to(target)]
+            if isinstance(e, SyntaxError) and e.filename:
+                filename, lineno = e.filename, e.lineno
+            else:
+                filename, lineno = (mine or frames)[-1].filename, (mine or frames)[-1].lineno
             raise ConfigError(
                 f"could not load the task plugin {label}: {type(e).__name__}: {e} "
-                f"(at {where.filename}, line {where.lineno})"
+                f"(at {filename}, line {lineno})"
             ) from None
     _loaded_sources.add(label)
 
@@ -172,9 +178,15 @@ def _import_file(path: Path) -> None:
     spawned worker processes need.
     """
     name = f"lmtemplate_plugins.{path.stem if path.is_file() else path.name}"
-    if name in sys.modules:
-        return
     location = path if path.is_file() else path / "__init__.py"
+    if name in sys.modules:
+        other = getattr(sys.modules[name], "__file__", None)
+        if other is not None and Path(other).resolve() != location.resolve():
+            raise ConfigError(
+                f"two plugins share the module name {name}: {_relative(Path(other))} and {_relative(location)}. "
+                "Rename one of them."
+            )
+        return
     spec = importlib.util.spec_from_file_location(name, location)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -18,15 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import warnings
+
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from lmtemplate import config as C
-from lmtemplate.callbacks.samples import TextSamples
+from lmtemplate.callbacks.tensorboard import HParams, TextSamples
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
 from lmtemplate.tokenization import atomic_write_text, save_tokenizer
+
+# Our train loaders resume mid-epoch through their sampler (see TextDataModule), which Lightning cannot see.
+warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
 
 RUN_DIR_ENV = "LMTEMPLATE_RUN_DIR"  # set for worker processes, so every rank uses one run directory
 
@@ -46,9 +51,12 @@ def load_config(files: list[str], overrides: list[str]) -> Loaded:
     if not isinstance(plugins, list):
         raise C.ConfigError("plugins: expected a list of files, folders or module names")
     load_tasks(plugins)
-    task = get_task(str(C.peek(sources, "task", C.CommonConfig.task)))
+    try:
+        task = get_task(str(C.peek(sources, "task", C.CommonConfig.task)))
+    except C.ConfigError as e:
+        raise C.ConfigError(f"{e} (in {C.source_of('task', sources)})") from None
     data = C.compose(C.schema_for(task.config), sources)
-    return Loaded(data, C.to_object(data), task)
+    return Loaded(data, C.to_object(data, sources), task)
 
 
 def run_root(cfg) -> Path:
@@ -98,13 +106,11 @@ def run_dir_of(checkpoint: Path) -> Optional[Path]:
 
 
 def new_run_dir(cfg) -> Path:
-    """The next free ``version_<n>`` (or ``run.version``); created by the launching process only."""
+    """The next free ``version_<n>`` (or ``run.version``); worker processes get the launcher's."""
     if RUN_DIR_ENV in os.environ:
         return Path(os.environ[RUN_DIR_ENV])
     n = cfg.run.version if cfg.run.version is not None else (versions(cfg) or [-1])[-1] + 1
-    path = run_root(cfg) / f"version_{n}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return run_root(cfg) / f"version_{n}"
 
 
 @dataclass
@@ -132,31 +138,36 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
     if run_dir is None:
         run_dir = new_run_dir(cfg) if verb == "fit" else find_run(cfg)
 
+    trainer = build_trainer(cfg, run_dir, loaded.task.module, training=verb == "fit")  # first: it checks trainer.*
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     datamodule = loaded.task.datamodule(cfg)
     module = loaded.task.module(cfg, datamodule)
-    trainer = build_trainer(cfg, run_dir, module, training=verb == "fit")
     if verb == "fit" and trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)  # only now: a config or data error leaves no empty run behind
         atomic_write_text(run_dir / "config.yaml", C.to_yaml(loaded.data))
         if hasattr(datamodule, "tokenizer"):
             save_tokenizer(datamodule.tokenizer, run_dir / "tokenizer.json")
     return Session(loaded, run_dir, checkpoint, datamodule, module, trainer)
 
 
-def build_trainer(cfg, run_dir: Path, module: L.LightningModule, training: bool) -> L.Trainer:
+def build_trainer(cfg, run_dir: Path, task_module: type, training: bool) -> L.Trainer:
     logger = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name, default_hp_metric=False)
     callbacks: list[L.Callback] = []
     if training:
-        metric, mode = module.monitor
+        metric, mode = task_module.monitor
         callbacks += [
             ModelCheckpoint(
                 dirpath=run_dir / "checkpoints", filename="best-{step}", monitor=metric, mode=mode,
                 save_last=True, save_top_k=1, auto_insert_metric_name=False,
             ),
             LearningRateMonitor(logging_interval="step"),
-            ThroughputMonitor(batch_size_fn=len, length_fn=lambda batch: batch.shape[-1] - 1),
+            HParams(),
+            ThroughputMonitor(
+                batch_size_fn=len, length_fn=lambda batch: batch[:, 1:].numel(),  # "items" are tokens
+                window_size=max(2, cfg.trainer.get("log_every_n_steps", 50)),
+            ),
         ]
-        if hasattr(module, "text_samples"):
+        if hasattr(task_module, "text_samples"):
             callbacks.append(TextSamples())
     try:
         return L.Trainer(

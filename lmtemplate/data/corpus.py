@@ -36,7 +36,7 @@ class TextDataConfig:
     test: Optional[str] = None  # glob; None: the validation data
     val_fraction: float = 0.05
     text_field: str = "text"  # the field holding the text in .jsonl files
-    batch_size: int = 32
+    batch_size: int = 16
     num_workers: int = 0
     demo_lines: int = 25000  # size of the built-in demo corpus
     demo_seed: int = 0

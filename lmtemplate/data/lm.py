@@ -53,8 +53,9 @@ class TextDataModule(L.LightningDataModule):
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         sampler = WindowSampler(len(tokens), self.block_size, shuffle=train, seed=self.cfg.run.seed, rank=rank, world_size=world)
         if train and trainer is not None and trainer.fit_loop.restarting:
-            # Resuming mid-epoch: start where the interrupted run stopped.
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            # Resuming mid-epoch: skip the batches the checkpoint's weights have already learned from
+            # ("processed" counts them whether the checkpoint was saved after validation or in a batch-end hook).
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
             sampler.resume(trainer.current_epoch, done * self.cfg.data.batch_size)
         return DataLoader(
             TokenWindows(tokens, self.block_size),

@@ -1,9 +1,4 @@
-"""A decoder-only GPT language model in one file.
-
-Pre-LayerNorm transformer blocks, learned position embeddings, an output head
-tied to the token embedding, GPT-2 style initialisation, and sampling with an
-optional key/value cache.
-"""
+"""A decoder-only GPT: pre-LayerNorm blocks, learned positions, tied output head, KV-cached sampling."""
 
 import math
 from dataclasses import dataclass
@@ -18,12 +13,21 @@ class GPTConfig:
     """Shape of the model; `vocab_size` 0 means "fill it from the tokenizer"."""
 
     vocab_size: int = 0
-    block_size: int = 128
+    block_size: int = 64
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True
+
+    def __post_init__(self):
+        for name in ("block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout: expected a probability in [0, 1), got {self.dropout}")
 
 
 class KVCache:
@@ -113,8 +117,6 @@ class GPT(nn.Module):
         super().__init__()
         if cfg.vocab_size <= 0:
             raise ValueError(f"model.vocab_size must be > 0 (fill it from the tokenizer), got {cfg.vocab_size}")
-        if cfg.n_embd % cfg.n_head != 0:
-            raise ValueError(f"model.n_embd ({cfg.n_embd}) must be divisible by model.n_head ({cfg.n_head})")
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)

@@ -14,12 +14,12 @@ from lmtemplate.config import ConfigError
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
+    lr: float = 2e-3
     min_lr: float = 1e-4  # the cosine decay ends here
     weight_decay: float = 0.1  # on weight matrices only
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     decay_steps: Optional[int] = None  # end of the cosine decay; None: trainer.max_steps
 
     def __post_init__(self) -> None:

@@ -1,0 +1,48 @@
+"""TensorBoard extras: text samples at every validation, and the run's config in the HPARAMS tab."""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams
+
+
+def _tensorboards(trainer: L.Trainer) -> list[TensorBoardLogger]:
+    if not trainer.is_global_zero:
+        return []
+    return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+class TextSamples(L.Callback):
+    """Logs ``pl_module.text_samples()`` (a list of (prompt, completion)) as a Markdown table after each validation."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loggers = [] if trainer.sanity_checking else _tensorboards(trainer)
+        if not loggers:
+            return
+        rows = "\n".join(f"| `{p!r}` | {c!r} |" for p, c in pl_module.text_samples())
+        table = f"| prompt | completion |\n|---|---|\n{rows}"
+        for logger in loggers:
+            logger.experiment.add_text("samples", table, global_step=trainer.global_step)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and None become strings, as TensorBoard's HPARAMS tab needs."""
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+class HParams(L.Callback):
+    """Writes the module's hyperparameters to the HPARAMS tab, paired with its monitored metric."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metric = pl_module.monitor[0]
+        for logger in _tensorboards(trainer):
+            writer = logger.experiment._get_file_writer()
+            for summary in hparams(flatten(dict(pl_module.hparams)), {metric: 0.0}):
+                writer.add_summary(summary)

@@ -1,0 +1,29 @@
+"""Shared fixtures."""
+
+import sys
+
+import pytest
+
+
+@pytest.fixture
+def clean_registry():
+    """Snapshot and restore the task registry and the plugin modules around a test."""
+    import importlib
+
+    from lmtemplate import registry
+
+    # Built-ins register on first import only, so import them (as load_tasks does) before the snapshot.
+    with registry._source("built-in"):
+        importlib.import_module("lmtemplate.tasks")
+
+    tasks, sources = dict(registry._TASKS), set(registry._loaded_sources)
+    modules = {k: v for k, v in sys.modules.items() if k.startswith("lmtemplate_plugins.")}
+    yield registry
+    registry._TASKS.clear()
+    registry._TASKS.update(tasks)
+    registry._loaded_sources.clear()
+    registry._loaded_sources.update(sources)
+    registry._loading.clear()
+    for k in [k for k in sys.modules if k.startswith("lmtemplate_plugins.")]:
+        del sys.modules[k]
+    sys.modules.update(modules)

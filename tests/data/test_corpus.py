@@ -1,0 +1,105 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from lmtemplate.config import ConfigError
+from lmtemplate.data.corpus import Corpus, TextDataConfig, TokenWindows, WindowSampler, token_file
+from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, document_separator
+
+
+@pytest.fixture
+def files(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.jsonl"
+    a.write_text("one two three four\nfive six seven\n" * 40)
+    b.write_text("\n".join(json.dumps({"body": f"record {i} says hello"}) for i in range(30)) + "\n")
+    return a, b
+
+
+def tokenize(files, tmp_path, field="body"):
+    corpus = Corpus(list(files), field)
+    tok = build_tokenizer(TokenizerConfig(vocab_size=300), corpus, tmp_path / "cache")
+    return corpus, tok, token_file(corpus, tok, tmp_path / "cache")
+
+
+def test_token_file_holds_every_document_with_separators(files, tmp_path):
+    corpus, tok, tokens = tokenize(files, tmp_path)
+    sep = document_separator(tok)
+    docs = np.split(np.asarray(tokens), np.flatnonzero(np.asarray(tokens) == sep) + 1)
+    assert len([d for d in docs if len(d)]) == 1 + 30  # the text file, then one document per JSONL record
+    assert tok.decode(docs[0][:-1].tolist()) == files[0].read_text()
+    assert tok.decode(docs[1][:-1].tolist()) == "record 0 says hello"
+
+
+def test_token_cache_is_reused_and_rebuilt_when_inputs_change(files, tmp_path):
+    _, _, first = tokenize(files, tmp_path)
+    cached = list((tmp_path / "cache").glob("tokens-*"))
+    stamp = cached[0].stat().st_mtime_ns
+    _, _, again = tokenize(files, tmp_path)
+    assert list((tmp_path / "cache").glob("tokens-*")) == cached
+    assert cached[0].stat().st_mtime_ns == stamp  # not rewritten
+    files[0].write_text("a different text entirely\n" * 10)
+    os.utime(files[0], ns=(stamp + 10**9, stamp + 10**9))
+    _, _, changed = tokenize(files, tmp_path)
+    assert len(list((tmp_path / "cache").glob("tokens-*"))) == 2
+    assert len(changed) != len(first)
+
+
+def test_bad_jsonl_line_names_file_and_line(files, tmp_path):
+    files[1].write_text('{"body": "fine"}\n{"text": "wrong field"}\n')
+    with pytest.raises(ConfigError, match=r"b.jsonl, line 2.*'body'"):
+        tokenize(files, tmp_path)
+
+
+def test_data_globs_must_match_files(tmp_path):
+    with pytest.raises(ConfigError, match=r"data.train: no file matches"):
+        TextDataConfig(train=str(tmp_path / "*.txt"))
+    with pytest.raises(ConfigError, match="data.val_fraction"):
+        TextDataConfig(val_fraction=1.5)
+
+
+def test_windows_are_inputs_plus_shifted_targets():
+    tokens = np.arange(100, dtype=np.uint16)
+    w = TokenWindows(tokens, 8)
+    assert w[16].tolist() == list(range(16, 25))
+
+
+def test_sampler_shards_ranks_disjointly_and_covers_the_epoch():
+    n, bs = 10_000, 16
+    shards = [list(WindowSampler(n, bs, shuffle=True, seed=3, rank=r, world_size=3)) for r in range(3)]
+    assert all(len(s) == len(shards[0]) for s in shards)
+    together = set().union(*map(set, shards))
+    assert len(together) == 3 * len(shards[0])  # disjoint
+    assert len({s % bs for s in together}) == 1  # one grid per epoch, shifted by a random offset
+    assert all(s + bs + 1 <= n for s in together)
+
+
+def test_sampler_epochs_differ_and_repeat_with_seed():
+    a = WindowSampler(5000, 16, shuffle=True, seed=1)
+    e0 = list(a)
+    a.set_epoch(1)
+    e1 = list(a)
+    assert e0 != e1
+    b = WindowSampler(5000, 16, shuffle=True, seed=1)
+    b.set_epoch(1)
+    assert list(b) == e1
+
+
+def test_sampler_resume_skips_what_was_seen_once():
+    s = WindowSampler(5000, 16, shuffle=True, seed=1)
+    s.set_epoch(2)
+    full = list(s)
+    s.resume(2, 40)
+    assert list(s) == full[40:]
+    assert list(s) == full  # the skip applies to one pass only
+    assert len(s) == len(full)
+
+
+def test_validation_sampler_is_in_order():
+    assert list(WindowSampler(100, 10, shuffle=False)) == list(range(0, 90, 10))
+
+
+def test_too_little_data_for_a_window_is_a_clear_error():
+    with pytest.raises(ConfigError, match="block_size"):
+        WindowSampler(10, 64, shuffle=True)

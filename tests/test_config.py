@@ -1,0 +1,252 @@
+"""Tests for config loading: composition, interpolation, errors, and the shipped configs/ files."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from lmtemplate.config import ConfigError, to_yaml
+from lmtemplate.run import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+pytestmark = pytest.mark.usefixtures("clean_registry")
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tmp_cwd(tmp_path, monkeypatch):
+    """An empty working directory: no ./plugins, relative paths resolve here."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+# --- composition -------------------------------------------------------------------------------
+
+
+def test_extends_single_parent_is_relative_to_the_file(tmp_cwd):
+    write(tmp_cwd / "configs/base.yaml", "model:\n  n_layer: 2\n  n_head: 2\nrun:\n  name: base\n")
+    write(tmp_cwd / "configs/exp/child.yaml", "extends: ../base.yaml\nmodel:\n  n_head: 1\n")
+    cfg = load_config(["configs/exp/child.yaml"], []).cfg
+    assert cfg.model.n_layer == 2  # from the parent
+    assert cfg.model.n_head == 1  # the child wins over its parent
+    assert cfg.run.name == "base"
+    assert cfg.model.n_embd == 128  # untouched: the schema default
+
+
+def test_composition_order(tmp_cwd):
+    write(tmp_cwd / "parents/base.yaml", """\
+        model:
+          n_layer: 2
+          n_head: 2
+          n_embd: 32
+          block_size: 16
+        run:
+          name: base
+        optim:
+          lr: 0.5
+    """)
+    write(tmp_cwd / "parents/p2.yaml", "model:\n  n_layer: 3\n  n_head: 8\n")
+    write(tmp_cwd / "sub/child.yaml", """\
+        extends: [../parents/base.yaml, ../parents/p2.yaml]
+        model:
+          n_head: 1
+        run:
+          name: child
+    """)
+    write(tmp_cwd / "over.yaml", "model:\n  n_embd: 48\nrun:\n  name: over\noptim:\n  lr: 0.25\n")
+    cfg = load_config(["sub/child.yaml", "over.yaml"], ["run.name=cli"]).cfg
+    assert cfg.model.n_layer == 3  # the later parent wins over the earlier one
+    assert cfg.model.n_head == 1  # the child wins over both parents
+    assert cfg.model.n_embd == 48  # the second -c file wins over the first's parents
+    assert cfg.model.block_size == 16  # kept from the first parent
+    assert cfg.optim.lr == 0.25  # second -c file
+    assert cfg.run.name == "cli"  # the command line wins over everything
+    assert cfg.model.dropout == 0.0  # schema default
+
+    # Swapping the -c files swaps who wins.
+    cfg = load_config(["over.yaml", "sub/child.yaml"], []).cfg
+    assert cfg.run.name == "child" and cfg.model.n_embd == 32 and cfg.optim.lr == 0.5
+
+
+# --- interpolation -----------------------------------------------------------------------------
+
+
+def test_interpolation_resolves_after_all_layers(tmp_cwd):
+    write(tmp_cwd / "exp.yaml", "run:\n  name: exp-${model.n_layer}\n")
+    loaded = load_config(["exp.yaml"], ["model.n_layer=6", "run.root=out"])
+    assert loaded.cfg.run.name == "exp-6"  # the command line's n_layer, not the file's default
+    assert loaded.cfg.run.cache_dir == "out/cache"  # the schema's own ${run.root}
+    assert OmegaConf.to_container(loaded.data)["run"]["name"] == "exp-6"  # stored resolved, not as ${...}
+    text = to_yaml(loaded.data)
+    assert "name: exp-6" in text and "${" not in text
+
+
+def test_interpolation_to_a_missing_key(tmp_cwd):
+    with pytest.raises(ConfigError, match=r"run\.name.*'model\.n_layers' not found"):
+        load_config([], ["run.name=exp-${model.n_layers}"])
+
+
+def test_config_verb_prints_the_resolved_config(tmp_cwd):
+    write(tmp_cwd / "exp.yaml", "run:\n  name: exp-${model.n_layer}\n")
+    args = ["-c", "exp.yaml", "model.n_layer=3"]
+    proc = subprocess.run([sys.executable, "-m", "lmtemplate", "config", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "name: exp-3" in proc.stdout and "${" not in proc.stdout
+    printed = yaml.safe_load(proc.stdout)
+    assert printed == yaml.safe_load(to_yaml(load_config(["exp.yaml"], ["model.n_layer=3"]).data))
+    assert printed["run"]["cache_dir"] == "outputs/cache"
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+ERROR_CASES = {
+    # id: (files to write, -c files, overrides, substrings the message must contain)
+    "unknown key in a file": (
+        {"bad.yaml": "model:\n  n_layr: 2\n"}, ["bad.yaml"], [],
+        ["'model.n_layr'", "bad.yaml", "Did you mean 'n_layer'"],
+    ),
+    "unknown top-level section in a file": (
+        {"bad.yaml": "modle:\n  n_layer: 2\n"}, ["bad.yaml"], [],
+        ["'modle'", "bad.yaml", "Did you mean 'model'"],
+    ),
+    "unknown key on the command line": (
+        {}, [], ["model.n_layr=3"],
+        ["'model.n_layr'", "the command line", "Did you mean 'n_layer'"],
+    ),
+    "wrong type on the command line": (
+        {}, [], ["model.n_layer=abc"],
+        ["model.n_layer", "abc", "the command line"],
+    ),
+    "wrong type in a file": (
+        {"bad.yaml": "run:\n  seed: lots\n"}, ["bad.yaml"], [],
+        ["run.seed", "lots", "bad.yaml"],
+    ),
+    "unknown trainer key on the command line": (
+        {}, [], ["trainer.max_step=5"],
+        ["'trainer.max_step'", "the command line", "lightning.Trainer", "'max_steps'"],
+    ),
+    "unknown trainer key in a file": (
+        {"t.yaml": "trainer:\n  max_step: 5\n"}, ["t.yaml"], [],
+        ["'trainer.max_step'", "t.yaml", "'max_steps'"],
+    ),
+    "trainer key owned by lmtemplate": (
+        {"t.yaml": "trainer:\n  logger: false\n"}, ["t.yaml"], [],
+        ["trainer.logger", "t.yaml", "set by lmtemplate"],
+    ),
+    "trainer key owned by lmtemplate on the command line": (
+        {}, [], ["trainer.default_root_dir=/tmp/x"],
+        ["trainer.default_root_dir", "the command line", "set by lmtemplate"],
+    ),
+    "missing config file": (
+        {}, ["nope.yaml"], [],
+        ["config file not found", "nope.yaml"],
+    ),
+    "missing file named in extends": (
+        {"child.yaml": "extends: missing-parent.yaml\n"}, ["child.yaml"], [],
+        ["missing-parent.yaml", "extends", "child.yaml"],
+    ),
+    "invalid YAML": (
+        {"broken.yaml": "run:\n  name: ok\nmodel:\n  n_layer: [1, 2\n  n_head: 2\n"}, ["broken.yaml"], [],
+        ["broken.yaml", "line 5", "not valid YAML"],
+    ),
+    "glob matching no file in data.train": (
+        {}, [], ["data.train=corpus/*.txt"],
+        ["data.train", "corpus/*.txt", "no file matches"],
+    ),
+    "override without '='": (
+        {}, [], ["model.n_layer"],
+        ["'model.n_layer'", "command line", "key=value"],
+    ),
+    "unknown task name": (
+        {}, [], ["task=causal_llm"],
+        ["'causal_llm'", "'task'", "Registered tasks: causal_lm", "Did you mean 'causal_lm'"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ERROR_CASES), ids=list(ERROR_CASES))
+def test_config_errors_name_key_and_source(tmp_cwd, case):
+    files, cfiles, overrides, expected = ERROR_CASES[case]
+    for name, text in files.items():
+        write(tmp_cwd / name, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(cfiles, overrides)
+    message = str(info.value)
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+    assert "\n" not in message
+
+
+def test_extends_cycle_shows_the_chain(tmp_cwd):
+    write(tmp_cwd / "a.yaml", "extends: b.yaml\n")
+    write(tmp_cwd / "b.yaml", "extends: [a.yaml]\n")
+    with pytest.raises(ConfigError, match="extends cycle") as info:
+        load_config(["a.yaml"], [])
+    chain = [Path(p.strip()).name for p in str(info.value).split(":", 1)[1].split("->")]
+    assert chain == ["a.yaml", "b.yaml", "a.yaml"]
+
+
+def test_diamond_extends_is_not_a_cycle(tmp_cwd):
+    write(tmp_cwd / "base.yaml", "model:\n  n_layer: 2\n")
+    write(tmp_cwd / "left.yaml", "extends: base.yaml\nmodel:\n  n_head: 2\n")
+    write(tmp_cwd / "right.yaml", "extends: base.yaml\nmodel:\n  n_embd: 64\n")
+    write(tmp_cwd / "top.yaml", "extends: [left.yaml, right.yaml]\n")
+    cfg = load_config(["top.yaml"], []).cfg
+    assert (cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd) == (2, 2, 64)
+
+
+def test_a_glob_that_matches_is_accepted(tmp_cwd):
+    write(tmp_cwd / "corpus/a.txt", "hello world\n")
+    assert load_config([], ["data.train=corpus/*.txt"]).cfg.data.train == "corpus/*.txt"
+
+
+# --- the shipped configs/ ----------------------------------------------------------------------
+
+
+def test_gpt_demo_is_the_schema_defaults(tmp_cwd):
+    demo = to_yaml(load_config([str(CONFIGS / "pretrain/gpt-demo.yaml")], []).data)
+    assert demo == to_yaml(load_config([], []).data)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("pretrain/*.yaml")), ids=lambda p: p.name)
+def test_pretrain_configs_load(tmp_cwd, path):
+    loaded = load_config([str(path)], [])
+    assert loaded.task.name == "causal_lm"
+    expected = yaml.safe_load(path.read_text())
+    assert loaded.cfg.run.name == expected["run"]["name"]
+    assert loaded.cfg.model.n_layer == expected["model"]["n_layer"]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("trainer/*.yaml")), ids=lambda p: p.name)
+def test_trainer_configs_load_on_the_defaults(tmp_cwd, path):
+    loaded = load_config([str(path)], [])
+    for key, value in yaml.safe_load(path.read_text())["trainer"].items():
+        assert loaded.data.trainer[key] == value
+
+
+def test_multinode_composes_after_ddp(tmp_cwd):
+    files = [str(CONFIGS / "trainer/ddp.yaml"), str(CONFIGS / "trainer/multinode.yaml")]
+    trainer = load_config(files, ["trainer.num_nodes=4"]).data.trainer
+    assert (trainer.strategy, trainer.num_nodes, trainer.devices, trainer.accelerator) == ("ddp", 4, -1, "gpu")
+
+
+def test_bigram_demo_loads_from_the_repo_root(monkeypatch):
+    monkeypatch.chdir(REPO)
+    loaded = load_config([str(CONFIGS / "plugins/bigram-demo.yaml")], [])
+    assert loaded.task.name == "bigram_lm"
+    assert loaded.task.source == "plugin file plugins/bigram_lm.py"
+    assert loaded.cfg.run.name == "bigram-demo"
+    assert "generate" not in loaded.data  # the plugin's own sections, not causal_lm's
+    with pytest.raises(ConfigError, match="'model.n_layer'"):
+        load_config([str(CONFIGS / "plugins/bigram-demo.yaml")], ["model.n_layer=2"])

@@ -1,0 +1,117 @@
+"""End-to-end runs through the CLI, in process, on a tiny model and a tiny demo corpus."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from lmtemplate.cli import main
+
+
+def fit(*overrides: str, ckpt: str | None = None) -> None:
+    argv = ["fit", *TINY, *overrides] + (["--ckpt", ckpt] if ckpt else [])
+    assert main(argv) == 0
+
+
+# About 3,000 tokens of demo text: an epoch is ~11 batches, so runs cross epoch boundaries.
+TINY = [
+    "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.block_size=32",
+    "data.batch_size=8", "data.demo_lines=100", "tokenizer.vocab_size=300",
+    "trainer.max_steps=30", "trainer.val_check_interval=5",
+    "trainer.limit_val_batches=2", "trainer.log_every_n_steps=5", "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false", "trainer.accelerator=cpu",
+    "optim.decay_steps=30", "optim.warmup_steps=5", "run.name=tiny",
+]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)  # bitwise-repeatable runs
+    yield
+    torch.set_num_threads(2)
+
+
+def test_fit_lays_out_the_run_directory(capsys):
+    fit()
+    run = Path("outputs/tiny/version_0")
+    out = capsys.readouterr().out
+    assert f"run directory: {run}" in out and "final validation loss" in out and "tensorboard --logdir outputs" in out
+    assert (run / "tokenizer.json").is_file() and list(run.glob("events.out.tfevents.*"))
+    assert (run / "checkpoints" / "last.ckpt").is_file() and len(list(run.glob("checkpoints/best-*.ckpt"))) == 1
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["step"] == 30 and metrics["val/loss"] > 0
+    assert main(["config", *TINY]) == 0
+    assert (run / "config.yaml").read_text() == capsys.readouterr().out  # saved config == `config` output
+    fit()
+    assert Path("outputs/tiny/version_1/checkpoints/last.ckpt").is_file()
+
+
+def test_tensorboard_shows_losses_lr_grad_norm_throughput_samples_hparams():
+    fit()
+    events = sorted(Path("outputs/tiny/version_0").glob("events.out.tfevents.*"))[0]
+    acc = EventAccumulator(str(events), size_guidance={"tensors": 0, "scalars": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    expected = {"train/loss", "train/ppl", "val/loss", "val/ppl", "lr-AdamW/pg1", "train/grad_norm", "train/device/items_per_sec"}
+    assert expected <= scalars
+    samples = acc.Tensors("samples/text_summary")
+    assert samples and "| prompt | completion |" in samples[-1].tensor_proto.string_val[0].decode()
+    assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")
+    lrs = [e.value for e in acc.Scalars("lr-AdamW/pg1")]
+    assert max(lrs) > lrs[-1]  # warmup then decay
+
+
+def test_resume_continues_exactly():
+    """Stop at step 15 (mid-epoch), resume to 30: same batches, same weights as one uninterrupted run.
+
+    Bitwise equal on one CPU thread: the data order, optimizer state and LR
+    schedule all come back from the checkpoint, and nothing else is random
+    (dropout is 0).
+    """
+    fit()  # version_0: 30 steps in one go
+    fit("trainer.max_steps=15")  # version_1: interrupted at 15
+    fit("trainer.max_steps=30", "run.version=1", ckpt="last")
+    a, b = weights(Path("outputs/tiny/version_0")), weights(Path("outputs/tiny/version_1"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads(Path("outputs/tiny/version_1/metrics.json").read_text())["step"] == 30
+    assert not Path("outputs/tiny/version_2").exists()  # resumed in its own directory
+
+
+def test_validate_test_and_predict_use_the_run(capsys, tmp_path):
+    fit()
+    run = Path("outputs/tiny/version_0")
+    capsys.readouterr()
+    assert main(["validate", "run.name=tiny"]) == 0
+    assert "val/loss" in capsys.readouterr().out
+    assert main(["test", "run.name=tiny", "--ckpt", "last"]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"val/loss", "test/loss", "test/ppl"} <= set(metrics)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the dog\nanna says\n")
+    assert main(["predict", "run.name=tiny", "--input", str(prompts), "generate.temperature=0", "generate.max_new_tokens=8"]) == 0
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["the dog", "anna says"] and all(r["completion"] for r in rows)
+    assert main(["predict", "run.name=tiny", "--prompt", "the dog", "generate.temperature=0", "generate.max_new_tokens=8"]) == 0
+    again = json.loads((run / "predictions.jsonl").read_text())
+    assert again == rows[0]  # greedy decoding is deterministic
+    assert main(["predict", "run.name=tiny", "--prompt", "the", "generate.top_k=5", "generate.top_p=0.9"]) == 0
+
+
+def test_eval_verbs_without_a_run_are_config_errors(capsys):
+    assert main(["validate", "run.name=nothing-here"]) == 2
+    assert "no runs under outputs/nothing-here" in capsys.readouterr().err
+    assert main(["predict", "--prompt", "x", "--ckpt", "missing.ckpt"]) == 2
+    assert "missing.ckpt" in capsys.readouterr().err
+
+
+def test_bf16_mixed_precision_runs_on_cpu():
+    fit("trainer.precision=bf16-mixed", "trainer.max_steps=10", "optim.decay_steps=10")
+    metrics = json.loads(Path("outputs/tiny/version_0/metrics.json").read_text())
+    assert metrics["step"] == 10 and 0 < metrics["val/loss"] < 10
