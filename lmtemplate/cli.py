@@ -79,9 +79,15 @@ def cmd_tasks(args) -> int:
 
 def cmd_fit(args) -> int:
     from lmtemplate import run
+    from lmtemplate.callbacks.guards import Stopped
 
     s = run.prepare("fit", args.config, args.overrides, args.ckpt)
-    metrics = run.fit(s)
+    try:
+        metrics = run.fit(s)
+    except Stopped as e:  # a signal or a non-finite loss: the message says what happened and what to do
+        if s.trainer.is_global_zero:
+            print(f"lmtemplate: {e}", file=sys.stderr)
+        return e.exit_code
     if s.trainer.is_global_zero:
         print(f"\nrun directory: {s.run_dir}")
         if "val/loss" in metrics:

@@ -41,6 +41,7 @@ class RunConfig:
     version: Optional[int] = None  # None: the next free version (fit) or the latest (other verbs)
     seed: int = 1337
     cache_dir: str = "${run.root}/cache"  # tokenizers and token files, shared by runs
+    peak_flops: Optional[float] = None  # one device's peak FLOP/s, for MFU; None: Lightning's table of GPUs
 
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -60,6 +61,23 @@ _OWNED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "use_distribut
 
 
 @dataclass
+class FSDPConfig:
+    """Options for ``trainer.strategy: fsdp``; each of the task's transformer blocks is one FSDP unit."""
+
+    sharding_strategy: str = "FULL_SHARD"  # FULL_SHARD, SHARD_GRAD_OP, HYBRID_SHARD, NO_SHARD
+    state_dict_type: str = "sharded"  # sharded: each rank writes its shard; full: one file gathered on rank 0
+    activation_checkpointing: bool = True  # recompute each block in backward
+    cpu_offload: bool = False
+
+    def __post_init__(self) -> None:
+        choices = ("FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD")
+        if self.sharding_strategy not in choices:
+            raise ConfigError(f"fsdp.sharding_strategy: '{self.sharding_strategy}' is not one of {', '.join(choices)}")
+        if self.state_dict_type not in ("sharded", "full"):
+            raise ConfigError(f"fsdp.state_dict_type: expected 'sharded' or 'full', got '{self.state_dict_type}'")
+
+
+@dataclass
 class CommonConfig:
     """Sections every run has, whatever its task."""
 
@@ -67,6 +85,7 @@ class CommonConfig:
     plugins: list[str] = field(default_factory=list)
     run: RunConfig = field(default_factory=RunConfig)
     trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER_DEFAULTS))
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
 
 
 @dataclass

@@ -21,12 +21,15 @@ from typing import Any, Optional
 import warnings
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ThroughputMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
 from lmtemplate import config as C
+from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
 from lmtemplate.callbacks.tensorboard import HParams, TextSamples
+from lmtemplate.callbacks.throughput import TokenThroughput
+from lmtemplate.checkpointing import AtomicCheckpointIO
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
 from lmtemplate.tokenization import atomic_write_text, save_tokenizer
 
@@ -160,21 +163,44 @@ def build_trainer(cfg, run_dir: Path, task_module: type, training: bool) -> L.Tr
                 dirpath=run_dir / "checkpoints", filename="best-{step}", monitor=metric, mode=mode,
                 save_last=True, save_top_k=1, auto_insert_metric_name=False,
             ),
+            StopOnSignal(),
+            StopOnNonFiniteLoss(),
             LearningRateMonitor(logging_interval="step"),
             HParams(),
-            ThroughputMonitor(
-                batch_size_fn=len, length_fn=lambda batch: batch[:, 1:].numel(),  # "items" are tokens
-                window_size=max(2, cfg.trainer.get("log_every_n_steps", 50)),
-            ),
+            TokenThroughput(window_size=max(2, cfg.trainer.get("log_every_n_steps", 50)), peak_flops=cfg.run.peak_flops),
         ]
         if hasattr(task_module, "text_samples"):
             callbacks.append(TextSamples())
+    settings = {**cfg.trainer, "strategy": build_strategy(cfg, task_module)}
     try:
         return L.Trainer(
-            **cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=run_dir, use_distributed_sampler=False
+            **settings, logger=logger, callbacks=callbacks, default_root_dir=run_dir, use_distributed_sampler=False,
+            plugins=[AtomicCheckpointIO()],
         )
     except (ValueError, TypeError, RuntimeError) as e:
         raise C.ConfigError(f"trainer: lightning.Trainer rejected the settings: {e}") from None
+
+
+def build_strategy(cfg, task_module: type):
+    """``trainer.strategy`` as given, except ``fsdp``: Lightning's FSDPStrategy set up from the ``fsdp`` section.
+
+    FSDP wraps, and optionally checkpoints, each module class the task lists in
+    ``blocks`` (its transformer block), so one block's parameters are gathered at a time.
+    """
+    strategy = cfg.trainer.get("strategy", "auto")
+    if strategy != "fsdp":
+        return strategy
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    blocks = set(getattr(task_module, "blocks", ()))
+    f = cfg.fsdp
+    return FSDPStrategy(
+        auto_wrap_policy=blocks or None,
+        activation_checkpointing_policy=blocks if f.activation_checkpointing and blocks else None,
+        sharding_strategy=f.sharding_strategy,
+        state_dict_type=f.state_dict_type,
+        cpu_offload=f.cpu_offload,
+    )
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, float]) -> None:

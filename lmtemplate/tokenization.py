@@ -15,17 +15,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Protocol
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from lmtemplate.config import ConfigError
 
-KINDS = ("bpe",)
+KINDS = ("bpe", "char")
+UNKNOWN_CHAR = "<unk>"  # char tokenizers map characters unseen in training here
 
 
 @dataclass
 class TokenizerConfig:
-    kind: str = "bpe"  # bpe: byte-level BPE, as GPT-2 uses
-    vocab_size: int = 512
+    kind: str = "bpe"  # bpe: byte-level BPE, as GPT-2 uses; char: one token per character seen in training
+    vocab_size: int = 512  # bpe only: a char vocabulary is the training text's characters + special tokens
     min_frequency: int = 2
     special_tokens: list[str] = field(default_factory=lambda: ["<|endoftext|>"])
     path: Optional[str] = None  # load this tokenizer.json instead of training one
@@ -35,7 +36,7 @@ class TokenizerConfig:
             raise ConfigError(f"tokenizer.kind: '{self.kind}' is not one of {', '.join(KINDS)}")
         if self.path is not None and not Path(self.path).is_file():
             raise ConfigError(f"tokenizer.path: file not found: {self.path}")
-        if self.vocab_size < 257 + len(self.special_tokens):
+        if self.kind == "bpe" and self.vocab_size < 257 + len(self.special_tokens):
             raise ConfigError(
                 f"tokenizer.vocab_size: {self.vocab_size} is too small for byte-level BPE; "
                 f"it needs at least 256 bytes + {len(self.special_tokens)} special tokens + 1"
@@ -69,6 +70,8 @@ def build_tokenizer(cfg: TokenizerConfig, texts: "TextSource", cache_dir: Path) 
 
 
 def train_tokenizer(cfg: TokenizerConfig, texts: Iterator[str]) -> Tokenizer:
+    if cfg.kind == "char":
+        return char_tokenizer(cfg, texts)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -80,6 +83,19 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterator[str]) -> Tokenizer:
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def char_tokenizer(cfg: TokenizerConfig, texts: Iterator[str]) -> Tokenizer:
+    """Special tokens, then <unk>, then every character of the texts in sorted order."""
+    chars: set[str] = set()
+    for text in texts:
+        chars.update(text)
+    symbols = [*cfg.special_tokens, UNKNOWN_CHAR, *sorted(chars - set(cfg.special_tokens) - {UNKNOWN_CHAR})]
+    tok = Tokenizer(models.WordLevel({c: i for i, c in enumerate(symbols)}, unk_token=UNKNOWN_CHAR))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character alone
+    tok.decoder = decoders.Fuse()  # join characters back without spaces
+    tok.add_special_tokens(list(cfg.special_tokens))
     return tok
 
 

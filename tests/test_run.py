@@ -30,6 +30,17 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
 
 
+def scalars(run: Path, tag: str) -> dict[int, float]:
+    """A scalar's values by step, over every event file of a run (a resumed run writes several)."""
+    values = {}
+    for events in sorted(run.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            values.update({e.step: e.value for e in acc.Scalars(tag)})
+    return values
+
+
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -54,12 +65,13 @@ def test_fit_lays_out_the_run_directory(capsys):
 
 
 def test_tensorboard_shows_losses_lr_grad_norm_throughput_samples_hparams():
-    fit()
+    fit("run.peak_flops=1e11")  # a made-up peak, so that MFU is logged on a CPU
     events = sorted(Path("outputs/tiny/version_0").glob("events.out.tfevents.*"))[0]
     acc = EventAccumulator(str(events), size_guidance={"tensors": 0, "scalars": 0})
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
-    expected = {"train/loss", "train/ppl", "val/loss", "val/ppl", "lr-AdamW/pg1", "train/grad_norm", "train/device/items_per_sec"}
+    expected = {"train/loss", "train/ppl", "val/loss", "val/ppl", "lr-AdamW/pg1", "train/grad_norm", "train/device/items_per_sec",
+                "train/device/flops_per_sec", "train/device/mfu"}
     assert expected <= scalars
     samples = acc.Tensors("samples/text_summary")
     assert samples and "| prompt | completion |" in samples[-1].tensor_proto.string_val[0].decode()
@@ -75,10 +87,14 @@ def test_resume_continues_exactly():
     schedule all come back from the checkpoint, and nothing else is random
     (dropout is 0).
     """
-    fit()  # version_0: 30 steps in one go
-    fit("trainer.max_steps=15")  # version_1: interrupted at 15
-    fit("trainer.max_steps=30", "run.version=1", ckpt="last")
-    a, b = weights(Path("outputs/tiny/version_0")), weights(Path("outputs/tiny/version_1"))
+    every_step = "trainer.log_every_n_steps=1"
+    fit(every_step)  # version_0: 30 steps in one go
+    fit(every_step, "trainer.max_steps=15")  # version_1: interrupted at 15
+    fit(every_step, "trainer.max_steps=30", "run.version=1", ckpt="last")
+    runs = Path("outputs/tiny/version_0"), Path("outputs/tiny/version_1")
+    losses = [scalars(run, "train/loss") for run in runs]
+    assert len(losses[0]) == 30 and losses[0] == losses[1]  # the same batches, step for step
+    a, b = map(weights, runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads(Path("outputs/tiny/version_1/metrics.json").read_text())["step"] == 30
     assert not Path("outputs/tiny/version_2").exists()  # resumed in its own directory

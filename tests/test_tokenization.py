@@ -48,3 +48,15 @@ def test_bad_settings_and_files_are_config_errors(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="bad.json"):
         load_tokenizer(bad)
+
+
+def test_char_tokenizer_has_one_token_per_character(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_text("First Citizen:\nBefore we proceed  any further, hear me speak.\n")
+    tok = build_tokenizer(TokenizerConfig(kind="char"), Corpus([path]), tmp_path / "cache")
+    text = "hear me,\nCitizen!"
+    ids = tok.encode(text, add_special_tokens=False).ids
+    assert len(ids) == len(text) - 1 + 1  # every character is one token ('!' was never seen: <unk>)
+    assert tok.decode(ids) == "hear me,\nCitizen<unk>"
+    assert tok.get_vocab_size() == len(set(path.read_text())) + 2  # + <|endoftext|> and <unk>
+    assert document_separator(tok) == 0

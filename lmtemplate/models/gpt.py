@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -19,6 +20,8 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True
+    activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~1/3 more compute
+    compile: bool = False  # the task compiles the model with torch.compile (training and evaluation)
 
     def __post_init__(self):
         for name in ("block_size", "n_layer", "n_head", "n_embd"):
@@ -148,7 +151,10 @@ class GPT(nn.Module):
         pos = torch.arange(start_pos, start_pos + T, device=idx.device)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
         for i, block in enumerate(self.blocks):
-            x = block(x, None if caches is None else caches[i])
+            if self.cfg.activation_checkpointing and self.training and caches is None:
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x, None if caches is None else caches[i])
         return self.lm_head(self.ln_f(x))
 
     def new_caches(self, batch_size: int) -> list[KVCache]:
@@ -181,7 +187,11 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, eos_id: int | None = None, use_cache: bool = True,
                  generator: torch.Generator | None = None):
-        """Extend idx (B, T) by up to max_new_tokens sampled tokens; temperature 0 is greedy."""
+        """Extend idx (B, T) by up to max_new_tokens sampled tokens; temperature 0 is greedy.
+
+        Calls ``forward`` rather than the module, so a model compiled with
+        ``nn.Module.compile`` is not recompiled for every new sequence length.
+        """
         was_training = self.training
         self.eval()
         try:
@@ -191,13 +201,13 @@ class GPT(nn.Module):
             done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
             for _ in range(max_new_tokens):
                 if caches is not None and idx.size(1) <= block_size:
-                    logits = self(idx[:, cached:], caches, start_pos=cached)
+                    logits = self.forward(idx[:, cached:], caches, start_pos=cached)
                     cached = idx.size(1)
                 else:
                     # Past block_size the learned positions would shift, so a cache cannot slide:
                     # recompute on the last block_size tokens for the remaining steps.
                     caches = None
-                    logits = self(idx[:, -block_size:])
+                    logits = self.forward(idx[:, -block_size:])
                 nxt = _sample(logits[:, -1], temperature, top_k, top_p, generator)
                 if eos_id is not None:
                     nxt = nxt.masked_fill(done[:, None], eos_id)

@@ -14,7 +14,7 @@ from torchmetrics.text import Perplexity
 from lmtemplate.config import ConfigError
 from lmtemplate.data.corpus import TextDataConfig
 from lmtemplate.data.lm import TextDataModule
-from lmtemplate.models.gpt import GPT, GPTConfig
+from lmtemplate.models.gpt import GPT, Block, GPTConfig
 from lmtemplate.registry import register_task
 from lmtemplate.tasks.base import OptimConfig, configure_adamw, log_grad_norm
 from lmtemplate.tokenization import TokenizerConfig, document_separator
@@ -57,6 +57,7 @@ def split(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 @register_task("causal_lm", config=CausalLMConfig, datamodule=TextDataModule)
 class CausalLM(L.LightningModule):
     monitor = ("val/loss", "min")  # the metric that picks the best checkpoint
+    blocks = (Block,)  # the units FSDP shards and checkpoints one at a time
 
     def __init__(self, cfg, datamodule: TextDataModule):
         super().__init__()
@@ -66,6 +67,8 @@ class CausalLM(L.LightningModule):
         if 0 < cfg.model.vocab_size < vocab:
             raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} is smaller than the tokenizer's vocabulary ({vocab})")
         self.model = GPT(dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or vocab))
+        if cfg.model.compile:
+            self.model.compile()  # in place: parameter names, and so checkpoints, stay as without compile
         self.val_ppl, self.test_ppl = Perplexity(), Perplexity()
         self.save_hyperparameters(dataclasses.asdict(cfg))
 

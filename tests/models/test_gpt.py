@@ -172,3 +172,34 @@ def test_top_p_keeps_smallest_set_reaching_p(top_p, kept):
     out = model.generate(torch.zeros(1, 1, dtype=torch.long), 300, top_p=top_p, use_cache=False,
                          generator=torch.Generator().manual_seed(0))
     assert set(out[0, 1:].tolist()) == kept
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=50, block_size=16, n_layer=3, n_head=2, n_embd=32)
+    plain = GPT(cfg)
+    ckpt = GPT(GPTConfig(**{**cfg.__dict__, "activation_checkpointing": True}))
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randint(50, (4, 17))
+    grads = []
+    for model in (plain, ckpt):
+        loss = F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert all(torch.allclose(grads[0][1][n], grads[1][1][n], atol=1e-6) for n in grads[0][1])
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager():
+    """torch.compile on CPU (inductor, C++ codegen: ~30-60 s to compile here, hence slow)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    x = torch.randint(50, (4, 17))
+    eager = F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+    model.compile()
+    compiled = F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+    compiled.backward()
+    assert torch.allclose(eager, compiled, atol=1e-5)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert "_orig_mod" not in "".join(model.state_dict())  # checkpoints stay compatible with eager models

@@ -1,0 +1,130 @@
+"""Helpers shared by the benchmarks: interleaved timing, medians, a table printer, the JSON result file.
+
+Every benchmark writes ``outputs/benchmarks/<name>.json`` (or the path its ``--out`` names) with
+:func:`write_json`, and records the machine it ran on with :func:`environment`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIR = ROOT / "outputs" / "benchmarks"
+
+
+def default_out(name: str) -> Path:
+    """Where benchmark ``name`` writes its results by default: outputs/benchmarks/<name>.json."""
+    return OUT_DIR / f"{name}.json"
+
+
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    """Write ``data`` as indented JSON to ``path``, creating its folder; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def median(xs: Sequence[float]) -> float:
+    return statistics.median(xs)
+
+
+def environment() -> dict:
+    """The software and machine a result was measured on."""
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() is often empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def interleave(fns: dict[str, Callable[[int], object]], steps: int, warmup: int = 0,
+               before_round: Callable[[int], object] | None = None) -> dict[str, list[float]]:
+    """Time ``steps`` calls of each function, alternating between them; return seconds per call by name.
+
+    Round ``i`` calls ``before_round(i)`` (untimed, e.g. to draw the round's shared input), then each
+    function once as ``fn(i)``, timed with ``time.perf_counter``. The order rotates every round (AB, BA,
+    ...) so neither function always runs first after the untimed work. The first ``warmup`` rounds are
+    run but not recorded.
+    """
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(warmup + steps):
+        if before_round is not None:
+            before_round(i)
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            fns[name](i)
+            dt = time.perf_counter() - t0
+            if i >= warmup:
+                times[name].append(dt)
+    return times
+
+
+def print_table(rows: Sequence[Sequence[object]], headers: Sequence[str], file=None) -> None:
+    """Print rows as a Markdown table with columns padded to their widest cell."""
+    file = file or sys.stdout
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[j]) for r in cells) for j in range(len(headers))]
+
+    def line(r):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+
+    print(line(cells[0]), file=file)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|", file=file)
+    for r in cells[1:]:
+        print(line(r), file=file)
+
+
+def _fmt(c: object) -> str:
+    if isinstance(c, float):
+        return f"{c:,.3f}" if abs(c) < 10 else f"{c:,.1f}"
+    return str(c)
+
+
+
+class StepTimer(L.Callback):
+    """Seconds from one training batch's start to the next one's, after ``warmup`` batches.
+
+    That interval holds every per-step cost of a run (data, forward, backward,
+    optimizer, logging, callbacks, progress bar); steps that also validate or
+    checkpoint show up as outliers, which a median ignores.
+    """
+
+    def __init__(self, warmup: int = 0):
+        self.warmup, self.times = warmup, []
+        self._last, self._seen = None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._last is not None and self._seen > self.warmup:
+            self.times.append(now - self._last)
+        self._last, self._seen = now, self._seen + 1

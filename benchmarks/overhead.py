@@ -1,0 +1,129 @@
+"""What the template costs per step: `fit` as it runs by default against a plain PyTorch loop.
+
+Both train the demo GPT shape on the same batches in one process, interleaved
+step by step: a callback runs one plain-loop step after each template step.
+
+- template: `lmtemplate.run.prepare("fit", ...)` + `run.fit`, exactly as
+  `python -m lmtemplate fit` builds it (callbacks, logging, progress bar,
+  checkpointing and validation at their defaults). A template step is the
+  time from one `on_train_batch_start` to the next, minus the plain step run in
+  between: data loading, forward, backward, clipping, optimizer, scheduler,
+  logging, callbacks and progress bar are all in it.
+- plain: a loop written here: its own DataLoader over the same windows in the
+  same order, the same model shape and init, AdamW with the same parameter
+  groups and schedule, gradient clipping at 1.0.
+
+Reports the median ms/step of each and plain/template (>= 0.95 is the
+target: the template at no less than 95% of the plain loop's speed), plus the
+mean, which also carries the template's periodic validation and checkpoints.
+
+    python benchmarks/overhead.py [--steps 300] [--quick] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from common import default_out, environment, median, print_table, write_json
+from lmtemplate import run
+from lmtemplate.data.corpus import TokenWindows, WindowSampler
+from lmtemplate.models.gpt import GPT
+from lmtemplate.tasks.base import warmup_cosine
+
+
+class PlainLoop:
+    """The reference: a hand-written training step over the same windows."""
+
+    def __init__(self, session: run.Session):
+        cfg, dm = session.loaded.cfg, session.datamodule
+        self.model = GPT(session.module.model.cfg)
+        self.model.load_state_dict(session.module.model.state_dict())
+        decay_steps = cfg.optim.decay_steps or cfg.trainer["max_steps"]
+        self.opt = torch.optim.AdamW(self.model.param_groups(cfg.optim.weight_decay), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: warmup_cosine(s, cfg.optim, decay_steps) / cfg.optim.lr)
+        sampler = WindowSampler(len(dm.train_tokens), dm.block_size, shuffle=True, seed=cfg.run.seed)
+        loader = DataLoader(TokenWindows(dm.train_tokens, dm.block_size), batch_size=cfg.data.batch_size, sampler=sampler, drop_last=True)
+        self.batches = iter(loader)
+        self.clip = cfg.trainer.get("gradient_clip_val") or 0.0
+
+    def step(self) -> float:
+        t0 = time.perf_counter()
+        batch = next(self.batches)
+        x, y = batch[:, :-1], batch[:, 1:]
+        loss = F.cross_entropy(self.model(x).flatten(0, 1), y.flatten())
+        loss.backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        return time.perf_counter() - t0
+
+
+class Interleave(L.Callback):
+    """Runs one plain step after each template step and times both."""
+
+    def __init__(self, plain: PlainLoop, warmup: int):
+        self.plain, self.warmup = plain, warmup
+        self.template: list[float] = []
+        self.reference: list[float] = []
+        self._start = None
+        self._plain_time = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        now = time.perf_counter()
+        if self._start is not None and trainer.global_step > self.warmup:
+            self.template.append(now - self._start - self._plain_time)
+        self._start = now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._plain_time = self.plain.step()
+        if trainer.global_step > self.warmup:
+            self.reference.append(self._plain_time)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--quick", action="store_true", help="a 30-step smoke run")
+    p.add_argument("--out", default=str(default_out("overhead")))
+    args = p.parse_args()
+    steps = 30 if args.quick else args.steps
+    warmup = 5
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = [f"trainer.max_steps={steps + warmup + 1}", f"run.root={tmp}", "run.cache_dir=outputs/cache"]
+        session = run.prepare("fit", [], overrides)
+        timer = Interleave(PlainLoop(session), warmup)
+        session.trainer.callbacks.append(timer)
+        run.fit(session)
+    n = min(len(timer.template), len(timer.reference))
+    t, r = timer.template[:n], timer.reference[:n]
+    result = {
+        "shape": {k: getattr(session.module.model.cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")},
+        "batch_size": session.loaded.cfg.data.batch_size,
+        "steps": n,
+        "template_ms_median": 1000 * median(t),
+        "plain_ms_median": 1000 * median(r),
+        "ratio_plain_over_template": median(r) / median(t),
+        "template_ms_mean": 1000 * sum(t) / n,
+        "plain_ms_mean": 1000 * sum(r) / n,
+        "environment": environment(),
+    }
+    print_table(
+        [["template (fit defaults)", result["template_ms_median"], result["template_ms_mean"]],
+         ["plain PyTorch loop", result["plain_ms_median"], result["plain_ms_mean"]]],
+        ["", "median ms/step", "mean ms/step"],
+    )
+    print(f"speed of the template relative to the plain loop: {result['ratio_plain_over_template']:.3f} (target >= 0.95)")
+    print(f"written to {write_json(args.out, result)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Checkpoint files: written atomically, read with ``torch.load(weights_only=True)``, checked on load.
+
+Lightning hands checkpoint reads and writes to the ``CheckpointIO`` plugin that ``run.build_trainer``
+passes in, under every strategy lmtemplate uses except FSDP: it reads checkpoints and writes sharded ones
+by itself (its full checkpoints are written here).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lmtemplate.config import ConfigError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        """Write a temporary file next to ``path``, fsync it, then rename it over ``path``.
+
+        A crash mid-write leaves the previous file whole (and no temporary file, unless the process is killed).
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
+        """Load with ``weights_only=True`` unless the caller asks for False, so a checkpoint cannot run code.
+
+        Our checkpoints hold only tensors, numbers, strings and plain containers (the task stores its hparams
+        as ``dataclasses.asdict(cfg)``), so they load as they are. A file that is not a whole Lightning
+        checkpoint raises a ConfigError that says what is wrong with it.
+        """
+        try:
+            checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only is not False)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise  # the error names the path
+        except Exception as e:
+            raise ConfigError(f"checkpoint {path}: {_what_is_wrong(Path(path), e)}") from e
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise ConfigError(f"checkpoint {path}: a PyTorch file but not a Lightning checkpoint (it has no 'state_dict')")
+        return checkpoint
+
+
+def _what_is_wrong(path: Path, error: Exception) -> str:
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if refused:
+        return (
+            f"it holds a Python object of type {refused[1]}, which torch.load(weights_only=True) does not rebuild; "
+            "store plain containers instead (e.g. save_hyperparameters(dataclasses.asdict(cfg))) or allow the type "
+            "with torch.serialization.add_safe_globals"
+        )
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"  # PyTorch checkpoints are zip archives
+    if is_zip and not zipfile.is_zipfile(path):
+        return "the file is truncated or corrupted (a save or a copy that did not finish?)"
+    return "not a PyTorch checkpoint file"

@@ -1,0 +1,107 @@
+"""Checkpoint files: atomic saves, weights_only loads, and clear errors for files that are not whole checkpoints."""
+
+import io
+import pickle
+import re
+import shutil
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmtemplate.checkpointing import AtomicCheckpointIO
+from lmtemplate.cli import main
+from lmtemplate.config import ConfigError
+from test_run import TINY
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # away from the repository's ./plugins
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A 5-step TINY run's root; its last.ckpt is a real Lightning checkpoint."""
+    root = tmp_path_factory.mktemp("trained") / "outputs"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root.parent)
+        assert main(["fit", *TINY, "trainer.max_steps=5", "optim.decay_steps=5", f"run.root={root}"]) == 0
+    return root
+
+
+def last(root: Path) -> Path:
+    return root / "tiny/version_0/checkpoints/last.ckpt"
+
+
+def test_a_crash_while_saving_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(100)}}, path)
+    good = path.read_bytes()
+    real_save = torch.save
+
+    def crash_half_way(obj, f):
+        data = io.BytesIO()
+        real_save(obj, data)
+        f.write(data.getvalue()[: len(data.getvalue()) // 2])
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", crash_half_way)
+    with pytest.raises(OSError, match="No space"):
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(100)}}, path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_lightning_loads_checkpoints_with_weights_only(trained, monkeypatch, capsys):
+    calls = []
+    real_load = torch.load
+
+    def spy(f, *args, **kwargs):
+        calls.append((Path(f), kwargs.get("weights_only")))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    assert main(["validate", "run.name=tiny", f"run.root={trained}", "--ckpt", "last"]) == 0
+    assert "val/loss" in capsys.readouterr().out
+    assert calls == [(last(trained), True)]
+
+
+class Opaque:
+    pass
+
+
+def write_truncated(path, checkpoint):
+    path.write_bytes(checkpoint.read_bytes()[:5000])
+
+
+@pytest.mark.parametrize(
+    "write, problem",
+    [
+        (write_truncated, "the file is truncated or corrupted"),
+        (lambda path, _: path.write_bytes(b""), "the file is empty"),
+        (lambda path, _: path.write_text("epoch: 3\n"), "not a PyTorch checkpoint file"),
+        (lambda path, _: path.write_bytes(pickle.dumps({"a": 1})), "not a PyTorch checkpoint file"),
+        (lambda path, _: torch.save(OrderedDict(w=torch.ones(2)), path), "a PyTorch file but not a Lightning checkpoint"),
+        (lambda path, _: torch.save({"state_dict": {}, "x": Opaque()}, path), "object of type test_checkpointing.Opaque"),
+    ],
+    ids=["truncated", "empty", "text", "pickle", "state-dict", "object"],
+)
+def test_files_that_are_not_whole_checkpoints_are_config_errors(trained, tmp_path, write, problem):
+    path = tmp_path / "bad.ckpt"
+    write(path, last(trained))
+    with pytest.raises(ConfigError, match=re.escape(f"checkpoint {path}: ") + ".*" + re.escape(problem)):
+        AtomicCheckpointIO().load_checkpoint(path)
+
+
+@pytest.mark.parametrize("verb", ["fit", "validate", "test", "predict"])
+def test_every_verb_reports_a_bad_checkpoint_and_exits_2(trained, tmp_path, capsys, verb):
+    root = tmp_path / "outputs"
+    shutil.copytree(trained, root)
+    bad = last(root)
+    write_truncated(bad, last(trained))
+    extra = ["--prompt", "the"] if verb == "predict" else []
+    assert main([verb, "run.name=tiny", f"run.root={root}", "--ckpt", str(bad), *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"lmtemplate: error: checkpoint {bad}: the file is truncated or corrupted" in err and "Traceback" not in err
