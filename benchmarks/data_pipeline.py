@@ -27,6 +27,11 @@ size. What must stay flat is ``RssAnon`` (the process's own heap). Each epoch ``
 its shuffled window starts as a Python list (~40 bytes a window, ~37 MiB for 1 GiB of this text), once, at
 the first batch; growth is therefore measured from the first RSS sample after it (``--sample-every``).
 
+``build.peak_rss_mib`` is the build subprocess's own ``VmHWM``. ``build.children_maxrss_mib`` is the
+parent's ``getrusage(RUSAGE_CHILDREN)`` after the build: the largest of all its children so far, including the
+forked generator processes, which inherit the parent's imports (lightning, via benchmarks/common.py), so it is
+only an upper bound.
+
 Units: MiB = 2**20 bytes throughout (so ``--size-mb 1024`` is 1 GiB); "tokens/s" while reading counts
 input tokens (batch x block). The work dir is deleted at the end unless ``--keep``.
 """

@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lmtemplate.config import ConfigError
@@ -37,21 +38,51 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
-        """Load with ``weights_only=True`` unless the caller asks for False, so a checkpoint cannot run code.
+        return read_checkpoint(path, map_location, weights_only=weights_only is not False)
 
-        Our checkpoints hold only tensors, numbers, strings and plain containers (the task stores its hparams
-        as ``dataclasses.asdict(cfg)``), so they load as they are. A file that is not a whole Lightning
-        checkpoint raises a ConfigError that says what is wrong with it.
-        """
-        try:
-            checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only is not False)
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            raise  # the error names the path
-        except Exception as e:
-            raise ConfigError(f"checkpoint {path}: {_what_is_wrong(Path(path), e)}") from e
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise ConfigError(f"checkpoint {path}: a PyTorch file but not a Lightning checkpoint (it has no 'state_dict')")
-        return checkpoint
+
+def read_checkpoint(path, map_location="cpu", weights_only: bool = True, mmap: bool = False) -> dict:
+    """Load with ``weights_only=True`` unless the caller asks for False, so a checkpoint cannot run code.
+
+    Our checkpoints hold only tensors, numbers, strings and plain containers (the task stores its hparams
+    as ``dataclasses.asdict(cfg)``), so they load as they are. A file that is not a whole Lightning
+    checkpoint raises a ConfigError that says what is wrong with it. ``mmap`` reads lazily: a cheap check.
+    """
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=weights_only, mmap=mmap)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise  # the error names the path
+    except Exception as e:
+        raise ConfigError(f"checkpoint {path}: {_what_is_wrong(Path(path), e)}") from e
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(f"checkpoint {path}: a PyTorch file but not a Lightning checkpoint (it has no 'state_dict')")
+    return checkpoint
+
+
+class LastAndBest(ModelCheckpoint):
+    """The best checkpoint by the task's monitored metric, and a ``last.ckpt`` that is always current.
+
+    Lightning's ``save_last`` rewrites last.ckpt only when a best checkpoint is saved at the same step,
+    so after a validation that does not improve, or when training ends between validations, last.ckpt
+    would lag behind the run; this saves it after every validation and at the end of training too.
+    """
+
+    def __init__(self, dirpath: Path, monitor: str, mode: str):
+        super().__init__(
+            dirpath=dirpath, filename="best-{step}", monitor=monitor, mode=mode,
+            save_last=True, save_top_k=1, auto_insert_metric_name=False,
+        )
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_last(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._save_last(trainer)
+
+    def _save_last(self, trainer) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):  # skips if this step is saved already
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def _what_is_wrong(path: Path, error: Exception) -> str:

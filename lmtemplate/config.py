@@ -57,7 +57,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 }
 
 # Trainer arguments that lmtemplate sets itself from other sections.
-_OWNED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "use_distributed_sampler", "enable_checkpointing"}
+_OWNED_TRAINER_KEYS = {"logger", "callbacks", "default_root_dir", "use_distributed_sampler", "enable_checkpointing", "plugins"}
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import warnings
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
@@ -29,7 +29,7 @@ from lmtemplate import config as C
 from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
 from lmtemplate.callbacks.tensorboard import HParams, TextSamples
 from lmtemplate.callbacks.throughput import TokenThroughput
-from lmtemplate.checkpointing import AtomicCheckpointIO
+from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, read_checkpoint
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
 from lmtemplate.tokenization import atomic_write_text, save_tokenizer
 
@@ -86,18 +86,18 @@ def find_run(cfg) -> Path:
 
 
 def resolve_checkpoint(ckpt: str, cfg) -> Path:
-    """``last``, ``best`` (in the run named by the config), a run directory, or a checkpoint file."""
+    """``last``, ``best`` (in the run named by the config), a run directory, or a checkpoint (file or sharded folder)."""
     if ckpt in ("last", "best"):
         folder = find_run(cfg) / "checkpoints"
         found = [folder / "last.ckpt"] if ckpt == "last" else sorted(folder.glob("best-*.ckpt"))
-        found = [p for p in found if p.is_file()]
+        found = [p for p in found if p.exists()]  # a sharded (FSDP) checkpoint is a folder
         if not found:
             raise C.ConfigError(f"--ckpt {ckpt}: no {ckpt} checkpoint in {folder}")
         return found[-1]
     path = Path(ckpt)
-    if path.is_dir():
+    if path.is_dir() and path.suffix != ".ckpt":
         path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
+    if not path.exists():
         raise C.ConfigError(f"--ckpt: checkpoint file not found: {path}")
     return path
 
@@ -131,6 +131,8 @@ class Session:
 def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[str] = None) -> Session:
     loaded = load_config(files, overrides)
     checkpoint = resolve_checkpoint(ckpt, loaded.cfg) if ckpt else None
+    if checkpoint is not None and checkpoint.is_file():
+        read_checkpoint(checkpoint, mmap=True)  # a broken file fails now, before a run directory is made
     run_dir = run_dir_of(checkpoint) if checkpoint else None
     if run_dir is not None and not files and (run_dir / "config.yaml").is_file():
         # No -c given: continue with the config the run was trained with.
@@ -159,10 +161,7 @@ def build_trainer(cfg, run_dir: Path, task_module: type, training: bool) -> L.Tr
     if training:
         metric, mode = task_module.monitor
         callbacks += [
-            ModelCheckpoint(
-                dirpath=run_dir / "checkpoints", filename="best-{step}", monitor=metric, mode=mode,
-                save_last=True, save_top_k=1, auto_insert_metric_name=False,
-            ),
+            LastAndBest(run_dir / "checkpoints", metric, mode),
             StopOnSignal(),
             StopOnNonFiniteLoss(),
             LearningRateMonitor(logging_interval="step"),

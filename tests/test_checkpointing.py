@@ -65,7 +65,7 @@ def test_lightning_loads_checkpoints_with_weights_only(trained, monkeypatch, cap
     monkeypatch.setattr(torch, "load", spy)
     assert main(["validate", "run.name=tiny", f"run.root={trained}", "--ckpt", "last"]) == 0
     assert "val/loss" in capsys.readouterr().out
-    assert calls == [(last(trained), True)]
+    assert len(calls) == 2 and set(calls) == {(last(trained), True)}  # an mmap check up front, then the load
 
 
 class Opaque:
@@ -105,3 +105,14 @@ def test_every_verb_reports_a_bad_checkpoint_and_exits_2(trained, tmp_path, caps
     assert main([verb, "run.name=tiny", f"run.root={root}", "--ckpt", str(bad), *extra]) == 2
     err = capsys.readouterr().err
     assert f"lmtemplate: error: checkpoint {bad}: the file is truncated or corrupted" in err and "Traceback" not in err
+
+
+def test_last_checkpoint_is_current_when_validation_does_not_improve(tmp_path, monkeypatch):
+    """Lightning's save_last alone would leave last.ckpt at the last improving validation (step 4 here)."""
+    monkeypatch.chdir(tmp_path)
+    frozen = ["optim.lr=1e-12", "optim.min_lr=1e-12", "trainer.max_steps=14", "trainer.val_check_interval=4"]
+    assert main(["fit", *TINY, *frozen]) == 0
+    folder = tmp_path / "outputs/tiny/version_0/checkpoints"
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 14  # after the last validation (12)
+    (best,) = folder.glob("best-*.ckpt")
+    assert best.name == "best-4.ckpt"  # the loss never improved after the first validation

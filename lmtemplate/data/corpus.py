@@ -189,4 +189,4 @@ class WindowSampler(Sampler[int]):
             starts = starts[torch.randperm(self.n_windows, generator=g)] + int(torch.randint(self.block_size, (1,), generator=g))
         mine = starts[self.rank : len(self) * self.world_size : self.world_size]
         skip, self.skip = self.skip, 0
-        return iter(mine[skip:].tolist())
+        return map(int, mine[skip:].numpy())  # 8 bytes a window until used, not a list of Python ints

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import lightning as L
 import numpy as np
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from lmtemplate.data.corpus import Corpus, TokenWindows, WindowSampler, expand_glob, token_file
@@ -64,6 +66,7 @@ class TextDataModule(L.LightningDataModule):
             drop_last=train,
             num_workers=self.cfg.data.num_workers,
             persistent_workers=self.cfg.data.num_workers > 0,
+            worker_init_fn=_worker_init,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -78,3 +81,10 @@ class TextDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """One prompt per batch (prompts differ in length); ``predict_inputs`` is set by the CLI."""
         return DataLoader(self.predict_inputs, batch_size=1, collate_fn=lambda batch: batch[0])
+
+
+def _worker_init(worker_id: int) -> None:
+    """Loader workers ignore Ctrl-C and SIGTERM: the main process saves a checkpoint, then stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pl_worker_init_function(worker_id)  # Lightning's per-worker seeding, which this function replaces

@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "vs_transformers.py"
 
 
+@pytest.mark.slow
 def test_quick_run_writes_both_shapes(tmp_path):
     out = tmp_path / "vs_transformers.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
