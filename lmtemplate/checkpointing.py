@@ -72,9 +72,12 @@ class LastAndBest(ModelCheckpoint):
             dirpath=dirpath, filename="best-{step}", monitor=monitor, mode=mode,
             save_last=True, save_top_k=1, auto_insert_metric_name=False,
         )
+        self.validated_at = -1  # the global step of the last validation during fit
 
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
+        if not trainer.sanity_checking:
+            self.validated_at = trainer.global_step
         self._save_last(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:

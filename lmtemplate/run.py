@@ -217,10 +217,13 @@ def fit(s: Session) -> dict[str, float]:
     os.environ[RUN_DIR_ENV] = str(s.run_dir)
     try:
         s.trainer.fit(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint)
-        results = s.trainer.validate(s.module, datamodule=s.datamodule, verbose=False)
+        if s.trainer.checkpoint_callback.validated_at == s.trainer.global_step:
+            results = s.trainer.callback_metrics  # training ended on a validation: nothing to redo
+        else:
+            results = s.trainer.validate(s.module, datamodule=s.datamodule, verbose=False)[0]
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
-    metrics = scalars(results[0] if results else {}, "val/")
+    metrics = scalars(results, "val/")
     metrics["step"] = s.trainer.global_step
     if s.trainer.is_global_zero:
         write_metrics(s.run_dir, metrics)
