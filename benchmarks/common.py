@@ -116,15 +116,18 @@ class StepTimer(L.Callback):
 
     That interval holds every per-step cost of a run (data, forward, backward,
     optimizer, logging, callbacks, progress bar); steps that also validate or
-    checkpoint show up as outliers, which a median ignores.
+    checkpoint show up as outliers, which a median ignores. Time spent in
+    ``excluded`` (seconds a subclass adds, e.g. for work it runs between steps)
+    is taken out of the interval it falls in.
     """
 
     def __init__(self, warmup: int = 0):
         self.warmup, self.times = warmup, []
+        self.excluded = 0.0
         self._last, self._seen = None, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         now = time.perf_counter()
         if self._last is not None and self._seen > self.warmup:
-            self.times.append(now - self._last)
-        self._last, self._seen = now, self._seen + 1
+            self.times.append(now - self._last - self.excluded)
+        self._last, self._seen, self.excluded = now, self._seen + 1, 0.0

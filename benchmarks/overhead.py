@@ -26,12 +26,11 @@ import argparse
 import tempfile
 import time
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from common import default_out, environment, median, print_table, write_json
+from common import StepTimer, default_out, environment, median, print_table, write_json
 from lmtemplate import run
 from lmtemplate.data.corpus import TokenWindows, WindowSampler
 from lmtemplate.models.gpt import GPT
@@ -67,26 +66,18 @@ class PlainLoop:
         return time.perf_counter() - t0
 
 
-class Interleave(L.Callback):
-    """Runs one plain step after each template step and times both."""
+class Interleave(StepTimer):
+    """Times template steps (``times``) and runs one timed plain step after each (``reference``)."""
 
     def __init__(self, plain: PlainLoop, warmup: int):
-        self.plain, self.warmup = plain, warmup
-        self.template: list[float] = []
+        super().__init__(warmup)
+        self.plain = plain
         self.reference: list[float] = []
-        self._start = None
-        self._plain_time = 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        now = time.perf_counter()
-        if self._start is not None and trainer.global_step > self.warmup:
-            self.template.append(now - self._start - self._plain_time)
-        self._start = now
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._plain_time = self.plain.step()
-        if trainer.global_step > self.warmup:
-            self.reference.append(self._plain_time)
+        self.excluded = self.plain.step()  # not the template's time
+        if self._seen > self.warmup:
+            self.reference.append(self.excluded)
 
 
 def main() -> None:
@@ -103,8 +94,8 @@ def main() -> None:
         timer = Interleave(PlainLoop(session), warmup)
         session.trainer.callbacks.append(timer)
         run.fit(session)
-    n = min(len(timer.template), len(timer.reference))
-    t, r = timer.template[:n], timer.reference[:n]
+    n = min(len(timer.times), len(timer.reference))
+    t, r = timer.times[:n], timer.reference[:n]
     result = {
         "shape": {k: getattr(session.module.model.cfg, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")},
         "batch_size": session.loaded.cfg.data.batch_size,
