@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import FSDPStrategy
 from torch.utils.tensorboard.summary import hparams
 
 
@@ -13,14 +16,29 @@ def _tensorboards(trainer: L.Trainer) -> list[TensorBoardLogger]:
     return [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
+def _full_parameters(trainer: L.Trainer):
+    """Under FSDP, gather every parameter for code that calls the model outside FSDP's forward (on every rank)."""
+    if not isinstance(trainer.strategy, FSDPStrategy):
+        return nullcontext()
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return FullyShardedDataParallel.summon_full_params(trainer.strategy.model, writeback=False)
+
+
 class TextSamples(L.Callback):
-    """Logs ``pl_module.text_samples()`` (a list of (prompt, completion)) as a Markdown table after each validation."""
+    """Logs ``pl_module.text_samples()`` (a list of (prompt, completion)) as a Markdown table after each validation.
+
+    Sampling runs in the trainer's precision context (autocast for mixed precision)
+    and, under FSDP, with the full parameters gathered.
+    """
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        loggers = [] if trainer.sanity_checking else _tensorboards(trainer)
-        if not loggers:
+        if trainer.sanity_checking:
             return
-        rows = "\n".join(f"| `{p!r}` | {c!r} |" for p, c in pl_module.text_samples())
+        loggers = _tensorboards(trainer)
+        with _full_parameters(trainer), trainer.precision_plugin.forward_context():
+            samples = pl_module.text_samples() if loggers else []
+        rows = "\n".join(f"| `{p!r}` | {c!r} |" for p, c in samples)
         table = f"| prompt | completion |\n|---|---|\n{rows}"
         for logger in loggers:
             logger.experiment.add_text("samples", table, global_step=trainer.global_step)

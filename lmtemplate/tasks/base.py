@@ -1,4 +1,4 @@
-"""What tasks share: the optimizer and its learning-rate schedule, and gradient-norm logging."""
+"""What tasks share: the optimizer and its learning-rate schedule, gradient clipping and its logged norm."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 
 from lmtemplate.config import ConfigError
 
@@ -49,11 +50,26 @@ def configure_adamw(module: L.LightningModule, param_groups: list[dict], cfg: Op
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def log_grad_norm(module: L.LightningModule) -> None:
-    """Log the total gradient norm (before clipping) on the steps the trainer logs."""
-    trainer = module.trainer
-    if trainer.global_step % trainer.log_every_n_steps != 0:
-        return
-    norms = [p.grad.detach().norm() for p in module.parameters() if p.grad is not None]
-    if norms:
-        module.log("train/grad_norm", torch.stack(norms).norm())
+class Task(L.LightningModule):
+    """The LightningModule every built-in task extends: gradient clipping that also works under FSDP.
+
+    Lightning's FSDP precision plugin refuses ``gradient_clip_algorithm='norm'``;
+    here FSDP's own ``clip_grad_norm_`` (which combines the norms of every rank's
+    shards) clips instead, and every other strategy uses
+    ``torch.nn.utils.clip_grad_norm_`` as Lightning would. Either returns the total
+    norm before clipping, logged as ``train/grad_norm`` on the steps the trainer logs.
+    """
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if gradient_clip_algorithm == "value":
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        log = self.trainer.global_step % self.trainer.log_every_n_steps == 0
+        if not gradient_clip_val and not log:
+            return
+        max_norm = gradient_clip_val or float("inf")
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            norm = self.trainer.strategy.model.clip_grad_norm_(max_norm)
+        else:
+            norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_norm)
+        if log:
+            self.log("train/grad_norm", norm)

@@ -6,7 +6,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics.text import Perplexity
@@ -16,7 +15,7 @@ from lmtemplate.data.corpus import TextDataConfig
 from lmtemplate.data.lm import TextDataModule
 from lmtemplate.models.gpt import GPT, Block, GPTConfig
 from lmtemplate.registry import register_task
-from lmtemplate.tasks.base import OptimConfig, configure_adamw, log_grad_norm
+from lmtemplate.tasks.base import OptimConfig, Task, configure_adamw
 from lmtemplate.tokenization import TokenizerConfig, document_separator
 
 
@@ -55,7 +54,7 @@ def split(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @register_task("causal_lm", config=CausalLMConfig, datamodule=TextDataModule)
-class CausalLM(L.LightningModule):
+class CausalLM(Task):
     monitor = ("val/loss", "min")  # the metric that picks the best checkpoint
     blocks = (Block,)  # the units FSDP shards and checkpoints one at a time
 
@@ -102,9 +101,6 @@ class CausalLM(L.LightningModule):
 
     def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         self._eval_step(batch, "test", self.test_ppl)
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        log_grad_norm(self)
 
     def configure_optimizers(self):
         return configure_adamw(self, self.model.param_groups(self.cfg.optim.weight_decay), self.cfg.optim)
