@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import traceback
 from pathlib import Path
@@ -90,9 +89,8 @@ def cmd_fit(args) -> int:
         return e.exit_code
     if s.trainer.is_global_zero:
         print(f"\nrun directory: {s.run_dir}")
-        if "val/loss" in metrics:
-            loss = metrics["val/loss"]
-            print(f"final validation loss {loss:.4f}, perplexity {math.exp(loss):.2f} (step {metrics['step']})")
+        shown = ", ".join(f"{k.removeprefix('val/')} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/"))
+        print(f"final validation (step {metrics['step']}): {shown}")
         print(f"TensorBoard:   tensorboard --logdir {Path(s.loaded.cfg.run.root)}")
     return 0
 

@@ -159,7 +159,7 @@ def build_trainer(cfg, run_dir: Path, task_module: type, training: bool) -> L.Tr
     logger = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name, default_hp_metric=False)
     callbacks: list[L.Callback] = []
     if training:
-        metric, mode = task_module.monitor
+        metric, mode = (cfg.best.metric, cfg.best.mode) if hasattr(cfg, "best") else task_module.monitor
         callbacks += [
             LastAndBest(run_dir / "checkpoints", metric, mode),
             StopOnSignal(),
@@ -241,7 +241,8 @@ def evaluate(s: Session, verb: str) -> dict[str, float]:
 
 def predict(s: Session, inputs: list[str], out_name: str = "predictions.jsonl") -> tuple[list[dict], Path]:
     s.datamodule.predict_inputs = inputs
-    rows = s.trainer.predict(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint) or []
+    outputs = s.trainer.predict(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint) or []
+    rows = [row for out in outputs for row in (out if isinstance(out, list) else [out])]  # a batch may give several
     path = s.run_dir / out_name
     if s.trainer.is_global_zero:
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

@@ -15,20 +15,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Protocol
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from lmtemplate.config import ConfigError
 
-KINDS = ("bpe", "char")
+KINDS = ("bpe", "wordpiece", "char")
 UNKNOWN_CHAR = "<unk>"  # char tokenizers map characters unseen in training here
+UNKNOWN_PIECE = "[UNK]"  # wordpiece tokenizers map words they cannot spell here
 
 
 @dataclass
 class TokenizerConfig:
-    kind: str = "bpe"  # bpe: byte-level BPE, as GPT-2 uses; char: one token per character seen in training
-    vocab_size: int = 512  # bpe only: a char vocabulary is the training text's characters + special tokens
+    kind: str = "bpe"  # bpe: byte-level BPE (GPT-2); wordpiece: BERT's; char: one token per character seen in training
+    vocab_size: int = 512  # bpe and wordpiece: a char vocabulary is the training text's characters + special tokens
     min_frequency: int = 2
     special_tokens: list[str] = field(default_factory=lambda: ["<|endoftext|>"])
+    lowercase: bool = False  # wordpiece only: lower-case and strip accents first, as uncased BERT does
     path: Optional[str] = None  # load this tokenizer.json instead of training one
 
     def __post_init__(self) -> None:
@@ -41,6 +43,8 @@ class TokenizerConfig:
                 f"tokenizer.vocab_size: {self.vocab_size} is too small for byte-level BPE; "
                 f"it needs at least 256 bytes + {len(self.special_tokens)} special tokens + 1"
             )
+        if self.kind == "wordpiece" and UNKNOWN_PIECE not in self.special_tokens:
+            raise ConfigError(f"tokenizer.special_tokens: a wordpiece tokenizer needs '{UNKNOWN_PIECE}' among them")
 
 
 def file_fingerprint(files: Iterable[Path]) -> list[tuple[str, int, int]]:
@@ -72,6 +76,8 @@ def build_tokenizer(cfg: TokenizerConfig, texts: "TextSource", cache_dir: Path) 
 def train_tokenizer(cfg: TokenizerConfig, texts: Iterator[str]) -> Tokenizer:
     if cfg.kind == "char":
         return char_tokenizer(cfg, texts)
+    if cfg.kind == "wordpiece":
+        return wordpiece_tokenizer(cfg, texts)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -81,6 +87,20 @@ def train_tokenizer(cfg: TokenizerConfig, texts: Iterator[str]) -> Tokenizer:
         special_tokens=list(cfg.special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def wordpiece_tokenizer(cfg: TokenizerConfig, texts: Iterator[str]) -> Tokenizer:
+    """BERT's scheme: split on white space and punctuation, then words into '##'-continued pieces."""
+    tok = Tokenizer(models.WordPiece(unk_token=UNKNOWN_PIECE))
+    if cfg.lowercase:
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, special_tokens=list(cfg.special_tokens), show_progress=False
     )
     tok.train_from_iterator(texts, trainer=trainer)
     return tok

@@ -53,7 +53,7 @@ def test_fit_lays_out_the_run_directory(capsys):
     fit()
     run = Path("outputs/tiny/version_0")
     out = capsys.readouterr().out
-    assert f"run directory: {run}" in out and "final validation loss" in out and "tensorboard --logdir outputs" in out
+    assert f"run directory: {run}" in out and "final validation (step" in out and "loss " in out and "tensorboard --logdir outputs" in out
     assert (run / "tokenizer.json").is_file() and list(run.glob("events.out.tfevents.*"))
     assert (run / "checkpoints" / "last.ckpt").is_file() and len(list(run.glob("checkpoints/best-*.ckpt"))) == 1
     metrics = json.loads((run / "metrics.json").read_text())

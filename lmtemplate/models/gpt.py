@@ -1,4 +1,7 @@
-"""A decoder-only GPT: pre-LayerNorm blocks, learned positions, tied output head, KV-cached sampling."""
+"""A decoder-only GPT: pre-LayerNorm blocks, learned positions, tied output head, KV-cached sampling.
+
+The attention and the block serve the bidirectional encoder (``models/encoder.py``) too.
+"""
 
 import math
 from dataclasses import dataclass
@@ -54,35 +57,56 @@ class KVCache:
         self.length = 0
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where each position sees only itself and the past."""
+class SelfAttention(nn.Module):
+    """Multi-head self-attention: causal (each position sees itself and the past) or bidirectional.
 
-    def __init__(self, cfg: GPTConfig):
+    ``mask`` (bidirectional only) is a boolean (B, 1, 1, T) tensor, True where a
+    key may be attended (not padding); ``rope`` is a (cos, sin) pair from
+    :func:`rotary_tables` to rotate queries and keys by their positions.
+    """
+
+    def __init__(self, cfg: GPTConfig, causal: bool = True):
         super().__init__()
         self.n_head = cfg.n_head
+        self.causal = causal
         self.dropout = cfg.dropout
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cache: KVCache | None = None):
+    def forward(self, x, cache: KVCache | None = None, mask=None, rope=None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
         prefix = 0
         if cache is not None:
             prefix = cache.length
             k, v = cache.append(k, v)
-        mask = None
-        if prefix > 0 and T > 1:
+        if self.causal and prefix > 0 and T > 1:
             # New query i sits at absolute position prefix + i: it sees keys 0..prefix + i.
             mask = torch.ones(T, prefix + T, dtype=torch.bool, device=x.device).tril(prefix)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=prefix == 0,
+            q, k, v, attn_mask=mask, is_causal=self.causal and prefix == 0,
             dropout_p=self.dropout if self.training else 0.0,
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.proj(y))
+
+
+def rotary_tables(head_dim: int, length: int, device=None, base: float = 10000.0):
+    """cos and sin tables (length, head_dim / 2) of rotary position embeddings (RoFormer)."""
+    freqs = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), freqs)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x, cos, sin):
+    """Rotate each pair (x[..., i], x[..., i + d/2]) of x (B, H, T, d) by its position's angle."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    cos, sin = cos[: x.size(2)], sin[: x.size(2)]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
 
 
 class MLP(nn.Module):
@@ -101,15 +125,15 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: attention then MLP, each on a residual branch."""
 
-    def __init__(self, cfg: GPTConfig):
+    def __init__(self, cfg: GPTConfig, causal: bool = True):
         super().__init__()
         self.ln1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.attn = CausalSelfAttention(cfg)
+        self.attn = SelfAttention(cfg, causal)
         self.ln2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cache: KVCache | None = None):
-        x = x + self.attn(self.ln1(x), cache)
+    def forward(self, x, cache: KVCache | None = None, mask=None, rope=None):
+        x = x + self.attn(self.ln1(x), cache, mask, rope)
         return x + self.mlp(self.ln2(x))
 
 
@@ -128,21 +152,27 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight
-        self.apply(self._init_weights)
-        # Residual projections feed a sum over 2 * n_layer branches: shrink them to keep its variance stable.
-        for name, p in self.named_parameters():
-            if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        GPT.init_weights(self, cfg.n_layer)
 
     @staticmethod
-    def _init_weights(module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+    def init_weights(model: nn.Module, n_layer: int) -> None:
+        """GPT-2's initialisation: N(0, 0.02) weights, zero biases, smaller residual projections."""
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        # Residual projections feed a sum over 2 * n_layer branches: shrink them to keep its variance stable.
+        for name, p in model.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
 
     def forward(self, idx, caches: list[KVCache] | None = None, start_pos: int = 0):
         """Logits (B, T, vocab) for token ids idx (B, T) placed at positions start_pos..start_pos+T-1."""
+        return self.lm_head(self.features(idx, caches, start_pos))
+
+    def features(self, idx, caches: list[KVCache] | None = None, start_pos: int = 0):
+        """The final hidden states (B, T, n_embd), after the last LayerNorm: what heads read."""
         T = idx.size(1)
         if start_pos + T > self.cfg.block_size:
             raise ValueError(f"sequence of {T} tokens at start_pos {start_pos} exceeds block_size {self.cfg.block_size}")
@@ -155,7 +185,7 @@ class GPT(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x, None if caches is None else caches[i])
-        return self.lm_head(self.ln_f(x))
+        return self.ln_f(x)
 
     def new_caches(self, batch_size: int) -> list[KVCache]:
         """One empty KV cache per layer, on the model's device and dtype."""

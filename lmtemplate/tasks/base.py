@@ -1,15 +1,19 @@
-"""What tasks share: the optimizer and its learning-rate schedule, gradient clipping and its logged norm."""
+"""What tasks share: the optimizer and its schedule, gradient clipping, and ``init_from`` (a pretrained backbone)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import lightning as L
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
+from omegaconf import OmegaConf
+from torch import nn
 
+from lmtemplate.checkpointing import read_checkpoint
 from lmtemplate.config import ConfigError
 
 
@@ -73,3 +77,52 @@ class Task(L.LightningModule):
             norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_norm)
         if log:
             self.log("train/grad_norm", norm)
+
+
+def init_source(init_from: str) -> tuple[Path, Optional[Path]]:
+    """``model.init_from`` -> (checkpoint file, its run directory): a run directory means its last.ckpt."""
+    path = Path(init_from)
+    if path.is_dir() and path.suffix != ".ckpt":
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"model.init_from: no checkpoint file at {path} (give a run directory or a .ckpt file)")
+    return path, path.parent.parent if path.parent.name == "checkpoints" else None
+
+
+def tokenizer_of(init_from: str) -> Path:
+    """The tokenizer.json of the run that ``model.init_from`` names: a backbone only reads its own token ids."""
+    checkpoint, run_dir = init_source(init_from)
+    found = run_dir / "tokenizer.json" if run_dir else None
+    if found is None or not found.is_file():
+        raise ConfigError(
+            f"model.init_from: {checkpoint} is not inside a run directory with a tokenizer.json; "
+            "set tokenizer.path to the tokenizer it was trained with"
+        )
+    return found
+
+
+def load_backbone(backbone: nn.Module, init_from: str, arch: str) -> None:
+    """Copy the pretraining run's ``model.*`` weights into ``backbone``; any missing, extra or reshaped
+    parameter is an error that names it (the config's shape or ``model.arch`` differs from the run's)."""
+    checkpoint, run_dir = init_source(init_from)
+    state = read_checkpoint(checkpoint)["state_dict"]
+    source = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    config = run_dir / "config.yaml" if run_dir else None
+    task = OmegaConf.load(config).get("task", "?") if config and config.is_file() else "?"
+    own = backbone.state_dict()
+    missing, extra = [k for k in own if k not in source], [k for k in source if k not in own]
+    if missing or extra:
+        first = f"'{missing[0]}' is not in the checkpoint" if missing else f"the checkpoint's '{extra[0]}' is not in this model"
+        raise ConfigError(
+            f"model.init_from: {checkpoint} (a {task} run) does not fit this backbone (model.arch={arch}): {first} "
+            f"({len(missing)} missing, {len(extra)} unexpected parameters). A masked_lm run needs model.arch=encoder, "
+            "a causal_lm run model.arch=decoder, and the same model.positions / model.type_vocab_size / model.bias"
+        )
+    for name, tensor in own.items():
+        if tensor.shape != source[name].shape:
+            raise ConfigError(
+                f"model.init_from: parameter '{name}' has shape {tuple(source[name].shape)} in {checkpoint} but "
+                f"{tuple(tensor.shape)} in this model; set model.n_layer / n_head / n_embd / block_size to the "
+                f"pretraining run's{f' (see {config})' if config else ''}"
+            )
+    backbone.load_state_dict(source)

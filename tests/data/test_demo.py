@@ -7,7 +7,8 @@ from collections import Counter
 import pytest
 
 from lmtemplate.data import demo
-from lmtemplate.data.demo import demo_lines, write_demo_corpus
+from lmtemplate.data.demo import demo_lines, demo_sentiment, write_demo_classification, write_demo_corpus
+from lmtemplate.data.tables import read_table
 
 N = 3000
 LINES = demo_lines(N, seed=0)
@@ -130,3 +131,81 @@ def test_trigram_entropy_well_below_unigram():
     # this much context, so it can push validation loss at least that far below the
     # unigram entropy; a corpus of unstructured word soup would fail this bound.
     assert h_tri <= h_uni - 1.0, (h_uni, h_tri)
+
+
+# --- the demo sentiment data set ---------------------------------------------------
+
+REVIEWS = demo_sentiment(2000, seed=0)
+
+
+def test_sentiment_deterministic_and_balanced():
+    assert demo_sentiment(2000, seed=0) == REVIEWS
+    assert demo_sentiment(2000, seed=1) != REVIEWS
+    for n in (1, 7, 2000):
+        positive = sum(label == "positive" for _, label in demo_sentiment(n, seed=3))
+        assert abs(positive - n / 2) <= 0.5
+    assert {label for _, label in REVIEWS} == {"positive", "negative"}
+
+
+def test_sentiment_text_format():
+    for text, _ in REVIEWS:
+        assert text == " ".join(text.split()) and text == text.lower() and "\t" not in text
+    vocabulary = {word for text, _ in REVIEWS for word in text.split()}
+    assert 20 <= len(vocabulary) <= 60
+
+
+def _rule(text):
+    """The documented rule: the last clause decides; "not" flips its adjective."""
+    last = re.split(r" (?:but|and) ", text)[-1].split()
+    return "positive" if (last[-1] in demo.POSITIVE) != ("not" in last) else "negative"
+
+
+def test_sentiment_label_follows_the_documented_rule():
+    assert all(_rule(text) == label for text, label in REVIEWS)
+    labels = {}
+    for text, label in REVIEWS:
+        assert labels.setdefault(text, label) == label  # no text with two labels
+    words = " ".join(text for text, _ in REVIEWS).split()
+    assert words.count("not") > 200 and words.count("but") > 200  # negation and contrast are common
+
+
+def test_sentiment_needs_word_order():
+    bags = {}
+    for text, label in REVIEWS:
+        bags.setdefault(tuple(sorted(text.split())), set()).add(label)
+    assert any(len(labels) == 2 for labels in bags.values())  # same words, different labels
+
+    # A per-word-count (multinomial) Naive Bayes falls far short of the perfect rule.
+    counts = {"positive": Counter(), "negative": Counter()}
+    for text, label in REVIEWS:
+        counts[label].update(text.split())
+    vocabulary = set(counts["positive"]) | set(counts["negative"])
+
+    def log_likelihood(text, label):
+        total = sum(counts[label].values()) + len(vocabulary)
+        return sum(math.log((counts[label][word] + 1) / total) for word in text.split())
+
+    held_out = demo_sentiment(2000, seed=1)
+    correct = sum(max(counts, key=lambda label: log_likelihood(text, label)) == y for text, y in held_out)
+    assert correct / len(held_out) < 0.9
+
+
+def test_write_demo_classification(tmp_path):
+    folder = tmp_path / "sub" / "sst"
+    train, val = write_demo_classification(folder, n_train=30, n_val=11, seed=4)
+    assert (train, val) == (folder / "train.tsv", folder / "val.tsv")
+    assert sorted(p.name for p in folder.iterdir()) == ["train.tsv", "val.tsv"]  # no temp left
+    columns = {"text": "data.text_column", "label": "data.label_column"}
+
+    def rows(path):
+        table = read_table(path, columns, nonempty=("text",))
+        assert table.lines == list(range(2, len(table.rows) + 2))  # one row per line after the header
+        return [(row["text"], row["label"]) for row in table.rows]
+
+    for path in (train, val):
+        assert path.read_text(encoding="utf-8").startswith("text\tlabel\n")
+    # The documented split seeds 2 * seed and 2 * seed + 1: the splits differ.
+    assert rows(train) == demo_sentiment(30, seed=8) and rows(val) == demo_sentiment(11, seed=9)
+    assert rows(val) != rows(train)[:11]
+    assert write_demo_classification(folder, 30, 11, seed=4) == (train, val)  # rewriting gives the same files
+    assert rows(train) == demo_sentiment(30, seed=8)

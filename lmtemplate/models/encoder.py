@@ -1,0 +1,105 @@
+"""A bidirectional (BERT-style) encoder from the GPT's blocks, and the masked-LM head.
+
+Conventions: a sequence is ``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]``;
+``attention_mask`` (B, T) is 1 on real tokens and 0 on padding;
+``token_type_ids`` (B, T) are 0 for the first text and 1 for the second
+(used when ``type_vocab_size`` > 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from lmtemplate.models.gpt import GPT, Block, GPTConfig, rotary_tables
+
+POSITIONS = ("learned", "rotary")
+
+
+@dataclass
+class EncoderConfig(GPTConfig):
+    """The GPT's shape fields, plus how positions are encoded and the number of segment types."""
+
+    block_size: int = 128  # the longest sequence, [CLS] and [SEP] included
+    positions: str = "learned"  # learned: a position embedding table; rotary: queries and keys rotated (RoPE)
+    type_vocab_size: int = 2  # segment (token type) embeddings for text pairs; 0: none
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.positions not in POSITIONS:
+            raise ValueError(f"model.positions: '{self.positions}' is not one of {', '.join(POSITIONS)}")
+        if self.positions == "rotary" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"model.positions: rotary needs an even head size, got {self.n_embd // self.n_head}")
+        if self.type_vocab_size < 0:
+            raise ValueError(f"model.type_vocab_size: expected >= 0, got {self.type_vocab_size}")
+
+
+class Encoder(nn.Module):
+    """Token ids (B, T) -> hidden states (B, T, n_embd); every position attends to every non-padding one."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError(f"model.vocab_size must be > 0 (fill it from the tokenizer), got {cfg.vocab_size}")
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.positions == "learned" else None
+        self.type_emb = nn.Embedding(cfg.type_vocab_size, cfg.n_embd) if cfg.type_vocab_size else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, causal=False) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        GPT.init_weights(self, cfg.n_layer)
+
+    def forward(self, idx, attention_mask=None, token_type_ids=None):
+        B, T = idx.shape
+        if T > self.cfg.block_size:
+            raise ValueError(f"sequence of {T} tokens exceeds model.block_size {self.cfg.block_size}")
+        x = self.tok_emb(idx)
+        rope = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(T, device=idx.device))
+        else:
+            rope = rotary_tables(self.cfg.n_embd // self.cfg.n_head, T, idx.device)
+        if self.type_emb is not None:
+            x = x + self.type_emb(torch.zeros_like(idx) if token_type_ids is None else token_type_ids)
+        x = self.drop(x)
+        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        for block in self.blocks:
+            if self.cfg.activation_checkpointing and self.training:
+                x = checkpoint(block, x, None, mask, rope, use_reentrant=False)
+            else:
+                x = block(x, None, mask, rope)
+        return self.ln_f(x)
+
+    def features(self, idx, attention_mask=None, token_type_ids=None):
+        """The final hidden states: the same call as the GPT's, so heads read either backbone alike."""
+        return self(idx, attention_mask, token_type_ids)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.pos_emb.weight.numel() if non_embedding and self.pos_emb is not None else n
+
+    def flops_per_token(self) -> int:
+        """Training FLOPs per token, forward and backward (as the GPT's estimate; heads not counted)."""
+        c = self.cfg
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.block_size
+
+    param_groups = GPT.param_groups
+
+
+class MaskedLMHead(nn.Module):
+    """Hidden states -> vocabulary logits: dense + GELU + LayerNorm, then the token embedding as output matrix."""
+
+    def __init__(self, cfg: EncoderConfig, embedding: nn.Embedding):
+        super().__init__()
+        self.dense = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.ln = nn.LayerNorm(cfg.n_embd)
+        self.embedding = embedding  # tied: shares its weight with the encoder's token embedding
+        self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+
+    def forward(self, h):
+        return F.linear(self.ln(F.gelu(self.dense(h))), self.embedding.weight, self.bias)

@@ -1,0 +1,122 @@
+"""Task ``masked_lm``: BERT-style pretraining of a bidirectional encoder on a text corpus.
+
+The corpus, tokenizer and token cache are the causal LM's (``TextDataModule``);
+each window becomes ``[CLS]`` + ``block_size - 1`` tokens, packed: documents
+follow each other inside a window, separated by ``[SEP]`` (the first special
+token, which the token file puts between documents). Masking runs on the
+batch, on the device: random in training, the same positions at every
+validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.text import Perplexity
+
+from lmtemplate.config import ConfigError
+from lmtemplate.data.corpus import TextDataConfig
+from lmtemplate.data.lm import TextDataModule
+from lmtemplate.data.masking import IGNORE, MaskingConfig, mask_tokens
+from lmtemplate.models.encoder import Encoder, EncoderConfig, MaskedLMHead
+from lmtemplate.models.gpt import Block
+from lmtemplate.registry import register_task
+from lmtemplate.tasks.base import OptimConfig, Task, configure_adamw
+from lmtemplate.tokenization import TokenizerConfig
+
+ENCODER_SPECIALS = ["[SEP]", "[CLS]", "[PAD]", "[MASK]", "[UNK]"]  # [SEP] first: it separates documents
+
+
+@dataclass
+class EncoderTokenizerConfig(TokenizerConfig):
+    """The tokenizer section of encoder tasks: WordPiece with BERT's special tokens by default."""
+
+    kind: str = "wordpiece"
+    vocab_size: int = 2048
+    special_tokens: list[str] = field(default_factory=lambda: list(ENCODER_SPECIALS))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        missing = [t for t in ENCODER_SPECIALS if t not in self.special_tokens]
+        if missing:
+            raise ConfigError(f"tokenizer.special_tokens: an encoder needs {', '.join(missing)} among them")
+
+
+@dataclass
+class MaskedLMConfig:
+    model: EncoderConfig = field(default_factory=lambda: EncoderConfig(dropout=0.1))
+    data: TextDataConfig = field(default_factory=TextDataConfig)
+    tokenizer: EncoderTokenizerConfig = field(default_factory=EncoderTokenizerConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, betas=[0.9, 0.98], warmup_steps=100))
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+
+
+@register_task("masked_lm", config=MaskedLMConfig, datamodule=TextDataModule)
+class MaskedLM(Task):
+    monitor = ("val/loss", "min")
+    blocks = (Block,)
+
+    def __init__(self, cfg: MaskedLMConfig, datamodule: TextDataModule):
+        super().__init__()
+        self.cfg = cfg
+        tok = datamodule.tokenizer
+        ids = {t: tok.token_to_id(t) for t in ENCODER_SPECIALS}
+        missing = [t for t, i in ids.items() if i is None]
+        if missing:
+            raise ConfigError(f"tokenizer: the tokenizer has no {', '.join(missing)} token; masked_lm needs {ENCODER_SPECIALS}")
+        self.cls_id, self.mask_id = ids["[CLS]"], ids["[MASK]"]
+        vocab = tok.get_vocab_size()
+        self.model = Encoder(dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or vocab))
+        self.mlm_head = MaskedLMHead(self.model.cfg, self.model.tok_emb)
+        if cfg.model.compile:
+            self.model.compile()
+        self.register_buffer("special_ids", torch.tensor(sorted(ids.values())), persistent=False)
+        vocab = self.model.cfg.vocab_size
+        self.val_acc, self.test_acc = (MulticlassAccuracy(vocab, average="micro", ignore_index=IGNORE) for _ in "vt")
+        self.val_ppl, self.test_ppl = Perplexity(ignore_index=IGNORE), Perplexity(ignore_index=IGNORE)
+        self.save_hyperparameters(dataclasses.asdict(cfg))
+
+    @property
+    def flops_per_batch(self) -> int:
+        return self.model.flops_per_token() * self.cfg.data.batch_size * self.cfg.model.block_size
+
+    def sequences(self, window: torch.Tensor) -> torch.Tensor:
+        """[CLS] + the first block_size - 1 tokens of each window."""
+        cls = torch.full_like(window[:, :1], self.cls_id)
+        return torch.cat([cls, window[:, : self.cfg.model.block_size - 1]], dim=1)
+
+    def _step(self, window: torch.Tensor, generator=None):
+        ids = self.sequences(window)
+        inputs, labels = mask_tokens(ids, self.cfg.masking, self.mask_id, self.special_ids, self.model.cfg.vocab_size, generator)
+        logits = self.mlm_head(self.model(inputs))
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE), logits, labels
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self._step(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch: torch.Tensor, batch_idx: int, stage: str) -> None:
+        generator = torch.Generator(device=batch.device).manual_seed(batch_idx)  # the same masks at every validation
+        loss, logits, labels = self._step(batch, generator)
+        acc, ppl = (self.val_acc, self.val_ppl) if stage == "val" else (self.test_acc, self.test_ppl)
+        acc.update(logits.flatten(0, 1), labels.flatten())
+        ppl.update(logits.float(), labels)
+        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/ppl", ppl)
+        self.log(f"{stage}/accuracy", acc, prog_bar=True)
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def configure_optimizers(self):
+        return configure_adamw(self, self.model.param_groups(self.cfg.optim.weight_decay) + [
+            {"params": list(self.mlm_head.dense.parameters()) + list(self.mlm_head.ln.parameters()) + [self.mlm_head.bias],
+             "weight_decay": 0.0}], self.cfg.optim)
