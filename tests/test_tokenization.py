@@ -2,7 +2,14 @@ import pytest
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.corpus import Corpus
-from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, document_separator, load_tokenizer, save_tokenizer
+from lmtemplate.tokenization import (
+    TokenizerConfig,
+    build_tokenizer,
+    document_separator,
+    load_tokenizer,
+    save_tokenizer,
+    train_tokenizer,
+)
 
 
 @pytest.fixture
@@ -60,3 +67,57 @@ def test_char_tokenizer_has_one_token_per_character(tmp_path):
     assert tok.decode(ids) == "hear me,\nCitizen<unk>"
     assert tok.get_vocab_size() == len(set(path.read_text())) + 2  # + <|endoftext|> and <unk>
     assert document_separator(tok) == 0
+
+
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDPIECE_TEXTS = [
+    "the cat sits on the mat. the dogs run fast in the park.",
+    "a quick brown fox jumps over the lazy dog!",
+    "the cafe serves coffee.",
+] * 30
+
+
+def wordpiece(**overrides):
+    cfg = TokenizerConfig(**{"kind": "wordpiece", "vocab_size": 100, "special_tokens": BERT_SPECIALS, **overrides})
+    return train_tokenizer(cfg, iter(WORDPIECE_TEXTS))
+
+
+def test_wordpiece_splits_unseen_words_into_continued_pieces():
+    """A word never seen whole ('cats') is spelled as a piece then '##' pieces, and decodes back."""
+    tok = wordpiece()
+    assert tok.token_to_id("[UNK]") is not None and tok.get_vocab_size() <= 100
+    pieces = tok.encode("cats", add_special_tokens=False).tokens
+    assert len(pieces) > 1
+    assert not pieces[0].startswith("##") and all(p.startswith("##") for p in pieces[1:])
+    assert "".join(p.removeprefix("##") for p in pieces) == "cats"
+    text = "the cats sits on the mat."
+    enc = tok.encode(text, add_special_tokens=False)
+    assert "[UNK]" not in enc.tokens
+    assert tok.decode(enc.ids) == text
+
+
+def test_wordpiece_maps_unknown_characters_to_unk():
+    """A character absent from training ('✓', upper case without lowercase) becomes [UNK]."""
+    tok = wordpiece()
+    unk = tok.token_to_id("[UNK]")
+    ids = tok.encode("the cat ✓ runs", add_special_tokens=False).ids
+    assert ids.count(unk) == 1
+    assert ids[2] == unk
+    assert tok.encode("THE", add_special_tokens=False).ids == [unk]
+
+
+def test_wordpiece_lowercase_folds_case_and_accents():
+    """lowercase=True encodes 'THE CAFÉ' exactly like 'the cafe'."""
+    tok = wordpiece(lowercase=True)
+    unk = tok.token_to_id("[UNK]")
+    folded = tok.encode("THE CAFÉ", add_special_tokens=False)
+    plain = tok.encode("the cafe", add_special_tokens=False)
+    assert folded.ids == plain.ids and unk not in folded.ids
+    assert tok.decode(folded.ids) == "the cafe"
+
+
+def test_wordpiece_needs_unk_among_special_tokens():
+    """A wordpiece config without '[UNK]' among its special tokens is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match=r"\[UNK\]"):
+        TokenizerConfig(kind="wordpiece", special_tokens=["<s>"])
+    TokenizerConfig(kind="wordpiece", special_tokens=["<s>", "[UNK]"])
