@@ -76,8 +76,8 @@ class MaskedLM(Task):
             self.model.compile()
         self.register_buffer("special_ids", torch.tensor(sorted(ids.values())), persistent=False)
         vocab = self.model.cfg.vocab_size
-        self.val_acc, self.test_acc = (MulticlassAccuracy(vocab, average="micro", ignore_index=IGNORE) for _ in "vt")
-        self.val_ppl, self.test_ppl = Perplexity(ignore_index=IGNORE), Perplexity(ignore_index=IGNORE)
+        self.val_acc, self.test_acc = MulticlassAccuracy(vocab, average="micro"), MulticlassAccuracy(vocab, average="micro")
+        self.val_ppl, self.test_ppl = Perplexity(), Perplexity()
         self.save_hyperparameters(dataclasses.asdict(cfg))
 
     @property
@@ -92,8 +92,10 @@ class MaskedLM(Task):
     def _step(self, window: torch.Tensor, generator=None):
         ids = self.sequences(window)
         inputs, labels = mask_tokens(ids, self.cfg.masking, self.mask_id, self.special_ids, self.model.cfg.vocab_size, generator)
-        logits = self.mlm_head(self.model(inputs))
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE), logits, labels
+        selected = labels != IGNORE
+        logits = self.mlm_head(self.model(inputs)[selected])  # the vocabulary projection only where it is scored
+        labels = labels[selected]
+        return F.cross_entropy(logits, labels), logits, labels
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss, _, _ = self._step(batch)
@@ -104,9 +106,9 @@ class MaskedLM(Task):
         generator = torch.Generator(device=batch.device).manual_seed(batch_idx)  # the same masks at every validation
         loss, logits, labels = self._step(batch, generator)
         acc, ppl = (self.val_acc, self.val_ppl) if stage == "val" else (self.test_acc, self.test_ppl)
-        acc.update(logits.flatten(0, 1), labels.flatten())
-        ppl.update(logits.float(), labels)
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)
+        acc.update(logits, labels)
+        ppl.update(logits.float()[None], labels[None])
+        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(labels))
         self.log(f"{stage}/ppl", ppl)
         self.log(f"{stage}/accuracy", acc, prog_bar=True)
 
