@@ -36,6 +36,7 @@ class TextDataConfig:
     test: Optional[str] = None  # glob; None: the validation data
     val_fraction: float = 0.05
     text_field: str = "text"  # the field holding the text in .jsonl files
+    line_documents: bool = False  # .txt files: each line is a document (one sentence per line); else each file is
     batch_size: int = 16
     num_workers: int = 0
     demo_lines: int = 25000  # size of the built-in demo corpus
@@ -62,19 +63,20 @@ def expand_glob(pattern: str, key: str) -> list[Path]:
 class Corpus:
     """A list of text files, read as documents."""
 
-    def __init__(self, files: list[Path], text_field: str = "text"):
+    def __init__(self, files: list[Path], text_field: str = "text", line_documents: bool = False):
         self.files = list(files)
         self.text_field = text_field
+        self.line_documents = line_documents
 
     def fingerprint(self) -> object:
-        return [file_fingerprint(self.files), self.text_field]
+        return [file_fingerprint(self.files), self.text_field, self.line_documents]
 
     def iter_texts(self) -> Iterator[str]:
         for batch in self.iter_batches():
             yield from batch[0]
 
-    def iter_batches(self) -> Iterator[tuple[list[str], bool]]:
-        """Yield (texts, ends_document) in batches of at most LINES_PER_BATCH lines."""
+    def iter_batches(self) -> Iterator[tuple[list[str], list[bool]]]:
+        """Yield (texts, ends_document) in batches of at most LINES_PER_BATCH lines; a flag per text."""
         for path in self.files:
             if path.suffix == ".jsonl":
                 yield from self._jsonl_batches(path)
@@ -85,11 +87,13 @@ class Corpus:
         with open(path, encoding="utf-8", errors="replace") as f:
             batch: list[str] = []
             for line in f:
-                batch.append(line)
+                if self.line_documents and not line.strip():
+                    continue
+                batch.append(line.rstrip("\n") if self.line_documents else line)
                 if len(batch) == LINES_PER_BATCH:
-                    yield batch, False
+                    yield batch, [self.line_documents] * len(batch)
                     batch = []
-            yield batch, True
+            yield batch, [self.line_documents] * (len(batch) - 1) + [True]
 
     def _jsonl_batches(self, path: Path) -> Iterator[tuple[list[str], bool]]:
         with open(path, encoding="utf-8") as f:
@@ -106,7 +110,7 @@ class Corpus:
                     ) from None
                 if not isinstance(text, str):
                     raise ConfigError(f"{path}, line {lineno}: field '{self.text_field}' is not a string")
-                yield [text], True
+                yield [text], [True]
 
 
 def token_file(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path) -> np.memmap:
@@ -128,9 +132,10 @@ def _write_tokens(corpus: Corpus, tokenizer: Tokenizer, path: Path, dtype: type)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as out:
-            for texts, ends_document in corpus.iter_batches():
-                ids = [i for enc in tokenizer.encode_batch(texts, add_special_tokens=False) for i in enc.ids]
-                np.asarray(ids + (eos if ends_document else []), dtype=dtype).tofile(out)
+            for texts, ends in corpus.iter_batches():
+                encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+                ids = [i for enc, end in zip(encodings, ends) for i in (enc.ids + eos if end else enc.ids)]
+                np.asarray(ids if texts else eos, dtype=dtype).tofile(out)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -28,10 +28,10 @@ depends on word order (negation, and "but" contrasts).
 
 from __future__ import annotations
 
-import os
 import pathlib
 import random
-import tempfile
+
+from lmtemplate.tokenization import atomic_write_text
 
 # singular -> plural
 NOUNS = {
@@ -147,17 +147,7 @@ def write_demo_corpus(path, n_lines: int = 25000, seed: int = 0) -> pathlib.Path
     folder which is then ``os.replace``-d onto ``path``. Returns ``path``.
     """
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(line + "\n" for line in demo_lines(n_lines, seed))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, "".join(line + "\n" for line in demo_lines(n_lines, seed)))
     return path
 
 
@@ -229,18 +219,6 @@ def write_demo_classification(folder, n_train: int, n_val: int, seed: int) -> tu
     paths = folder / "train.tsv", folder / "val.tsv"
     for path, n, split_seed in zip(paths, (n_train, n_val), (2 * seed, 2 * seed + 1)):
         rows = "".join(f"{text}\t{label}\n" for text, label in demo_sentiment(n, split_seed))
-        _write_text_atomic(path, "text\tlabel\n" + rows)
+        atomic_write_text(path, "text\tlabel\n" + rows)
     return paths
 
-
-def _write_text_atomic(path: pathlib.Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to a temporary file next to ``path``, then ``os.replace`` it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

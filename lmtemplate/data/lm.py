@@ -35,7 +35,7 @@ class TextDataModule(L.LightningDataModule):
             train_files = [demo]
         else:
             train_files = expand_glob(d.train, "data.train")
-        train = Corpus(train_files, d.text_field)
+        train = Corpus(train_files, d.text_field, d.line_documents)
         self.tokenizer = build_tokenizer(cfg.tokenizer, train, cache)
         tokens = token_file(train, self.tokenizer, cache)
         if d.val is None:
@@ -43,11 +43,11 @@ class TextDataModule(L.LightningDataModule):
             self.train_tokens, self.val_tokens = tokens[:cut], tokens[cut:]
         else:
             self.train_tokens = tokens
-            self.val_tokens = token_file(Corpus(expand_glob(d.val, "data.val"), d.text_field), self.tokenizer, cache)
+            self.val_tokens = token_file(Corpus(expand_glob(d.val, "data.val"), d.text_field, d.line_documents), self.tokenizer, cache)
         if d.test is None:
             self.test_tokens = self.val_tokens
         else:
-            self.test_tokens = token_file(Corpus(expand_glob(d.test, "data.test"), d.text_field), self.tokenizer, cache)
+            self.test_tokens = token_file(Corpus(expand_glob(d.test, "data.test"), d.text_field, d.line_documents), self.tokenizer, cache)
         self.predict_inputs: list[str] = []
 
     def _loader(self, tokens: np.ndarray, train: bool) -> DataLoader:

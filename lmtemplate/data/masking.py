@@ -1,13 +1,18 @@
-"""BERT's masked-LM corruption: pick a share of the tokens, hide most of them, score the model on those only."""
+"""Masked-LM data: BERT's corruption (pick a share of the tokens, hide most of them, score only those), and
+the corpus read one document per sequence (``data.packing: false``) instead of as packed windows."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lmtemplate.config import ConfigError
+from lmtemplate.data.corpus import TextDataConfig
+from lmtemplate.data.lm import TextDataModule, _worker_init
 
 IGNORE = -100  # label of positions the loss skips (torch's cross_entropy default ignore_index)
 
@@ -42,3 +47,56 @@ def mask_tokens(ids: torch.Tensor, cfg: MaskingConfig, mask_id: int, special_ids
     to_random = selected & (u >= cfg.mask) & (u < cfg.mask + cfg.random)
     random_ids = torch.randint(vocab_size, ids.shape, device=ids.device, generator=generator)
     return torch.where(to_random, random_ids, inputs), labels
+
+
+@dataclass
+class MaskedLMDataConfig(TextDataConfig):
+    packing: bool = True  # true: windows of packed documents; false: one document (e.g. JSONL record) per sequence
+
+
+class DocumentSpans(Dataset):
+    """Each document of a token file (the tokens between two separators) as ``[CLS] tokens [SEP]``, cut to ``length``."""
+
+    CHUNK = 1 << 24  # tokens scanned at a time for separators: memory stays flat on large files
+
+    def __init__(self, tokens: np.ndarray, sep_id: int, cls_id: int, length: int):
+        self.tokens, self.sep_id, self.cls_id, self.length = tokens, sep_id, cls_id, length
+        ends = np.concatenate([np.flatnonzero(tokens[i : i + self.CHUNK] == sep_id) + i
+                               for i in range(0, len(tokens), self.CHUNK)] or [np.zeros(0, dtype=np.int64)])
+        starts = np.concatenate([[0], ends[:-1] + 1])
+        keep = ends > starts  # no empty documents
+        self.starts, self.ends = starts[keep], ends[keep]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> list[int]:
+        start = int(self.starts[i])
+        end = min(int(self.ends[i]), start + self.length - 2)
+        return [self.cls_id, *self.tokens[start:end].tolist(), self.sep_id]
+
+
+class MaskedLMDataModule(TextDataModule):
+    """The causal LM's corpus and token cache; with ``data.packing: false``, padded batches of whole documents
+    (dicts with ``input_ids`` and ``attention_mask``) instead of packed windows."""
+
+    def _loader(self, tokens: np.ndarray, train: bool) -> DataLoader:
+        if self.cfg.data.packing:
+            return super()._loader(tokens, train)
+        tok = self.tokenizer
+        spans = DocumentSpans(tokens, tok.token_to_id("[SEP]"), tok.token_to_id("[CLS]"), self.block_size)
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        if len(spans) < world:
+            raise ConfigError(f"the data holds {len(spans)} documents: fewer than the {world} processes")
+        sampler = DistributedSampler(spans, num_replicas=world, rank=rank, shuffle=train, seed=self.cfg.run.seed, drop_last=train)
+        return DataLoader(spans, batch_size=self.cfg.data.batch_size, sampler=sampler, collate_fn=self._pad,
+                          num_workers=self.cfg.data.num_workers, worker_init_fn=_worker_init)
+
+    def _pad(self, docs: list[list[int]]) -> dict[str, torch.Tensor]:
+        width = max(map(len, docs))
+        ids = torch.full((len(docs), width), self.tokenizer.token_to_id("[PAD]"), dtype=torch.long)
+        mask = torch.zeros((len(docs), width), dtype=torch.long)
+        for i, doc in enumerate(docs):
+            ids[i, : len(doc)], mask[i, : len(doc)] = torch.tensor(doc), 1
+        return {"input_ids": ids, "attention_mask": mask}

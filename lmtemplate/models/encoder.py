@@ -25,7 +25,7 @@ class EncoderConfig(GPTConfig):
     """The GPT's shape fields, plus how positions are encoded and the number of segment types."""
 
     block_size: int = 128  # the longest sequence, [CLS] and [SEP] included
-    positions: str = "learned"  # learned: a position embedding table; rotary: queries and keys rotated (RoPE)
+    positions: str = "rotary"  # rotary: queries and keys rotated (RoPE); learned: a position embedding table
     type_vocab_size: int = 2  # segment (token type) embeddings for text pairs; 0: none
 
     def __post_init__(self):

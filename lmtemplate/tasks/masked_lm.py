@@ -1,10 +1,11 @@
 """Task ``masked_lm``: BERT-style pretraining of a bidirectional encoder on a text corpus.
 
-The corpus, tokenizer and token cache are the causal LM's (``TextDataModule``);
-each window becomes ``[CLS]`` + ``block_size - 1`` tokens, packed: documents
+The corpus, tokenizer and token cache are the causal LM's. Packed (the
+default), each window becomes ``[CLS]`` + ``block_size - 1`` tokens: documents
 follow each other inside a window, separated by ``[SEP]`` (the first special
-token, which the token file puts between documents). Masking runs on the
-batch, on the device: random in training, the same positions at every
+token, which the token file puts between documents). With ``data.packing:
+false`` each document is one padded sequence ``[CLS] ... [SEP]``. Masking runs
+on the batch, on the device: random in training, the same positions at every
 validation.
 """
 
@@ -19,9 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.corpus import TextDataConfig
-from lmtemplate.data.lm import TextDataModule
-from lmtemplate.data.masking import IGNORE, MaskingConfig, mask_tokens
+from lmtemplate.data.masking import IGNORE, MaskedLMDataConfig, MaskedLMDataModule, MaskingConfig, mask_tokens
 from lmtemplate.models.encoder import Encoder, EncoderConfig, MaskedLMHead
 from lmtemplate.models.gpt import Block
 from lmtemplate.registry import register_task
@@ -49,18 +48,18 @@ class EncoderTokenizerConfig(TokenizerConfig):
 @dataclass
 class MaskedLMConfig:
     model: EncoderConfig = field(default_factory=lambda: EncoderConfig(dropout=0.1))
-    data: TextDataConfig = field(default_factory=TextDataConfig)
+    data: MaskedLMDataConfig = field(default_factory=MaskedLMDataConfig)
     tokenizer: EncoderTokenizerConfig = field(default_factory=EncoderTokenizerConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, betas=[0.9, 0.98], warmup_steps=100))
     masking: MaskingConfig = field(default_factory=MaskingConfig)
 
 
-@register_task("masked_lm", config=MaskedLMConfig, datamodule=TextDataModule)
+@register_task("masked_lm", config=MaskedLMConfig, datamodule=MaskedLMDataModule)
 class MaskedLM(Task):
     monitor = ("val/loss", "min")
     blocks = (Block,)
 
-    def __init__(self, cfg: MaskedLMConfig, datamodule: TextDataModule):
+    def __init__(self, cfg: MaskedLMConfig, datamodule: MaskedLMDataModule):
         super().__init__()
         self.cfg = cfg
         tok = datamodule.tokenizer
@@ -89,21 +88,22 @@ class MaskedLM(Task):
         cls = torch.full_like(window[:, :1], self.cls_id)
         return torch.cat([cls, window[:, : self.cfg.model.block_size - 1]], dim=1)
 
-    def _step(self, window: torch.Tensor, generator=None):
-        ids = self.sequences(window)
+    def _step(self, batch, generator=None):
+        """Loss, logits and labels at the selected positions of packed windows (a tensor) or padded documents (a dict)."""
+        ids, attention = (batch["input_ids"], batch["attention_mask"]) if isinstance(batch, dict) else (self.sequences(batch), None)
         inputs, labels = mask_tokens(ids, self.cfg.masking, self.mask_id, self.special_ids, self.model.cfg.vocab_size, generator)
         selected = labels != IGNORE
-        logits = self.mlm_head(self.model(inputs)[selected])  # the vocabulary projection only where it is scored
+        logits = self.mlm_head(self.model(inputs, attention)[selected])  # the vocabulary projection only where it is scored
         labels = labels[selected]
         return F.cross_entropy(logits, labels), logits, labels
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, _, _ = self._step(batch)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _eval_step(self, batch: torch.Tensor, batch_idx: int, stage: str) -> None:
-        generator = torch.Generator(device=batch.device).manual_seed(batch_idx)  # the same masks at every validation
+    def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
+        generator = torch.Generator(device=self.device).manual_seed(batch_idx)  # the same masks at every validation
         loss, logits, labels = self._step(batch, generator)
         acc, ppl = (self.val_acc, self.val_ppl) if stage == "val" else (self.test_acc, self.test_ppl)
         acc.update(logits, labels)
@@ -112,10 +112,10 @@ class MaskedLM(Task):
         self.log(f"{stage}/ppl", ppl)
         self.log(f"{stage}/accuracy", acc, prog_bar=True)
 
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+    def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
 
-    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+    def test_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "test")
 
     def configure_optimizers(self):

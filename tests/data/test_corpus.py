@@ -103,3 +103,14 @@ def test_validation_sampler_is_in_order():
 def test_too_little_data_for_a_window_is_a_clear_error():
     with pytest.raises(ConfigError, match="block_size"):
         WindowSampler(10, 64, shuffle=True)
+
+
+def test_line_documents_puts_a_separator_after_every_non_empty_line(tmp_path):
+    path = tmp_path / "sentences.txt"
+    path.write_text("the first line\n\nthe second one\nthird\n")
+    corpus = Corpus([path], line_documents=True)
+    tok = build_tokenizer(TokenizerConfig(vocab_size=300), corpus, tmp_path / "cache")
+    tokens = np.asarray(token_file(corpus, tok, tmp_path / "cache"))
+    sep = document_separator(tok)
+    docs = [d[:-1] for d in np.split(tokens, np.flatnonzero(tokens == sep) + 1) if len(d)]
+    assert [tok.decode(d.tolist()) for d in docs] == ["the first line", "the second one", "third"]

@@ -64,7 +64,7 @@ def test_init_from_a_masked_lm_run_loads_its_encoder_and_tokenizer_and_freezing_
         assert torch.equal(source[key], f[key]), key
     assert "head.1.weight" in f and not any(k.startswith("mlm_head") for k in f)
     block0, block1 = "model.blocks.0.mlp.fc.weight", "model.blocks.1.mlp.fc.weight"
-    assert torch.equal(lo[block0], source[block0]) and torch.equal(lo["model.pos_emb.weight"], source["model.pos_emb.weight"])
+    assert torch.equal(lo[block0], source[block0]) and torch.equal(lo["model.tok_emb.weight"], source["model.tok_emb.weight"])
     assert not torch.equal(lo[block1], source[block1])
     assert not torch.equal(fr[block0], source[block0])
 
@@ -78,11 +78,11 @@ def test_init_from_a_causal_lm_run_fine_tunes_a_decoder(tmp_path, monkeypatch):
 
 
 def test_a_shape_mismatch_names_the_parameter(tmp_path):
-    enc = Encoder(EncoderConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=32))
+    enc = Encoder(EncoderConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=32, positions="learned"))
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
     torch.save({"state_dict": {f"model.{k}": v for k, v in enc.state_dict().items()}}, ckpt)
-    wider = Encoder(EncoderConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=64))
+    wider = Encoder(EncoderConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=64, positions="learned"))
     with pytest.raises(ConfigError, match=r"parameter 'tok_emb.weight' has shape \(50, 32\) .* but \(50, 64\)"):
         load_backbone(wider, str(tmp_path / "run"), "encoder")
     gpt = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=32))
@@ -129,3 +129,12 @@ def test_pooling_reads_the_first_the_last_real_or_the_mean_of_real_tokens():
     assert torch.equal(pool(h, mask, "cls"), h[:, 0])
     assert torch.equal(pool(h, mask, "last"), torch.stack([h[0, 3], h[1, 1]]))
     assert torch.allclose(pool(h, mask, "mean")[1], h[1, :2].mean(0))
+
+
+def test_best_metric_picks_the_monitored_metric(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = fit_run("mcc", "classification", ["best.metric=val/mcc"])
+    callbacks = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    assert any("'monitor': 'val/mcc'" in key and "'mode': 'max'" in key for key in callbacks), list(callbacks)
+    assert main(["fit", "task=classification", "best.metric=val/acc", *TINY]) == 2
+    assert "best.metric: 'val/acc' is not one of val/accuracy, val/f1, val/mcc, val/loss" in capsys.readouterr().err
