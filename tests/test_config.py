@@ -219,13 +219,16 @@ def test_gpt_demo_is_the_schema_defaults(tmp_cwd):
     assert demo == to_yaml(load_config([], []).data)
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.glob("pretrain/*.yaml")), ids=lambda p: p.name)
-def test_pretrain_configs_load(tmp_cwd, path):
-    loaded = load_config([str(path)], ["data.train=null"])  # the real data sets are not needed to check a config
-    assert loaded.task.name == "causal_lm"
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("pretrain/*.yaml")) + sorted(CONFIGS.glob("finetune/*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_task_configs_load(tmp_cwd, path):
+    real_data = ["data.train=null"] + (["data.val=null"] if path.parent.name == "finetune" else [])
+    loaded = load_config([str(path)], real_data)  # the real data sets are not needed to check a config
     expected = yaml.safe_load(path.read_text())
+    assert loaded.task.name == expected["task"]
     assert loaded.cfg.run.name == expected["run"]["name"]
-    assert loaded.cfg.model.n_layer == expected["model"]["n_layer"]
+    for key, value in expected.get("model", {}).items():
+        assert getattr(loaded.cfg.model, key) == value, key
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("trainer/*.yaml")), ids=lambda p: p.name)
