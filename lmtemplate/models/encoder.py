@@ -79,15 +79,8 @@ class Encoder(nn.Module):
         """The final hidden states: the same call as the GPT's, so heads read either backbone alike."""
         return self(idx, attention_mask, token_type_ids)
 
-    def num_params(self, non_embedding: bool = True) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.pos_emb.weight.numel() if non_embedding and self.pos_emb is not None else n
-
-    def flops_per_token(self) -> int:
-        """Training FLOPs per token, forward and backward (as the GPT's estimate; heads not counted)."""
-        c = self.cfg
-        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.block_size
-
+    num_params = GPT.num_params  # the same counts and estimate as the GPT's (heads not counted)
+    flops_per_token = GPT.flops_per_token
     param_groups = GPT.param_groups
 
 

@@ -196,7 +196,7 @@ class GPT(nn.Module):
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameter count; non_embedding drops the position embedding (token embedding is the tied head)."""
         n = sum(p.numel() for p in self.parameters())
-        return n - self.pos_emb.weight.numel() if non_embedding else n
+        return n - self.pos_emb.weight.numel() if non_embedding and self.pos_emb is not None else n
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token, forward and backward (PaLM appendix B estimate)."""

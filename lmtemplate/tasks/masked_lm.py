@@ -68,8 +68,7 @@ class MaskedLM(Task):
         if missing:
             raise ConfigError(f"tokenizer: the tokenizer has no {', '.join(missing)} token; masked_lm needs {ENCODER_SPECIALS}")
         self.cls_id, self.mask_id = ids["[CLS]"], ids["[MASK]"]
-        vocab = tok.get_vocab_size()
-        self.model = Encoder(dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or vocab))
+        self.model = Encoder(dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or tok.get_vocab_size()))
         self.mlm_head = MaskedLMHead(self.model.cfg, self.model.tok_emb)
         if cfg.model.compile:
             self.model.compile()
@@ -119,6 +118,6 @@ class MaskedLM(Task):
         self._eval_step(batch, batch_idx, "test")
 
     def configure_optimizers(self):
-        return configure_adamw(self, self.model.param_groups(self.cfg.optim.weight_decay) + [
-            {"params": list(self.mlm_head.dense.parameters()) + list(self.mlm_head.ln.parameters()) + [self.mlm_head.bias],
-             "weight_decay": 0.0}], self.cfg.optim)
+        head = [p for name, p in self.mlm_head.named_parameters() if not name.startswith("embedding.")]  # tied: in the model's groups
+        return configure_adamw(self, self.model.param_groups(self.cfg.optim.weight_decay)
+                               + [{"params": head, "weight_decay": 0.0}], self.cfg.optim)
