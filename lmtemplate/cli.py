@@ -2,7 +2,8 @@
 
     python -m lmtemplate fit [-c FILE ...] [--ckpt last|best|PATH] [key=value ...]
     python -m lmtemplate validate|test [-c FILE ...] [--ckpt ...] [key=value ...]
-    python -m lmtemplate predict [-c FILE ...] [--ckpt ...] (--prompt TEXT | --input FILE) [key=value ...]
+    python -m lmtemplate predict [-c FILE ...] [--ckpt ...] (--prompt TEXT | --input FILE | --question Q --context C)
+                                 [--output FILE] [key=value ...]
     python -m lmtemplate config [-c FILE ...] [key=value ...]
     python -m lmtemplate tasks [-c FILE ...]
 """
@@ -34,7 +35,10 @@ def parser() -> argparse.ArgumentParser:
     pred = verbs.add_parser("predict", parents=[common, ckpt], help="run a checkpoint on inputs (default --ckpt best)")
     src = pred.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="one input on the command line")
-    src.add_argument("--input", metavar="FILE", help="a file with one input per line")
+    src.add_argument("--input", metavar="FILE", help="a file with one input per line (qa: SQuAD JSON or JSONL)")
+    src.add_argument("--question", help="qa: one question, answered from --context")
+    pred.add_argument("--context", help="qa: the passage that --question is answered from")
+    pred.add_argument("--output", metavar="FILE", help="where predictions go (default: in the run directory)")
     verbs.add_parser("config", parents=[common], help="print the resolved config that fit would run")
     verbs.add_parser("tasks", parents=[common], help="list registered tasks and where each came from")
     return p
@@ -110,15 +114,18 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from lmtemplate import run
 
+    if (args.question is None) != (args.context is None):
+        raise ConfigError("--question and --context go together: a question is answered from a context")
     if args.input is not None:
-        path = Path(args.input)
-        if not path.is_file():
-            raise ConfigError(f"--input: file not found: {path}")
-        inputs = path.read_text(encoding="utf-8").splitlines()
+        inputs = Path(args.input)
+        if not inputs.is_file():
+            raise ConfigError(f"--input: file not found: {inputs}")
+    elif args.question is not None:
+        inputs = [{"id": "0", "question": args.question, "context": args.context}]
     else:
         inputs = [args.prompt]
     s = run.prepare("predict", args.config, args.overrides, args.ckpt or "best")
-    rows, out = run.predict(s, inputs)
+    rows, out = run.predict(s, inputs, Path(args.output) if args.output else None)
     if s.trainer.is_global_zero:
         for row in rows:
             print(row)

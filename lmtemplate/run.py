@@ -239,11 +239,25 @@ def evaluate(s: Session, verb: str) -> dict[str, float]:
     return metrics
 
 
-def predict(s: Session, inputs: list[str], out_name: str = "predictions.jsonl") -> tuple[list[dict], Path]:
+def predict(s: Session, inputs: list | Path, output: Optional[Path] = None) -> tuple[list[dict], Path]:
+    """Run the checkpoint on ``inputs`` and write what it predicts.
+
+    ``inputs`` is a list (lines of text, or dicts for tasks with structured inputs)
+    or a file: the datamodule's ``read_predict_inputs(path)`` reads it where the
+    task has its own format (SQuAD JSON), else its lines are the inputs. The
+    module's ``format_predictions(rows)`` renders the output file where the task
+    has a conventional format, else one JSON object per line; it goes to ``output``
+    or to ``<run dir>/<module.predictions_file>``.
+    """
+    if isinstance(inputs, Path):
+        reader = getattr(s.datamodule, "read_predict_inputs", None)
+        inputs = reader(inputs) if reader else inputs.read_text(encoding="utf-8").splitlines()
     s.datamodule.predict_inputs = inputs
     outputs = s.trainer.predict(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint) or []
     rows = [row for out in outputs for row in (out if isinstance(out, list) else [out])]  # a batch may give several
-    path = s.run_dir / out_name
+    path = output or s.run_dir / getattr(s.module, "predictions_file", "predictions.jsonl")
+    formatter = getattr(s.module, "format_predictions", None)
     if s.trainer.is_global_zero:
-        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        text = formatter(rows) if formatter else "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        atomic_write_text(path, text)
     return rows, path
