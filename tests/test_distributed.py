@@ -55,3 +55,17 @@ def test_ddp_runs_a_task_from_a_plugin_file(tmp_path):
     assert sorted(p.name for p in (tmp_path / "outputs" / "plug").iterdir()) == ["version_0"]
     metrics = json.loads((tmp_path / "outputs/plug/version_0/metrics.json").read_text())
     assert metrics["step"] == 10
+
+
+def test_qa_validation_under_ddp_scores_every_example_as_one_process_does(tmp_path):
+    """Each rank answers its share of the examples (the sampler repeats one to even out 41 over 2 ranks);
+    the gathered answers give the one-process EM and F1 exactly."""
+    tiny = ["task=qa", "model.block_size=48", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
+            "data.doc_stride=16", "data.demo_train=100", "data.demo_val=41", "tokenizer.vocab_size=300",
+            "trainer.limit_val_batches=1.0", "trainer.enable_progress_bar=false", "run.name=qa"]
+    cli(tmp_path, "fit", *tiny, "trainer.max_steps=30", "trainer.val_check_interval=30", "data.batch_size=8")
+    metrics = tmp_path / "outputs/qa/version_0/metrics.json"
+    single = json.loads(metrics.read_text())
+    cli(tmp_path, "validate", *ddp(*tiny, "--ckpt", "last", "data.batch_size=5"))
+    both = json.loads(metrics.read_text())
+    assert 0 < single["val/f1"] and both["val/exact"] == single["val/exact"] and both["val/f1"] == single["val/f1"]

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.demo import write_demo_classification
-from lmtemplate.data.tables import Table, read_table
+from lmtemplate.data.tables import Table, check_split_files, read_table
 from lmtemplate.tokenization import build_tokenizer, document_separator, file_fingerprint
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,7 @@ class ClassificationDataConfig:
     demo_seed: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("train", "val", "test"):
-            path = getattr(self, key)
-            if path is not None and not Path(path).is_file():
-                raise ConfigError(f"data.{key}: file not found: {path}")
-        if self.train is not None and self.val is None:
-            raise ConfigError("data.val: a validation file is required when data.train is set")
+        check_split_files(self)
         if self.batch_size < 1:
             raise ConfigError(f"data.batch_size: expected a positive integer, got {self.batch_size}")
 

@@ -24,10 +24,17 @@ output is deterministic in ``seed`` and prefix-stable: the first k lines of
 ``demo_sentiment`` and ``write_demo_classification`` make a separate demo set
 for classification: short reviews labelled positive or negative by a rule that
 depends on word order (negation, and "but" contrasts).
+
+``demo_qa`` and ``write_demo_qa`` make SQuAD-format question answering data:
+paragraphs of facts about a few people (where they live, their job, birth year,
+what they own), shuffled among filler sentences, and questions whose answers
+are spans of them (some of several words, some with non-ASCII letters), or
+optionally questions about people the paragraph never mentions (unanswerable).
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 import random
 
@@ -222,3 +229,84 @@ def write_demo_classification(folder, n_train: int, n_val: int, seed: int) -> tu
         atomic_write_text(path, "text\tlabel\n" + rows)
     return paths
 
+
+PEOPLE = ["Mara", "Tomas", "Ines", "Olek", "Priya", "Kenji", "Zoë", "José", "Amara", "Lukas", "Noor", "Sven",
+          "Aiko", "Ravi", "Elena", "Farid", "Greta", "Hugo", "Ida", "Jonas", "Chloé", "Bram", "Yara", "Milo"]
+CITIES = ["Oslo", "Lima", "Porto", "Kyoto", "Nairobi", "Quito", "Tallinn", "New York", "Buenos Aires", "Cape Town",
+          "São Paulo", "Hanoi", "Lyon", "Perth", "Dakar", "Riga", "Kraków", "Bergen", "Cusco", "Male"]
+JOBS = ["baker", "nurse", "pilot", "teacher", "carpenter", "chemist", "librarian", "fisherman", "architect",
+        "violinist", "gardener", "surgeon", "tailor", "judge"]
+THINGS = ["cat", "boat", "piano", "bicycle", "garden", "horse", "camera", "telescope"]
+THING_ADJECTIVES = ["small", "old", "grey", "red", "wooden", "quiet", "fast", "shiny"]
+FILLERS = ["The weather was mild that year.", "Nobody remembers who started the tradition.",
+           "The market opens early on Sundays.", "Trains to the coast were often late.",
+           "Everyone agreed the summer had been long.", "The river froze twice that winter."]
+# fact -> (sentence, question), templates over the person p, the value v and its article a
+FACTS = {
+    "city": ("{p} lives in {v}.", "Where does {p} live?"),
+    "job": ("{p} works as {a} {v}.", "What is {p}'s job?"),
+    "year": ("{p} was born in {v}.", "In which year was {p} born?"),
+    "thing": ("{p} owns {a} {v}.", "What does {p} own?"),
+}
+REVERSE = ("Who lives in {v}?", "city")  # asked about a city: the answer is the person
+
+
+def _fact_value(rng: random.Random, fact: str, used: set) -> str:
+    while True:
+        if fact == "city":
+            v = rng.choice(CITIES)
+        elif fact == "job":
+            v = rng.choice(JOBS)
+        elif fact == "year":
+            v = str(rng.randint(1940, 2010))
+        else:
+            v = f"{' '.join(rng.sample(THING_ADJECTIVES, rng.randint(1, 2)))} {rng.choice(THINGS)}"
+        if v not in used:  # a value names one person only, so every question has one answer
+            used.add(v)
+            return v
+
+
+def _sentence(person: str, fact: str, value: str) -> str:
+    return FACTS[fact][0].format(p=person, v=value, a="an" if value[0] in "aeiou" else "a")
+
+
+def demo_qa(n: int, seed: int, unanswerable: float = 0.0) -> list[dict]:
+    """``n`` questions as SQuAD paragraphs ``{"context", "qas": [{"id", "question", "answers", "is_impossible"}]}``."""
+    rng = random.Random(seed)
+    paragraphs, count = [], 0
+    while count < n:
+        people = rng.sample(PEOPLE, rng.randint(2, 5))
+        used: set = set()
+        facts = [(p, f, _fact_value(rng, f, used)) for p in people for f in rng.sample(list(FACTS), rng.randint(2, 4))]
+        sentences = [_sentence(p, f, v) for p, f, v in facts] + rng.sample(FILLERS, rng.randint(0, 3))
+        rng.shuffle(sentences)
+        context = " ".join(sentences)
+        qas = []
+        for p, f, v in rng.sample(facts, min(len(facts), rng.randint(2, 4), n - count)):
+            if rng.random() < unanswerable:
+                absent = rng.choice([q for q in PEOPLE if q not in people])
+                qas.append({"question": FACTS[f][1].format(p=absent), "answers": [], "is_impossible": True})
+                continue
+            question, value = FACTS[f][1].format(p=p), v
+            if f == REVERSE[1] and rng.random() < 0.3:
+                question, value = REVERSE[0].format(v=v), p
+            sentence = _sentence(p, f, v)
+            start = context.index(sentence) + sentence.index(value, 0 if value == p else len(p))
+            qas.append({"question": question, "answers": [{"text": value, "answer_start": start}], "is_impossible": False})
+        for qa in qas:
+            qa["id"] = f"demo-{seed}-{count}"
+            count += 1
+        paragraphs.append({"context": context, "qas": qas})
+    return paragraphs
+
+
+def write_demo_qa(folder, n_train: int, n_val: int, unanswerable: float, seed: int) -> tuple[pathlib.Path, pathlib.Path]:
+    """Write ``train.json`` and ``val.json`` (SQuAD v2.0 format; v1.1 readers ignore ``is_impossible``) of
+    demo_qa data into ``folder``, drawn with seeds ``2 * seed`` and ``2 * seed + 1``; returns both paths."""
+    folder = pathlib.Path(folder)
+    paths = folder / "train.json", folder / "val.json"
+    for path, n, split_seed in zip(paths, (n_train, n_val), (2 * seed, 2 * seed + 1)):
+        paragraphs = demo_qa(n, split_seed, unanswerable)
+        articles = [{"title": f"demo {i // 20}", "paragraphs": paragraphs[i: i + 20]} for i in range(0, len(paragraphs), 20)]
+        atomic_write_text(path, json.dumps({"version": "v2.0", "data": articles}, ensure_ascii=False) + "\n")
+    return paths

@@ -1,0 +1,81 @@
+"""SQuAD post-processing: the start/end logits of an example's windows -> its answer, as characters of its context.
+
+For each window, the ``n_best`` highest start and end logits among the context's
+tokens make the candidate spans; a span that is reversed or longer than
+``max_answer_length`` tokens is dropped (a span cannot cross into the question:
+only context tokens are candidates). The best span of all windows, scored by
+start + end logit, is cut from the original context by the tokens' character
+offsets. With ``allow_null`` (SQuAD v2.0) the answer is empty when the null
+score (the smallest ``[CLS]`` start + end logit over the windows) beats the best
+span by more than ``null_threshold``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from lmtemplate.config import ConfigError
+
+
+@dataclass
+class AnswerConfig:
+    n_best: int = 20  # start and end candidates per window
+    max_answer_length: int = 30  # tokens
+    allow_null: Optional[bool] = None  # may answer "no answer" (SQuAD v2.0); None: when the training data has such questions
+    null_threshold: float = 0.0  # no answer when null score - best span score > this
+
+    def __post_init__(self) -> None:
+        for key in ("n_best", "max_answer_length"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"answer.{key}: expected a positive integer, got {getattr(self, key)}")
+
+
+@dataclass
+class Answer:
+    text: str
+    score: float  # start + end logit of the chosen span (the null score when the answer is empty)
+    null_score: float
+
+
+def best_span(start: torch.Tensor, end: torch.Tensor, offsets: list, n_best: int, max_length: int):
+    """(score, first char, last char) of one window's best span, or None; ``offsets`` is None outside the context."""
+    context = torch.tensor([o is not None for o in offsets], device=start.device)
+    n = len(offsets)
+    start, end = start[:n].float().masked_fill(~context, float("-inf")), end[:n].float().masked_fill(~context, float("-inf"))
+    k = min(n_best, int(context.sum()))
+    starts, ends = ([(v, i) for v, i in zip(*(x.tolist() for x in t.topk(k)))] for t in (start, end))
+    best = None
+    for s_score, s in starts:
+        for e_score, e in ends:
+            if s <= e < s + max_length and (best is None or s_score + e_score > best[0]):
+                best = (s_score + e_score, offsets[s][0], offsets[e][1])
+    return best
+
+
+def answer(context: str, windows: list[tuple[torch.Tensor, torch.Tensor, list]], cfg: AnswerConfig,
+           allow_null: bool) -> Answer:
+    """The answer to one example from all of its windows' (start logits, end logits, offsets)."""
+    null = min(float(s[0] + e[0]) for s, e, _ in windows)
+    spans = [best_span(s, e, offsets, cfg.n_best, cfg.max_answer_length) for s, e, offsets in windows]
+    spans = [x for x in spans if x is not None]
+    if not spans:
+        return Answer("", null, null)
+    score, lo, hi = max(spans)
+    if allow_null and null - score > cfg.null_threshold:
+        return Answer("", null, null)
+    return Answer(context[lo:hi], score, null)
+
+
+def oracle(examples: list, features: list) -> dict[str, str]:
+    """The answers when every window's logits point exactly at its training target (``[CLS]`` where the
+    answer is not inside it): the ceiling that tokenization and windowing leave to a perfect model."""
+    windows: dict[int, list] = {}
+    for f in features:
+        start, end = torch.zeros(len(f.input_ids)), torch.zeros(len(f.input_ids))
+        start[f.start], end[f.end] = 10.0, 10.0
+        windows.setdefault(f.example, []).append((start, end, f.offsets))
+    cfg = AnswerConfig(max_answer_length=10**6)
+    return {e.id: answer(e.context, windows[i], cfg, allow_null=True).text for i, e in enumerate(examples)}
