@@ -56,6 +56,10 @@ class KVCache:
     def reset(self):
         self.length = 0
 
+    def reorder(self, rows):
+        """Keep the batch rows ``rows`` (a LongTensor, repeats allowed): beam search follows the hypotheses it keeps."""
+        self.k, self.v = self.k[rows], self.v[rows]
+
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention: causal (each position sees itself and the past) or bidirectional.

@@ -1,0 +1,186 @@
+"""An encoder-decoder transformer (the original Transformer's shape) from the GPT's and the encoder's pieces.
+
+The encoder is ``models/encoder.Encoder``. Each decoder block is the GPT's
+block (causal self-attention with a KV cache, then the MLP) with cross-attention
+over the encoder output in between. The cross-attention keys and values depend
+only on the source, so decoding computes them once per source (``Seq2Seq.memory``).
+
+Conventions: ``src`` (B, S) token ids with ``src_mask`` (B, S) 1 on real tokens
+and 0 on padding; ``tgt`` (B, T) decoder inputs that start with BOS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from lmtemplate.models.encoder import Encoder, EncoderConfig
+from lmtemplate.models.gpt import GPT, Block, KVCache, rotary_tables
+
+# (tokens (N, 1), parents (N,) or None) -> next-token logits (N, vocab); see Seq2Seq.stepper
+Step = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+
+
+@dataclass
+class Seq2SeqConfig(EncoderConfig):
+    """The encoder's shape (``n_layer`` counts encoder blocks), the decoder's depth and how embeddings are shared.
+
+    ``vocab_size`` is the target vocabulary; ``src_vocab_size`` the source's
+    (0: from the tokenizers). ``block_size`` bounds the source and the target alike.
+    """
+
+    type_vocab_size: int = 0  # one source text: no segment embeddings
+    n_decoder_layer: int = 0  # decoder blocks; 0: as many as n_layer
+    src_vocab_size: int = 0
+    shared_embeddings: bool = True  # one table for source and target tokens (needs a joint tokenizer)
+    tie_output: bool = True  # the output projection is the target embedding matrix
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.n_decoder_layer < 0:
+            raise ValueError(f"model.n_decoder_layer: expected >= 0 (0: model.n_layer), got {self.n_decoder_layer}")
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.n_decoder_layer or self.n_layer
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from decoder positions (queries) to the encoder output (keys, values)."""
+
+    def __init__(self, cfg: Seq2SeqConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.dropout = cfg.dropout
+        self.q = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.kv = nn.Linear(cfg.n_embd, 2 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def _heads(self, x):
+        return x.view(x.size(0), x.size(1), self.n_head, -1).transpose(1, 2)
+
+    def memory(self, encoded):
+        """Keys and values (B, n_head, S, head_dim) of the encoder output (B, S, n_embd)."""
+        k, v = self.kv(encoded).split(encoded.size(-1), dim=2)
+        return self._heads(k), self._heads(v)
+
+    def forward(self, x, memory, mask):
+        """``mask`` (B, 1, 1, S) is True on the source tokens that may be attended."""
+        B, T, C = x.shape
+        y = F.scaled_dot_product_attention(self._heads(self.q(x)), *memory, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_drop(self.proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+
+
+class DecoderBlock(Block):
+    """The GPT's causal block with cross-attention between self-attention and the MLP."""
+
+    def __init__(self, cfg: Seq2SeqConfig):
+        super().__init__(cfg, causal=True)
+        self.ln_cross = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.cross = CrossAttention(cfg)
+
+    def forward(self, x, memory, mask, cache: KVCache | None = None, rope=None):
+        x = x + self.attn(self.ln1(x), cache, None, rope)
+        x = x + self.cross(self.ln_cross(x), memory, mask)
+        return x + self.mlp(self.ln2(x))
+
+
+class Decoder(nn.Module):
+    """Target token ids -> next-token logits, attending to the source through per-layer memories."""
+
+    def __init__(self, cfg: Seq2SeqConfig, tok_emb: nn.Embedding | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd) if tok_emb is None else tok_emb
+        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.positions == "learned" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.decoder_layers))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        GPT.init_weights(self, cfg.decoder_layers)
+        if cfg.tie_output:
+            self.lm_head.weight = self.tok_emb.weight
+
+    def forward(self, idx, memories: list, mask, caches: list[KVCache] | None = None, start_pos: int = 0):
+        """Logits (B, T, vocab) for ids (B, T) at positions start_pos..; ``mask`` (B, 1, 1, S) marks real source tokens."""
+        T = idx.size(1)
+        if start_pos + T > self.cfg.block_size:
+            raise ValueError(f"target of {start_pos + T} tokens exceeds model.block_size {self.cfg.block_size}")
+        x, rope = self.tok_emb(idx), None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(start_pos, start_pos + T, device=idx.device))
+        else:
+            cos, sin = rotary_tables(self.cfg.n_embd // self.cfg.n_head, start_pos + T, idx.device)
+            rope = cos[start_pos:], sin[start_pos:]
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            if self.cfg.activation_checkpointing and self.training and caches is None:
+                x = checkpoint(block, x, memories[i], mask, None, rope, use_reentrant=False)
+            else:
+                x = block(x, memories[i], mask, None if caches is None else caches[i], rope)
+        return self.lm_head(self.ln_f(x))
+
+
+class Seq2Seq(nn.Module):
+    """Encoder-decoder: ``forward(src, src_mask, tgt)`` gives teacher-forced logits; ``stepper`` decodes."""
+
+    def __init__(self, cfg: Seq2SeqConfig):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError(f"model.vocab_size must be > 0 (fill it from the tokenizer), got {cfg.vocab_size}")
+        src_vocab = cfg.vocab_size if cfg.shared_embeddings else cfg.src_vocab_size
+        if src_vocab <= 0:
+            raise ValueError(f"model.src_vocab_size must be > 0 with separate embeddings, got {src_vocab}")
+        self.cfg = cfg
+        shape = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(EncoderConfig)}
+        self.encoder = Encoder(EncoderConfig(**{**shape, "vocab_size": src_vocab}))
+        self.decoder = Decoder(cfg, self.encoder.tok_emb if cfg.shared_embeddings else None)
+
+    def memory(self, src, src_mask):
+        """Encode the source once: (per-layer cross-attention keys and values, the (B, 1, 1, S) source mask)."""
+        encoded = self.encoder(src, src_mask)
+        return [block.cross.memory(encoded) for block in self.decoder.blocks], src_mask.bool()[:, None, None, :]
+
+    def forward(self, src, src_mask, tgt):
+        memories, mask = self.memory(src, src_mask)
+        return self.decoder(tgt, memories, mask)
+
+    def stepper(self, src, src_mask, copies: int = 1, use_cache: bool = True) -> Step:
+        """A decoding state for ``copies`` hypotheses per source, rows ordered source by source.
+
+        Returns ``step(tokens, parents)``: feed each row's newest token (N, 1), get
+        its next-token logits (N, vocab). ``parents`` (N,) says which row of the
+        previous step each row continues (beam search keeps some hypotheses twice
+        and drops others); the decoder's caches, or without ``use_cache`` the token
+        histories that are then decoded anew each step, follow it.
+        """
+        memories, mask = self.memory(src, src_mask)
+        memories = [(k.repeat_interleave(copies, 0), v.repeat_interleave(copies, 0)) for k, v in memories]
+        mask = mask.repeat_interleave(copies, 0)
+        n, c = mask.size(0), self.cfg
+        caches = [KVCache(n, c.n_head, c.block_size, c.n_embd // c.n_head, src.device, memories[0][0].dtype)
+                  for _ in self.decoder.blocks] if use_cache else None
+        history = src.new_empty(n, 0)
+
+        def step(tokens, parents=None):
+            nonlocal history
+            if parents is not None:
+                history = history[parents]
+                for cache in caches or []:
+                    cache.reorder(parents)
+            history = torch.cat([history, tokens], dim=1)
+            if caches is None:
+                return self.decoder(history, memories, mask)[:, -1]
+            return self.decoder(tokens, memories, mask, caches, start_pos=history.size(1) - 1)[:, -1]
+
+        return step
+
+    param_groups = GPT.param_groups
