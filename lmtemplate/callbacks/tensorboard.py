@@ -26,7 +26,10 @@ def _full_parameters(trainer: L.Trainer):
 
 
 class TextSamples(L.Callback):
-    """Logs ``pl_module.text_samples()`` (a list of (prompt, completion)) as a Markdown table after each validation.
+    """Logs ``pl_module.text_samples()`` as a Markdown table after each validation.
+
+    Each sample is a tuple, by default (prompt, completion); a module names other
+    columns in ``text_sample_columns`` (translation: source, reference, hypothesis).
 
     Sampling runs in the trainer's precision context (autocast for mixed precision)
     and, under FSDP, with the full parameters gathered.
@@ -38,8 +41,9 @@ class TextSamples(L.Callback):
         loggers = _tensorboards(trainer)
         with _full_parameters(trainer), trainer.precision_plugin.forward_context():
             samples = pl_module.text_samples() if loggers else []
-        rows = "\n".join(f"| `{p!r}` | {c!r} |" for p, c in samples)
-        table = f"| prompt | completion |\n|---|---|\n{rows}"
+        columns = getattr(pl_module, "text_sample_columns", ("prompt", "completion"))
+        rows = "\n".join(f"| `{first!r}` | " + " | ".join(repr(x) for x in rest) + " |" for first, *rest in samples)
+        table = f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}\n{rows}"
         for logger in loggers:
             logger.experiment.add_text("samples", table, global_step=trainer.global_step)
 

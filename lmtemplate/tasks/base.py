@@ -16,6 +16,8 @@ from torch import nn
 from lmtemplate.checkpointing import read_checkpoint
 from lmtemplate.config import ConfigError
 
+SCHEDULES = ("cosine", "inverse_sqrt")
+
 
 @dataclass
 class OptimConfig:
@@ -26,8 +28,11 @@ class OptimConfig:
     eps: float = 1e-8
     warmup_steps: int = 50
     decay_steps: Optional[int] = None  # end of the cosine decay; None: trainer.max_steps
+    schedule: str = "cosine"  # after the warmup: cosine (decay to min_lr), or inverse_sqrt (lr * sqrt(warmup / step))
 
     def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule: '{self.schedule}' is not one of {', '.join(SCHEDULES)}")
         if len(self.betas) != 2:
             raise ConfigError(f"optim.betas: expected two numbers, got {self.betas}")
         if self.min_lr > self.lr:
@@ -44,13 +49,20 @@ def warmup_cosine(step: int, cfg: OptimConfig, decay_steps: int) -> float:
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
+def inverse_sqrt(step: int, cfg: OptimConfig) -> float:
+    """The Transformer's schedule: linear warmup to ``lr``, then decay as 1 / sqrt(step) (no end, no min_lr)."""
+    warmup = max(1, cfg.warmup_steps)
+    return cfg.lr * min((step + 1) / warmup, math.sqrt(warmup / (step + 1)))
+
+
 def configure_adamw(module: L.LightningModule, param_groups: list[dict], cfg: OptimConfig):
-    """AdamW over ``param_groups`` with the warmup + cosine schedule, stepped every optimizer step."""
+    """AdamW over ``param_groups`` with warmup and ``cfg.schedule``, stepped every optimizer step."""
     decay_steps = cfg.decay_steps or module.trainer.max_steps
     if decay_steps is None or decay_steps < 0:
         decay_steps = int(module.trainer.estimated_stepping_batches)
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, cfg, decay_steps) / cfg.lr)
+    rate = (lambda step: inverse_sqrt(step, cfg)) if cfg.schedule == "inverse_sqrt" else (lambda step: warmup_cosine(step, cfg, decay_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: rate(step) / cfg.lr)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
