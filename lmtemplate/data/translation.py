@@ -59,6 +59,7 @@ class TranslationTokenizerConfig(TokenizerConfig):
 @dataclass
 class TranslationDataConfig:
     train: Optional[str] = None  # a prefix of aligned text files, or a table (see above); None: the built-in demo data
+    # for every split (val and test are then not read)
     val: Optional[str] = None  # required with train
     test: Optional[str] = None  # None: the validation set
     src_lang: str = "src"  # the source side: suffix of the text files, or the table's column
@@ -75,7 +76,7 @@ class TranslationDataConfig:
     def __post_init__(self) -> None:
         if self.train is not None and self.val is None:
             raise ConfigError("data.val: a validation set is required when data.train is set")
-        for key in ("train", "val", "test"):
+        for key in ("train", "val", "test") if self.train is not None else ():  # the demo data has every split
             for path in split_files(getattr(self, key), self.src_lang, self.tgt_lang):
                 if not path.is_file():
                     raise ConfigError(f"data.{key}: file not found: {path} (a split is a prefix of aligned files "
