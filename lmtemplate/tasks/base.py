@@ -58,7 +58,10 @@ def inverse_sqrt(step: int, cfg: OptimConfig) -> float:
 def configure_adamw(module: L.LightningModule, param_groups: list[dict], cfg: OptimConfig):
     """AdamW over ``param_groups`` with warmup and ``cfg.schedule``, stepped every optimizer step."""
     decay_steps = cfg.decay_steps or module.trainer.max_steps
-    if decay_steps is None or decay_steps < 0:
+    if cfg.schedule == "cosine" and (decay_steps is None or decay_steps < 0):
+        if math.isinf(module.trainer.estimated_stepping_batches):
+            raise ConfigError("optim.decay_steps: the cosine schedule needs an end; set trainer.max_steps or "
+                              "optim.decay_steps, or use optim.schedule=inverse_sqrt (a time budget has no step count)")
         decay_steps = int(module.trainer.estimated_stepping_batches)
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     rate = (lambda step: inverse_sqrt(step, cfg)) if cfg.schedule == "inverse_sqrt" else (lambda step: warmup_cosine(step, cfg, decay_steps))

@@ -109,3 +109,11 @@ def test_inverse_sqrt_schedule_warms_up_then_decays_as_one_over_the_square_root(
     assert inverse_sqrt(399, cfg) == pytest.approx(0.5) and inverse_sqrt(9999, cfg) == pytest.approx(0.1)
     with pytest.raises(ConfigError, match="optim.schedule"):
         OptimConfig(schedule="step")
+
+
+def test_a_time_budget_needs_a_schedule_without_an_end(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    budget = [*TINY, "trainer.max_steps=-1", "trainer.max_time=00:00:00:02"]
+    assert main(["fit", *budget, "optim.schedule=cosine"]) == 2
+    assert "optim.decay_steps: the cosine schedule needs an end" in capsys.readouterr().err
+    assert main(["fit", *budget, "optim.schedule=inverse_sqrt"]) == 0
