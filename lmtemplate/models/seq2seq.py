@@ -159,8 +159,9 @@ class Seq2Seq(nn.Module):
         Returns ``step(tokens, parents)``: feed each row's newest token (N, 1), get
         its next-token logits (N, vocab). ``parents`` (N,) says which row of the
         previous step each row continues (beam search keeps some hypotheses twice
-        and drops others); the decoder's caches, or without ``use_cache`` the token
-        histories that are then decoded anew each step, follow it.
+        and drops others), always a row of the same source; the decoder's caches,
+        or without ``use_cache`` the token histories that are then decoded anew
+        each step, follow it.
         """
         memories, mask = self.memory(src, src_mask)
         memories = [(k.repeat_interleave(copies, 0), v.repeat_interleave(copies, 0)) for k, v in memories]
