@@ -26,10 +26,11 @@ for classification: short reviews labelled positive or negative by a rule that
 depends on word order (negation, and "but" contrasts).
 
 ``demo_qa`` and ``write_demo_qa`` make SQuAD-format question answering data:
-paragraphs of facts about a few people (where they live, their job, birth year,
-what they own), shuffled among filler sentences, and questions whose answers
-are spans of them (some of several words, some with non-ASCII letters), or
-optionally questions about people the paragraph never mentions (unanswerable).
+paragraphs of facts about a person (where they live, their job, birth year,
+what they own) among distractor sentences holding values of the same kinds,
+and questions whose answers are spans (some of several words, some with
+non-ASCII letters), or optionally questions about facts the paragraph does not
+state (unanswerable).
 """
 
 from __future__ import annotations
@@ -249,7 +250,13 @@ FACTS = {
     "year": ("{p} was born in {v}.", "In which year was {p} born?"),
     "thing": ("{p} owns {a} {v}.", "What does {p} own?"),
 }
-REVERSE = ("Who lives in {v}?", "city")  # asked about a city: the answer is the person
+# fact -> sentences that hold a value of the same kind without being about the person
+DISTRACTORS = {
+    "city": ["The train to {v} was late.", "{v} is known for its bridges."],
+    "job": ["The {v} next door is friendly.", "Every {v} in town was busy."],
+    "year": ["The old bridge was built in {v}.", "The river froze in {v}."],
+    "thing": ["{A} {v} stood in the yard.", "Someone sold {a} {v} at the market."],
+}
 
 
 def _fact_value(rng: random.Random, fact: str, used: set) -> str:
@@ -262,38 +269,48 @@ def _fact_value(rng: random.Random, fact: str, used: set) -> str:
             v = str(rng.randint(1940, 2010))
         else:
             v = f"{' '.join(rng.sample(THING_ADJECTIVES, rng.randint(1, 2)))} {rng.choice(THINGS)}"
-        if v not in used:  # a value names one person only, so every question has one answer
+        if v not in used:  # a value occurs once per paragraph, so every question has one answer
             used.add(v)
             return v
 
 
-def _sentence(person: str, fact: str, value: str) -> str:
-    return FACTS[fact][0].format(p=person, v=value, a="an" if value[0] in "aeiou" else "a")
+def _fill(template: str, person: str, value: str) -> str:
+    a = "an" if value[0] in "aeiou" else "a"
+    return template.format(p=person, v=value, a=a, A=a.capitalize())
 
 
 def demo_qa(n: int, seed: int, unanswerable: float = 0.0) -> list[dict]:
-    """``n`` questions as SQuAD paragraphs ``{"context", "qas": [{"id", "question", "answers", "is_impossible"}]}``."""
+    """``n`` questions as SQuAD paragraphs ``{"context", "qas": [{"id", "question", "answers", "is_impossible"}]}``.
+
+    A paragraph states 2-4 facts about one person, among distractors: sentences
+    holding a value of the same kind (another city, year, ...) that is not about
+    the person, and fillers. Answering needs the question's kind and the
+    candidate's own sentence; unanswerable questions ask for a fact the
+    paragraph does not state.
+    """
     rng = random.Random(seed)
     paragraphs, count = [], 0
     while count < n:
-        people = rng.sample(PEOPLE, rng.randint(2, 5))
-        used: set = set()
-        facts = [(p, f, _fact_value(rng, f, used)) for p in people for f in rng.sample(list(FACTS), rng.randint(2, 4))]
-        sentences = [_sentence(p, f, v) for p, f, v in facts] + rng.sample(FILLERS, rng.randint(0, 3))
+        person, used = rng.choice(PEOPLE), set()
+        kinds = rng.sample(list(FACTS), rng.randint(2, 4))
+        facts = [(f, _fact_value(rng, f, used)) for f in kinds]
+        sentences = [_fill(FACTS[f][0], person, v) for f, v in facts]
+        for f in rng.sample(list(FACTS), rng.randint(1, 3)):
+            sentences.append(_fill(rng.choice(DISTRACTORS[f]), person, _fact_value(rng, f, used)))
+        sentences += rng.sample(FILLERS, rng.randint(0, 2))
         rng.shuffle(sentences)
         context = " ".join(sentences)
         qas = []
-        for p, f, v in rng.sample(facts, min(len(facts), rng.randint(2, 4), n - count)):
-            if rng.random() < unanswerable:
-                absent = rng.choice([q for q in PEOPLE if q not in people])
-                qas.append({"question": FACTS[f][1].format(p=absent), "answers": [], "is_impossible": True})
+        for f, v in rng.sample(facts, min(len(facts), rng.randint(1, 3), n - count)):
+            missing = [k for k in FACTS if k not in kinds]
+            if missing and rng.random() < unanswerable:
+                qas.append({"question": FACTS[rng.choice(missing)][1].format(p=person), "answers": [],
+                            "is_impossible": True})
                 continue
-            question, value = FACTS[f][1].format(p=p), v
-            if f == REVERSE[1] and rng.random() < 0.3:
-                question, value = REVERSE[0].format(v=v), p
-            sentence = _sentence(p, f, v)
-            start = context.index(sentence) + sentence.index(value, 0 if value == p else len(p))
-            qas.append({"question": question, "answers": [{"text": value, "answer_start": start}], "is_impossible": False})
+            sentence = _fill(FACTS[f][0], person, v)
+            start = context.index(sentence) + sentence.index(v, len(person))
+            qas.append({"question": FACTS[f][1].format(p=person), "answers": [{"text": v, "answer_start": start}],
+                        "is_impossible": False})
         for qa in qas:
             qa["id"] = f"demo-{seed}-{count}"
             count += 1

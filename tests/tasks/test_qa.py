@@ -18,14 +18,14 @@ TINY = ["task=qa", "model.block_size=48", "model.n_layer=1", "model.n_head=2", "
 
 
 def test_demo_config_learns_the_demo_data_to_90_em_and_answers_questions(tmp_path, monkeypatch, capsys):
-    """A bare guess of the right kind of span (the city for "where", ...) gets about a third: the paragraphs
-    hold 2-5 people. The issue's bar is 90 EM."""
+    """Paragraphs hold distractor values of the kind asked for (another city, another year), so the kind alone
+    does not answer; the candidate's own sentence decides. The issue's bar is 90 EM."""
     monkeypatch.chdir(tmp_path)
     assert main(["fit", "-c", DEMO, *QUIET]) == 0
     run = Path("outputs/qa-demo/version_0")
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["val/exact"] >= 90 and metrics["val/f1"] >= 90, metrics
-    context = "Mara works as a pilot. Tomas lives in Buenos Aires. Mara lives in Kyoto. Tomas was born in 1971."
+    context = "Tomas was born in 1971. The train to Kyoto was late. Tomas lives in Buenos Aires. The river froze in 1950."
     assert main(["predict", "--ckpt", str(run), "--question", "Where does Tomas live?", "--context", context, *QUIET]) == 0
     assert json.loads((run / "predictions.json").read_text()) == {"0": "Buenos Aires"}
     val = sorted(Path("outputs/cache").glob("demo-qa-*/val.json"))[0]
