@@ -12,6 +12,12 @@ from lmtemplate.data.translation import IGNORE, TokenBatches, TranslationDataMod
 from lmtemplate.run import load_config
 
 
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Run in an empty folder: from the repository root, loading a config would register ./plugins for good."""
+    monkeypatch.chdir(tmp_path)
+
+
 def datamodule(tmp_path, *overrides) -> TranslationDataModule:
     base = ["task=translation", f"run.cache_dir={tmp_path}/cache", "tokenizer.vocab_size=300", "model.block_size=64"]
     return TranslationDataModule(load_config([], [*base, *overrides]).cfg)

@@ -36,8 +36,9 @@ def test_demo_config_learns_the_demo_data_and_translates_a_file_line_for_line(tm
     assert lines == ["apud lo rivo , los hundoen petas un balo chasan", "", "un nina gaja unos arboen viejas vida", ""]
 
 
-def test_task_bleu_and_chrf_equal_sacrebleu_on_fixed_hypotheses(tmp_path):
+def test_task_bleu_and_chrf_equal_sacrebleu_on_fixed_hypotheses(tmp_path, monkeypatch):
     """The validation path (batches, metric states, the 0-100 scale) on hypotheses made from the references."""
+    monkeypatch.chdir(tmp_path)  # not the repository root, whose ./plugins a config load would register
     cfg = load_config([], [*TINY, f"run.cache_dir={tmp_path}", "decode.val_sentences=15"]).cfg
     dm = TranslationDataModule(cfg)
     module = Translation(cfg, dm)
