@@ -27,3 +27,14 @@ def clean_registry():
     for k in [k for k in sys.modules if k.startswith("lmtemplate_plugins.")]:
         del sys.modules[k]
     sys.modules.update(modules)
+
+
+@pytest.fixture
+def one_thread():
+    """Run on one intra-op thread: tiny matmuls gain nothing from more, and they stall on a busy CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

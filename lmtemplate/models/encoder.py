@@ -15,25 +15,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lmtemplate.models.gpt import GPT, Block, GPTConfig, rotary_tables
-
-POSITIONS = ("learned", "rotary")
+from lmtemplate.models.gpt import GPT, Block, GPTConfig, add_positions, position_table
 
 
 @dataclass
 class EncoderConfig(GPTConfig):
-    """The GPT's shape fields, plus how positions are encoded and the number of segment types."""
+    """The GPT's shape fields (rotary positions by default) and the number of segment types."""
 
     block_size: int = 128  # the longest sequence, [CLS] and [SEP] included
-    positions: str = "rotary"  # rotary: queries and keys rotated (RoPE); learned: a position embedding table
+    positions: str = "rotary"
     type_vocab_size: int = 2  # segment (token type) embeddings for text pairs; 0: none
 
     def __post_init__(self):
         super().__post_init__()
-        if self.positions not in POSITIONS:
-            raise ValueError(f"model.positions: '{self.positions}' is not one of {', '.join(POSITIONS)}")
-        if self.positions == "rotary" and (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"model.positions: rotary needs an even head size, got {self.n_embd // self.n_head}")
         if self.type_vocab_size < 0:
             raise ValueError(f"model.type_vocab_size: expected >= 0, got {self.type_vocab_size}")
 
@@ -47,7 +41,7 @@ class Encoder(nn.Module):
             raise ValueError(f"model.vocab_size must be > 0 (fill it from the tokenizer), got {cfg.vocab_size}")
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.positions == "learned" else None
+        self.pos_emb = position_table(cfg)
         self.type_emb = nn.Embedding(cfg.type_vocab_size, cfg.n_embd) if cfg.type_vocab_size else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, causal=False) for _ in range(cfg.n_layer))
@@ -58,12 +52,7 @@ class Encoder(nn.Module):
         B, T = idx.shape
         if T > self.cfg.block_size:
             raise ValueError(f"sequence of {T} tokens exceeds model.block_size {self.cfg.block_size}")
-        x = self.tok_emb(idx)
-        rope = None
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(torch.arange(T, device=idx.device))
-        else:
-            rope = rotary_tables(self.cfg.n_embd // self.cfg.n_head, T, idx.device)
+        x, rope = add_positions(self, self.tok_emb(idx))
         if self.type_emb is not None:
             x = x + self.type_emb(torch.zeros_like(idx) if token_type_ids is None else token_type_ids)
         x = self.drop(x)

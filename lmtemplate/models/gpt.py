@@ -1,4 +1,4 @@
-"""A decoder-only GPT: pre-LayerNorm blocks, learned positions, tied output head, KV-cached sampling.
+"""A decoder-only GPT: pre-LayerNorm blocks, learned or rotary positions, tied output head, KV-cached sampling.
 
 The attention and the block serve the bidirectional encoder (``models/encoder.py``) too.
 """
@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+POSITIONS = ("learned", "rotary")
 
 
 @dataclass
@@ -23,6 +25,7 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True
+    positions: str = "learned"  # learned: a position embedding table; rotary: queries and keys rotated (RoPE)
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~1/3 more compute
     compile: bool = False  # the task compiles the model with torch.compile (training and evaluation)
 
@@ -34,6 +37,10 @@ class GPTConfig:
             raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout: expected a probability in [0, 1), got {self.dropout}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"model.positions: '{self.positions}' is not one of {', '.join(POSITIONS)}")
+        if self.positions == "rotary" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"model.positions: rotary needs an even head size, got {self.n_embd // self.n_head}")
 
 
 class KVCache:
@@ -106,6 +113,25 @@ def rotary_tables(head_dim: int, length: int, device=None, base: float = 10000.0
     return angles.cos(), angles.sin()
 
 
+def position_table(cfg: GPTConfig) -> nn.Embedding | None:
+    """The learned position embedding, or None with rotary positions."""
+    return nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.positions == "learned" else None
+
+
+def add_positions(module: nn.Module, x, start_pos: int = 0):
+    """Token embeddings x (B, T, C) at positions start_pos.. -> (x, rope).
+
+    With learned positions, ``module.pos_emb`` is added and rope is None; with
+    rotary ones, x is unchanged and rope holds the (cos, sin) tables the
+    attention rotates queries and keys by.
+    """
+    T = x.size(1)
+    if module.pos_emb is not None:
+        return x + module.pos_emb(torch.arange(start_pos, start_pos + T, device=x.device)), None
+    cos, sin = rotary_tables(module.cfg.n_embd // module.cfg.n_head, start_pos + T, x.device)
+    return x, (cos[start_pos:], sin[start_pos:])
+
+
 def rotate(x, cos, sin):
     """Rotate each pair (x[..., i], x[..., i + d/2]) of x (B, H, T, d) by its position's angle."""
     x1, x2 = x.float().chunk(2, dim=-1)
@@ -150,7 +176,7 @@ class GPT(nn.Module):
             raise ValueError(f"model.vocab_size must be > 0 (fill it from the tokenizer), got {cfg.vocab_size}")
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.pos_emb = position_table(cfg)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
@@ -182,13 +208,13 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {T} tokens at start_pos {start_pos} exceeds block_size {self.cfg.block_size}")
         if caches is not None and caches[0].length != start_pos:
             raise ValueError(f"start_pos {start_pos} does not match the cache length {caches[0].length}")
-        pos = torch.arange(start_pos, start_pos + T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        x, rope = add_positions(self, self.tok_emb(idx), start_pos)
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
             if self.cfg.activation_checkpointing and self.training and caches is None:
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, None, None, rope, use_reentrant=False)
             else:
-                x = block(x, None if caches is None else caches[i])
+                x = block(x, None if caches is None else caches[i], None, rope)
         return self.ln_f(x)
 
     def new_caches(self, batch_size: int) -> list[KVCache]:
@@ -198,7 +224,7 @@ class GPT(nn.Module):
                 for _ in range(c.n_layer)]
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; non_embedding drops the position embedding (token embedding is the tied head)."""
+        """Parameter count; non_embedding drops a learned position embedding (token embedding is the tied head)."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.pos_emb.weight.numel() if non_embedding and self.pos_emb is not None else n
 
@@ -238,7 +264,7 @@ class GPT(nn.Module):
                     logits = self.forward(idx[:, cached:], caches, start_pos=cached)
                     cached = idx.size(1)
                 else:
-                    # Past block_size the learned positions would shift, so a cache cannot slide:
+                    # Past block_size every position would shift, so a cache cannot slide:
                     # recompute on the last block_size tokens for the remaining steps.
                     caches = None
                     logits = self.forward(idx[:, -block_size:])

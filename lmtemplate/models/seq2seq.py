@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmtemplate.models.encoder import Encoder, EncoderConfig
-from lmtemplate.models.gpt import GPT, Block, KVCache, rotary_tables
+from lmtemplate.models.gpt import GPT, Block, KVCache, add_positions, position_table
 
 # (tokens (N, 1), parents (N,) or None) -> next-token logits (N, vocab); see Seq2Seq.stepper
 Step = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
@@ -100,7 +100,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd) if tok_emb is None else tok_emb
-        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.positions == "learned" else None
+        self.pos_emb = position_table(cfg)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.decoder_layers))
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
@@ -114,12 +114,7 @@ class Decoder(nn.Module):
         T = idx.size(1)
         if start_pos + T > self.cfg.block_size:
             raise ValueError(f"target of {start_pos + T} tokens exceeds model.block_size {self.cfg.block_size}")
-        x, rope = self.tok_emb(idx), None
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(torch.arange(start_pos, start_pos + T, device=idx.device))
-        else:
-            cos, sin = rotary_tables(self.cfg.n_embd // self.cfg.n_head, start_pos + T, idx.device)
-            rope = cos[start_pos:], sin[start_pos:]
+        x, rope = add_positions(self, self.tok_emb(idx), start_pos)
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             if self.cfg.activation_checkpointing and self.training and caches is None:

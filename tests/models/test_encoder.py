@@ -10,14 +10,7 @@ from lmtemplate.models.gpt import GPT, GPTConfig, rotary_tables, rotate
 VOCAB = 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run on one intra-op thread: tiny matmuls gain nothing from more, and they stall on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny(**overrides) -> Encoder:
     torch.manual_seed(0)

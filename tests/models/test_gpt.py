@@ -17,8 +17,9 @@ def prompts(batch=2, length=5, vocab=32, seed=1):
     return torch.randint(vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-def test_causality():
-    model = tiny()
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_causality(positions):
+    model = tiny(positions=positions)
     idx = prompts(1, 12)
     t = 6
     changed = idx.clone()
@@ -29,9 +30,10 @@ def test_causality():
 
 
 # float64 so that cached and recomputed logits cannot round to different argmax/sample choices.
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
 @pytest.mark.parametrize("new_tokens", [8, 25], ids=["within_block", "crossing_block"])
-def test_greedy_cache_matches_recompute(new_tokens):
-    model = tiny().double()
+def test_greedy_cache_matches_recompute(new_tokens, positions):
+    model = tiny(positions=positions).double()
     idx = prompts(2, 5)
     cached = model.generate(idx, new_tokens, temperature=0, use_cache=True)
     full = model.generate(idx, new_tokens, temperature=0, use_cache=False)
@@ -41,8 +43,9 @@ def test_greedy_cache_matches_recompute(new_tokens):
     assert len(set(map(tuple, full.tolist()))) == 2  # the two rows differ: the batch is really batched
 
 
-def test_cache_prefill_after_prefix_matches_full_pass():
-    model = tiny().double()
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_cache_prefill_after_prefix_matches_full_pass(positions):
+    model = tiny(positions=positions).double()
     idx = prompts(2, 12)
     caches = model.new_caches(2)
     first = model(idx[:, :4], caches)
@@ -89,6 +92,17 @@ def test_param_groups():
     assert set(grouped) == {id(p) for p in model.parameters() if p.requires_grad}
 
 
+def test_rotary_positions_are_relative():
+    """positions='rotary': no position table, and shifting a whole sequence to later positions changes nothing
+    (attention sees only distances); with the learned table the same shift changes the logits."""
+    rotary, learned = tiny(positions="rotary"), tiny()
+    assert rotary.pos_emb is None and not any("pos_emb" in name for name, _ in rotary.named_parameters())
+    assert rotary.num_params() == rotary.num_params(non_embedding=False)
+    x = prompts(2, 6)
+    assert torch.allclose(rotary(x), rotary(x, start_pos=5), atol=1e-5)
+    assert not torch.allclose(learned(x), learned(x, start_pos=5), atol=1e-3)
+
+
 def test_tied_weights():
     model = tiny()
     assert model.lm_head.weight is model.tok_emb.weight
@@ -108,15 +122,6 @@ def test_flops_per_token():
     model = tiny()
     assert model.flops_per_token() == 6 * model.num_params() + 12 * 2 * 32 * 16
     assert model.num_params(non_embedding=False) - model.num_params() == 16 * 32
-
-
-@pytest.fixture
-def one_thread():
-    """Run on one intra-op thread: tiny matmuls gain nothing from more, and they stall on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_overfits_one_batch(one_thread):
@@ -174,9 +179,10 @@ def test_top_p_keeps_smallest_set_reaching_p(top_p, kept):
     assert set(out[0, 1:].tolist()) == kept
 
 
-def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(positions):
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=50, block_size=16, n_layer=3, n_head=2, n_embd=32)
+    cfg = GPTConfig(vocab_size=50, block_size=16, n_layer=3, n_head=2, n_embd=32, positions=positions)
     plain = GPT(cfg)
     ckpt = GPT(GPTConfig(**{**cfg.__dict__, "activation_checkpointing": True}))
     ckpt.load_state_dict(plain.state_dict())

@@ -11,14 +11,7 @@ from lmtemplate.models.seq2seq import Seq2Seq, Seq2SeqConfig
 VOCAB, BOS, EOS = 30, 1, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run on one intra-op thread: tiny matmuls gain nothing from more, and they stall on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny(**overrides) -> Seq2Seq:
     torch.manual_seed(0)
