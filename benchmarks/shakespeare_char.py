@@ -51,18 +51,21 @@ def main() -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"))
     p.add_argument("--quick", action="store_true", help="one seed, 40 iterations: a smoke run")
     p.add_argument("--out", default=str(default_out("shakespeare_char")))
+    p.add_argument("overrides", nargs="*", help="config overrides (key=value) on top of the recipe")
     args = p.parse_args()
     data = Path(args.data)
     if not data.is_file():
         sys.exit(f"shakespeare_char: {data} not found; pass --data PATH to Tiny Shakespeare's input.txt")
     seeds = args.seeds[:1] if args.quick else args.seeds
-    extra = ["trainer.max_steps=40", "optim.decay_steps=2000", "trainer.limit_val_batches=5"] if args.quick else []
+    quick = ["trainer.max_steps=40", "optim.decay_steps=2000", "trainer.limit_val_batches=5"] if args.quick else []
+    extra = [*quick, *args.overrides]
     with tempfile.TemporaryDirectory() as tmp:
         runs = [train(seed, data, tmp, extra) for seed in seeds]
     mean = statistics.mean(r["val_loss"] for r in runs)
     result = {
         "config": str(CONFIG.relative_to(ROOT)),
         "quick": args.quick,
+        "overrides": args.overrides,
         "runs": runs,
         "mean_val_loss": mean,
         "mean_ms_per_iter": statistics.mean(r["ms_per_iter_median"] for r in runs),
