@@ -30,7 +30,8 @@ def test_demo_config_learns_the_demo_data_to_90_em_and_answers_questions(tmp_pat
     assert main(["predict", "--ckpt", str(run), *question, "answer.n_best=5", *QUIET]) == 0  # a qa key, no -c
     assert json.loads((run / "predictions.json").read_text()) == {"0": "Buenos Aires"}
     val = sorted(Path("outputs/cache").glob("demo-qa-*/val.json"))[0]
-    assert main(["predict", "--ckpt", str(run), "--input", str(val), "--output", "answers.json", *QUIET]) == 0
+    predict = ["predict", "--ckpt", "best", "run.name=qa-demo", "answer.max_answer_length=30"]  # found by name, no -c
+    assert main([*predict, "--input", str(val), "--output", "answers.json", *QUIET]) == 0
     answers, data = json.loads(Path("answers.json").read_text()), json.loads(val.read_text())
     golds = {q["id"]: q["answers"][0]["text"] for a in data["data"] for p in a["paragraphs"] for q in p["qas"]}
     assert answers.keys() == golds.keys()
