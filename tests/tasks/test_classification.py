@@ -72,7 +72,7 @@ def test_init_from_a_masked_lm_run_loads_its_encoder_and_tokenizer_and_freezing_
 def test_init_from_a_causal_lm_run_fine_tunes_a_decoder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pre = fit_run("gpt", "causal_lm", ["model.dropout=0.0"])
-    fine = fit_run("cls", "classification", [f"model.init_from={pre}", "model.arch=decoder",
+    fine = fit_run("cls", "classification", [f"model.init_from={pre}", "model.arch=decoder", "model.positions=learned",
                                              "model.type_vocab_size=0", "model.dropout=0.0"])
     assert json.loads((fine / "metrics.json").read_text())["step"] == 4
 
