@@ -129,18 +129,22 @@ class Session:
 
 
 def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[str] = None) -> Session:
-    if not files and ckpt:
-        # No -c: continue with the config the run was trained with, so task keys among the overrides
-        # (answer.*, decode.*) are checked against its task. last / best find the run by the run.* overrides.
-        where = load_config([], [o for o in overrides if o.startswith("run.")]).cfg if ckpt in ("last", "best") else None
-        own = run_dir_of(resolve_checkpoint(ckpt, where))
-        if own is not None and (own / "config.yaml").is_file():
-            files = [str(own / "config.yaml")]
-    loaded = load_config(files, overrides)
-    checkpoint = resolve_checkpoint(ckpt, loaded.cfg) if ckpt else None
-    if checkpoint is not None and checkpoint.is_file():
-        read_checkpoint(checkpoint, mmap=True)  # a broken file fails now, before a run directory is made
+    loaded = load_config(files, overrides) if files else None
+    checkpoint = None
+    if ckpt:
+        # last / best live in the run the config names; without -c, the run.* overrides name it.
+        named = None
+        if ckpt in ("last", "best"):
+            named = (loaded or load_config([], [o for o in overrides if o.startswith("run.")])).cfg
+        checkpoint = resolve_checkpoint(ckpt, named)
+        if checkpoint.is_file():
+            read_checkpoint(checkpoint, mmap=True)  # a broken file fails now, before a run directory is made
     run_dir = run_dir_of(checkpoint) if checkpoint else None
+    if loaded is None:
+        # No -c: continue with the config the run was trained with, so task keys among the overrides
+        # (answer.*, decode.*) are checked against its task.
+        own = run_dir / "config.yaml" if run_dir is not None else None
+        loaded = load_config([str(own)] if own is not None and own.is_file() else [], overrides)
     cfg = loaded.cfg
     if run_dir is not None and hasattr(cfg, "tokenizer") and (run_dir / "tokenizer.json").is_file():
         cfg.tokenizer.path = str(run_dir / "tokenizer.json")  # a checkpoint goes with its own tokenizer

@@ -3,6 +3,7 @@
 import sys
 
 import pytest
+import torch
 
 
 @pytest.fixture
@@ -32,8 +33,6 @@ def clean_registry():
 @pytest.fixture
 def one_thread():
     """Run on one intra-op thread: tiny matmuls gain nothing from more, and they stall on a busy CPU."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

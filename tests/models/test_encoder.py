@@ -12,6 +12,7 @@ VOCAB = 40
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+
 def tiny(**overrides) -> Encoder:
     torch.manual_seed(0)
     cfg = dict(vocab_size=VOCAB, block_size=16, n_layer=2, n_head=2, n_embd=16)

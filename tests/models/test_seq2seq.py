@@ -13,6 +13,7 @@ VOCAB, BOS, EOS = 30, 1, 2
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+
 def tiny(**overrides) -> Seq2Seq:
     torch.manual_seed(0)
     cfg = dict(vocab_size=VOCAB, block_size=24, n_layer=2, n_decoder_layer=1, n_head=2, n_embd=16)
