@@ -116,6 +116,10 @@ def test_invalid_shapes_raise():
         GPT(GPTConfig(vocab_size=0))
     with pytest.raises(ValueError, match=r"model\.n_embd.*model\.n_head"):
         GPT(GPTConfig(vocab_size=32, n_embd=30, n_head=4))
+    with pytest.raises(ValueError, match=r"model\.positions: 'sinus' is not one of learned, rotary"):
+        GPTConfig(positions="sinus")
+    with pytest.raises(ValueError, match=r"model\.positions: rotary needs an even head size, got 3"):
+        GPTConfig(positions="rotary", n_embd=12, n_head=4)
 
 
 def test_flops_per_token():
