@@ -6,7 +6,7 @@
 
 Steps (each measured):
 
-1. generate: ``--size-mb`` MiB of text with the project's demo grammar (``lmtemplate.data.demo.demo_lines``),
+1. generate: ``--size-mb`` MiB of text with the project's demo grammar (``lmtemplate.data.demo.text.demo_lines``),
    written in chunks of ``CHUNK_LINES`` lines into ``--files`` ``.txt`` files under the work dir, so the
    generator never holds more than one chunk. Files are generated in parallel (one process per core).
    Not part of the measured pipeline; its time is reported for the record.
@@ -109,7 +109,7 @@ def machine() -> dict:
 
 def generate_file(path: str, target_bytes: int, seed: int) -> int:
     """Write demo paragraphs to ``path`` in chunks until it holds ``target_bytes`` (within a line); returns its size."""
-    from lmtemplate.data.demo import demo_lines
+    from lmtemplate.data.demo.text import demo_lines
 
     written, chunk = 0, 0
     tmp = path + ".tmp"
@@ -345,7 +345,7 @@ def summarize(args, gen: dict, tokenizer: dict, build: dict, read: dict, extra: 
             "files": gen["files"],
             "text_mib": round(text_mib, 1),
             "text_bytes": text_bytes,
-            "generator": "lmtemplate.data.demo.demo_lines",
+            "generator": "lmtemplate.data.demo.text.demo_lines",
             "generate_seconds": round(gen["seconds"], 2),
             "generate_mib_per_s": round(text_mib / gen["seconds"], 2),
         },

@@ -11,6 +11,7 @@ import os
 import re
 import zipfile
 from pathlib import Path
+from typing import Optional
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -103,3 +104,13 @@ def _what_is_wrong(path: Path, error: Exception) -> str:
     if is_zip and not zipfile.is_zipfile(path):
         return "the file is truncated or corrupted (a save or a copy that did not finish?)"
     return "not a PyTorch checkpoint file"
+
+
+def init_source(init_from: str) -> tuple[Path, Optional[Path]]:
+    """``model.init_from`` -> (checkpoint file, its run directory): a run directory means its last.ckpt."""
+    path = Path(init_from)
+    if path.is_dir() and path.suffix != ".ckpt":
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ConfigError(f"model.init_from: no checkpoint file at {path} (give a run directory or a .ckpt file)")
+    return path, path.parent.parent if path.parent.name == "checkpoints" else None

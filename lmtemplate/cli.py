@@ -106,7 +106,7 @@ def cmd_evaluate(args) -> int:
     metrics = run.evaluate(s, args.verb)
     if s.trainer.is_global_zero:
         for k, v in metrics.items():
-            print(f"{k} = {v:.4f}")
+            print(f"{k} = {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
         print(f"written to {s.run_dir / 'metrics.json'}")
     return 0
 

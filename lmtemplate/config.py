@@ -50,8 +50,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "precision": "32-true",
     "max_steps": 800,
     "val_check_interval": 200,  # in training batches, counted across epochs (below)
-    "check_val_every_n_epoch": None,
-    "limit_val_batches": 20,
+    "check_val_every_n_epoch": None,  # limit_val_batches: the task's default (Task.limit_val_batches)
     "log_every_n_steps": 25,
     "gradient_clip_val": 1.0,
 }
@@ -78,6 +77,13 @@ class FSDPConfig:
 
 
 @dataclass
+class BestConfig:
+    """Which validation metric picks ``best-<step>.ckpt``."""
+
+    metric: Optional[str] = None  # one of the task's metrics (see `python -m lmtemplate config`); None: its first
+
+
+@dataclass
 class CommonConfig:
     """Sections every run has, whatever its task."""
 
@@ -86,6 +92,7 @@ class CommonConfig:
     run: RunConfig = field(default_factory=RunConfig)
     trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER_DEFAULTS))
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    best: BestConfig = field(default_factory=BestConfig)
 
 
 @dataclass

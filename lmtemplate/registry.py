@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
+import pkgutil
 import sys
 import traceback
 from dataclasses import dataclass
@@ -49,7 +50,13 @@ def register_task(name: str, *, config: type, datamodule: type):
     """Class decorator: register a LightningModule as the task ``name``."""
 
     def decorator(cls: type) -> type:
-        source = _loading[-1] if _loading else f"module {cls.__module__}"
+        from lmtemplate.tasks.base import Task
+
+        builtin = cls.__module__.startswith("lmtemplate.tasks.")
+        source = _loading[-1] if _loading else "built-in" if builtin else f"module {cls.__module__}"
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise ConfigError(f"register_task('{name}') in {source}: {getattr(cls, '__qualname__', cls)} must extend "
+                              "lmtemplate.Task, which declares the hooks the run calls (see docs/writing-a-task.md)")
         spec = TaskSpec(name, cls, datamodule, config, source)
         old = _TASKS.get(name)
         if old is not None and not _same_class(old.module, cls):
@@ -100,8 +107,7 @@ def load_tasks(plugins: list[str] = (), base_dir: Path | None = None) -> dict[st
     importable module names. Loading is idempotent, so it is safe to call in
     every process of a distributed run.
     """
-    with _source("built-in"):
-        importlib.import_module("lmtemplate.tasks")
+    load_builtin()
     base_dir = base_dir or Path.cwd()
     targets: list[Path | str] = []
     if (Path.cwd() / PLUGIN_FOLDER).is_dir():
@@ -132,6 +138,14 @@ def load_tasks(plugins: list[str] = (), base_dir: Path | None = None) -> dict[st
                 raise ConfigError(f"could not load the task plugin from {label}: {type(e).__name__}: {e}") from None
         _loaded_sources.add(label)
     return all_tasks()
+
+
+def load_builtin() -> None:
+    """Import every module of ``lmtemplate.tasks``: each registers its task."""
+    import lmtemplate.tasks
+
+    for module in pkgutil.iter_modules(lmtemplate.tasks.__path__):
+        importlib.import_module(f"lmtemplate.tasks.{module.name}")
 
 
 def _plugin_files(folder: Path) -> list[Path]:

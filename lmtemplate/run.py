@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import warnings
-
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
+from tokenizers import Tokenizer
 
 from lmtemplate import config as C
 from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
@@ -31,10 +30,8 @@ from lmtemplate.callbacks.tensorboard import HParams, TextSamples
 from lmtemplate.callbacks.throughput import TokenThroughput
 from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, read_checkpoint
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
-from lmtemplate.tokenization import atomic_write_text, save_tokenizer
-
-# Our train loaders resume mid-epoch through their sampler (see TextDataModule), which Lightning cannot see.
-warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
+from lmtemplate.tasks.base import Task
+from lmtemplate.tokenization import atomic_write_text, resolve_tokenizer, save_tokenizer
 
 RUN_DIR_ENV = "LMTEMPLATE_RUN_DIR"  # set for worker processes, so every rank uses one run directory
 
@@ -59,6 +56,14 @@ def load_config(files: list[str], overrides: list[str]) -> Loaded:
     except C.ConfigError as e:
         raise C.ConfigError(f"{e} (in {C.source_of('task', sources)})") from None
     data = C.compose(C.schema_for(task.config), sources)
+    if "limit_val_batches" not in data.trainer:
+        data.trainer.limit_val_batches = task.module.limit_val_batches
+    metrics = task.module.metrics
+    if data.best.metric is None:
+        data.best.metric = next(iter(metrics))
+    elif data.best.metric not in metrics:
+        raise C.ConfigError(f"best.metric: '{data.best.metric}' is not one of {', '.join(metrics)} "
+                            f"(in {C.source_of('best.metric', sources)})")
     return Loaded(data, C.to_object(data, sources), task)
 
 
@@ -146,8 +151,7 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
         own = run_dir / "config.yaml" if run_dir is not None else None
         loaded = load_config([str(own)] if own is not None and own.is_file() else [], overrides)
     cfg = loaded.cfg
-    if run_dir is not None and hasattr(cfg, "tokenizer") and (run_dir / "tokenizer.json").is_file():
-        cfg.tokenizer.path = str(run_dir / "tokenizer.json")  # a checkpoint goes with its own tokenizer
+    resolve_tokenizer(cfg, run_dir)
     if run_dir is None:
         run_dir = new_run_dir(cfg) if verb == "fit" else find_run(cfg)
 
@@ -158,27 +162,26 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
     if verb == "fit" and trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)  # only now: a config or data error leaves no empty run behind
         atomic_write_text(run_dir / "config.yaml", C.to_yaml(loaded.data))
-        if hasattr(datamodule, "tokenizer"):
+        if isinstance(datamodule.tokenizer, Tokenizer):
             save_tokenizer(datamodule.tokenizer, run_dir / "tokenizer.json")
     return Session(loaded, run_dir, checkpoint, datamodule, module, trainer)
 
 
-def build_trainer(cfg, run_dir: Path, task_module: type, training: bool) -> L.Trainer:
+def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool) -> L.Trainer:
     logger = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name, default_hp_metric=False)
     callbacks: list[L.Callback] = []
     if training:
-        metric, mode = (cfg.best.metric, cfg.best.mode) if hasattr(cfg, "best") else task_module.monitor
+        metric = cfg.best.metric
         callbacks += [
-            LastAndBest(run_dir / "checkpoints", metric, mode),
+            LastAndBest(run_dir / "checkpoints", metric, task.metrics[metric]),
             StopOnSignal(),
             StopOnNonFiniteLoss(),
             LearningRateMonitor(logging_interval="step"),
             HParams(),
             TokenThroughput(window_size=max(2, cfg.trainer.get("log_every_n_steps", 50)), peak_flops=cfg.run.peak_flops),
+            TextSamples(),
         ]
-        if hasattr(task_module, "text_samples"):
-            callbacks.append(TextSamples())
-    settings = {**cfg.trainer, "strategy": build_strategy(cfg, task_module)}
+    settings = {**cfg.trainer, "strategy": build_strategy(cfg, task)}
     try:
         return L.Trainer(
             **settings, logger=logger, callbacks=callbacks, default_root_dir=run_dir, use_distributed_sampler=False,
@@ -188,7 +191,7 @@ def build_trainer(cfg, run_dir: Path, task_module: type, training: bool) -> L.Tr
         raise C.ConfigError(f"trainer: lightning.Trainer rejected the settings: {e}") from None
 
 
-def build_strategy(cfg, task_module: type):
+def build_strategy(cfg, task: type[Task]):
     """``trainer.strategy`` as given, except ``fsdp``: Lightning's FSDPStrategy set up from the ``fsdp`` section.
 
     FSDP wraps, and optionally checkpoints, each module class the task lists in
@@ -199,7 +202,7 @@ def build_strategy(cfg, task_module: type):
         return strategy
     from lightning.pytorch.strategies import FSDPStrategy
 
-    blocks = set(getattr(task_module, "blocks", ()))
+    blocks = set(task.blocks)
     f = cfg.fsdp
     return FSDPStrategy(
         auto_wrap_policy=blocks or None,
@@ -210,62 +213,58 @@ def build_strategy(cfg, task_module: type):
     )
 
 
-def write_metrics(run_dir: Path, metrics: dict[str, float]) -> None:
+def write_metrics(run_dir: Path, metrics: dict) -> None:
     """Merge ``metrics`` into ``run_dir/metrics.json`` (atomically)."""
     path = run_dir / "metrics.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
     atomic_write_text(path, json.dumps({**old, **metrics}, indent=2, sort_keys=True) + "\n")
 
 
-def scalars(metrics: dict, prefix: str) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if k.startswith(prefix)}
+def results(s: Session, logged: dict, stage: str) -> dict:
+    """The pass's scalars under ``{stage}/``, with the task's full-precision scores over the logged float32 ones,
+    and a note when the pass saw part of its set."""
+    metrics = {k: float(v) for k, v in logged.items() if k.startswith(f"{stage}/")}
+    metrics.update({k: v for k, v in s.module.scores.items() if k.startswith(f"{stage}/")})
+    if stage in s.module.partial:
+        metrics[f"{stage}_partial"] = s.module.partial[stage]
+    return metrics
 
 
-def fit(s: Session) -> dict[str, float]:
+def fit(s: Session) -> dict:
     os.environ[RUN_DIR_ENV] = str(s.run_dir)
     try:
         s.trainer.fit(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint)
         if s.trainer.checkpoint_callback.validated_at == s.trainer.global_step:
-            results = s.trainer.callback_metrics  # training ended on a validation: nothing to redo
+            logged = s.trainer.callback_metrics  # training ended on a validation: nothing to redo
         else:
-            results = s.trainer.validate(s.module, datamodule=s.datamodule, verbose=False)[0]
+            logged = s.trainer.validate(s.module, datamodule=s.datamodule, verbose=False)[0]
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
-    metrics = scalars(results, "val/")
-    metrics["step"] = s.trainer.global_step
+    metrics = {**results(s, logged, "val"), "step": s.trainer.global_step}
     if s.trainer.is_global_zero:
         write_metrics(s.run_dir, metrics)
     return metrics
 
 
-def evaluate(s: Session, verb: str) -> dict[str, float]:
+def evaluate(s: Session, verb: str) -> dict:
+    """Validate or test the checkpoint; metrics.json records them under the verb, with the checkpoint they came
+    from (test metrics also at the top level, where fit's validation metrics are)."""
     run = s.trainer.validate if verb == "validate" else s.trainer.test
-    results = run(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint, verbose=False)
-    metrics = scalars(results[0] if results else {}, "val/" if verb == "validate" else "test/")
+    logged = run(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint, verbose=False)
+    metrics = results(s, logged[0] if logged else {}, "val" if verb == "validate" else "test")
     if s.trainer.is_global_zero:
-        write_metrics(s.run_dir, metrics)
+        source = {"checkpoint": str(s.checkpoint), "step": s.trainer.global_step}
+        write_metrics(s.run_dir, {verb: {**metrics, **source}, **(metrics if verb == "test" else {})})
     return metrics
 
 
 def predict(s: Session, inputs: list | Path, output: Optional[Path] = None) -> tuple[list[dict], Path]:
-    """Run the checkpoint on ``inputs`` and write what it predicts.
-
-    ``inputs`` is a list (lines of text, or dicts for tasks with structured inputs)
-    or a file: the datamodule's ``read_predict_inputs(path)`` reads it where the
-    task has its own format (SQuAD JSON), else its lines are the inputs. The
-    module's ``format_predictions(rows)`` renders the output file where the task
-    has a conventional format, else one JSON object per line; it goes to ``output``
-    or to ``<run dir>/<module.predictions_file>``.
-    """
-    if isinstance(inputs, Path):
-        reader = getattr(s.datamodule, "read_predict_inputs", None)
-        inputs = reader(inputs) if reader else inputs.read_text(encoding="utf-8").splitlines()
-    s.datamodule.predict_inputs = inputs
+    """Run the checkpoint on ``inputs`` (a list, or a file the task's ``read_predict_inputs`` reads) and write the
+    task's ``format_predictions`` of the rows to ``output`` or ``<run dir>/<predictions_file>``."""
+    s.datamodule.predict_inputs = s.module.read_predict_inputs(inputs) if isinstance(inputs, Path) else inputs
     outputs = s.trainer.predict(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint) or []
     rows = [row for out in outputs for row in (out if isinstance(out, list) else [out])]  # a batch may give several
-    path = output or s.run_dir / getattr(s.module, "predictions_file", "predictions.jsonl")
-    formatter = getattr(s.module, "format_predictions", None)
+    path = output or s.run_dir / s.module.predictions_file
     if s.trainer.is_global_zero:
-        text = formatter(rows) if formatter else "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        atomic_write_text(path, text)
+        atomic_write_text(path, s.module.format_predictions(rows))
     return rows, path

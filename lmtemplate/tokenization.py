@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, Optional, Protocol
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from lmtemplate.checkpointing import init_source
 from lmtemplate.config import ConfigError
 
 KINDS = ("bpe", "wordpiece", "char")
@@ -45,6 +46,24 @@ class TokenizerConfig:
             )
         if self.kind == "wordpiece" and UNKNOWN_PIECE not in self.special_tokens:
             raise ConfigError(f"tokenizer.special_tokens: a wordpiece tokenizer needs '{UNKNOWN_PIECE}' among them")
+
+
+ENCODER_SPECIALS = ["[SEP]", "[CLS]", "[PAD]", "[MASK]", "[UNK]"]  # [SEP] first: it separates documents
+
+
+@dataclass
+class EncoderTokenizerConfig(TokenizerConfig):
+    """The tokenizer section of encoder tasks: WordPiece with BERT's special tokens by default."""
+
+    kind: str = "wordpiece"
+    vocab_size: int = 2048
+    special_tokens: list[str] = field(default_factory=lambda: list(ENCODER_SPECIALS))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        missing = [t for t in ENCODER_SPECIALS if t not in self.special_tokens]
+        if missing:
+            raise ConfigError(f"tokenizer.special_tokens: an encoder needs {', '.join(missing)} among them")
 
 
 def file_fingerprint(files: Iterable[Path]) -> list[tuple[str, int, int]]:
@@ -123,6 +142,25 @@ def document_separator(tok: Tokenizer) -> Optional[int]:
     """The id of the first special token, which separates documents in a token file; None if there is none."""
     specials = sorted((i, t.content) for i, t in tok.get_added_tokens_decoder().items() if t.special)
     return specials[0][0] if specials else None
+
+
+def resolve_tokenizer(cfg, run_dir: Optional[Path]) -> None:
+    """Decide, once per run, which tokenizer it uses, by setting ``tokenizer.path``: the run's own (a checkpoint
+    goes with its tokenizer), else the one ``tokenizer.path`` names, else that of the run ``model.init_from``
+    names (a backbone reads only its own token ids); left unset, the datamodule trains one on its training text."""
+    tok, model = getattr(cfg, "tokenizer", None), getattr(cfg, "model", None)
+    if not isinstance(tok, TokenizerConfig):
+        return
+    own = run_dir / "tokenizer.json" if run_dir is not None else None
+    if own is not None and own.is_file():
+        tok.path = str(own)
+    elif tok.path is None and getattr(model, "init_from", None):
+        checkpoint, init_run = init_source(model.init_from)
+        found = init_run / "tokenizer.json" if init_run else None
+        if found is None or not found.is_file():
+            raise ConfigError(f"model.init_from: {checkpoint} is not inside a run directory with a tokenizer.json; "
+                              "set tokenizer.path to the tokenizer it was trained with")
+        tok.path = str(found)
 
 
 def load_tokenizer(path: Path) -> Tokenizer:

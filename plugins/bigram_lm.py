@@ -8,19 +8,19 @@ group) that calls `register_task`. This one needs nothing else:
     python -m lmtemplate fit -c configs/plugins/bigram-demo.yaml
 
 It reuses the built-in text data module (tokenizer, token cache, windows),
-the shared optimizer set-up, and brings its own model and config section.
+the shared optimizer set-up and the Task base, and brings its own model and
+config section.
 A bigram model predicts each token from the previous one only, so it is also
 a baseline: a GPT on the same data should beat its validation loss.
 """
 
 from dataclasses import dataclass, field
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmtemplate import register_task
+from lmtemplate import Task, register_task
 from lmtemplate.data.corpus import TextDataConfig
 from lmtemplate.data.lm import TextDataModule
 from lmtemplate.tasks.base import OptimConfig, configure_adamw
@@ -43,30 +43,19 @@ class BigramConfig:
 
 
 @register_task("bigram_lm", config=BigramConfig, datamodule=TextDataModule)
-class BigramLM(L.LightningModule):
-    monitor = ("val/loss", "min")  # the metric that picks the best checkpoint
+class BigramLM(Task):
+    """Task gives the training and evaluation steps, checkpoints' metric, logging and throughput; a task writes its
+    model and ``loss``. See docs/writing-a-task.md for every hook."""
 
     def __init__(self, cfg: BigramConfig, datamodule: TextDataModule):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         vocab = datamodule.tokenizer.get_vocab_size()
         self.logits = nn.Embedding(vocab, vocab)  # row t: the next-token logits after token t
         nn.init.zeros_(self.logits.weight)
 
-    def _loss(self, batch: torch.Tensor) -> torch.Tensor:
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
         x, y = batch[:, :-1], batch[:, 1:]
         return F.cross_entropy(self.logits(x).flatten(0, 1), y.flatten())
-
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
-
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self.log("val/loss", self._loss(batch), prog_bar=True, sync_dist=True)
-
-    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self.log("test/loss", self._loss(batch), sync_dist=True)
 
     def configure_optimizers(self):
         return configure_adamw(self, [{"params": self.parameters(), "weight_decay": 0.0}], self.cfg.optim)

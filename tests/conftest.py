@@ -9,13 +9,9 @@ import torch
 @pytest.fixture
 def clean_registry():
     """Snapshot and restore the task registry and the plugin modules around a test."""
-    import importlib
-
     from lmtemplate import registry
 
-    # Built-ins register on first import only, so import them (as load_tasks does) before the snapshot.
-    with registry._source("built-in"):
-        importlib.import_module("lmtemplate.tasks")
+    registry.load_builtin()  # built-ins register on first import only: before the snapshot
 
     tasks, sources = dict(registry._TASKS), set(registry._loaded_sources)
     modules = {k: v for k, v in sys.modules.items() if k.startswith("lmtemplate_plugins.")}

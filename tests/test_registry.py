@@ -22,9 +22,7 @@ def plugin_source(task: str, cls: str = "MyTask", extra: str = "") -> str:
     return textwrap.dedent(f"""\
         from dataclasses import dataclass, field
 
-        import lightning as L
-
-        from lmtemplate import register_task
+        from lmtemplate import Task, register_task
         from lmtemplate.data.lm import TextDataModule
 
 
@@ -39,7 +37,7 @@ def plugin_source(task: str, cls: str = "MyTask", extra: str = "") -> str:
 
 
         @register_task("{task}", config={cls}Config, datamodule=TextDataModule)
-        class {cls}(L.LightningModule):
+        class {cls}(Task):
             pass
         """) + extra
 

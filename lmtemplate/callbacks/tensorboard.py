@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import nullcontext
 
 import lightning as L
@@ -26,26 +27,31 @@ def _full_parameters(trainer: L.Trainer):
 
 
 class TextSamples(L.Callback):
-    """Logs ``pl_module.text_samples()`` as a Markdown table after each validation.
-
-    Each sample is a tuple, by default (prompt, completion); a module names other
-    columns in ``text_sample_columns`` (translation: source, reference, hypothesis).
+    """Logs ``pl_module.text_samples()`` as a table (columns ``pl_module.sample_columns``) after each validation.
 
     Sampling runs in the trainer's precision context (autocast for mixed precision)
     and, under FSDP, with the full parameters gathered.
     """
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
         loggers = _tensorboards(trainer)
-        with _full_parameters(trainer), trainer.precision_plugin.forward_context():
+        with _full_parameters(trainer), trainer.precision_plugin.forward_context():  # every rank: FSDP gathers
             samples = pl_module.text_samples() if loggers else []
-        columns = getattr(pl_module, "text_sample_columns", ("prompt", "completion"))
-        rows = "\n".join(f"| `{first!r}` | " + " | ".join(repr(x) for x in rest) + " |" for first, *rest in samples)
+        if not samples:
+            return
+        columns = pl_module.sample_columns
+        rows = "".join("| " + " | ".join(map(cell, row)) + " |\n" for row in samples)
         table = f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}\n{rows}"
         for logger in loggers:
             logger.experiment.add_text("samples", table, global_step=trainer.global_step)
+
+
+def cell(text: str) -> str:
+    """Text as a Markdown table cell shows it: Markdown's characters escaped, line breaks kept, empty marked."""
+    escaped = re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", text).replace("\n", "<br>")
+    return escaped if text else "*(empty)*"
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, object]:
@@ -63,7 +69,7 @@ class HParams(L.Callback):
     """Writes the module's hyperparameters to the HPARAMS tab, paired with its monitored metric."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metric = pl_module.monitor[0]
+        metric = trainer.checkpoint_callback.monitor
         for logger in _tensorboards(trainer):
             writer = logger.experiment._get_file_writer()
             for summary in hparams(flatten(dict(pl_module.hparams)), {metric: 0.0}):

@@ -8,16 +8,6 @@ import lightning as L
 from lightning.pytorch.callbacks import ThroughputMonitor
 
 
-def _ids(batch):
-    """Token windows are tensors; padded batches (classification, QA) are dicts with ``input_ids``."""
-    return batch["input_ids"] if isinstance(batch, dict) else batch
-
-
-def _tokens(batch) -> int:
-    """Input tokens of a batch: a window of block_size + 1 tokens feeds block_size; padding counts as read."""
-    return batch["input_ids"].numel() if isinstance(batch, dict) else batch[:, 1:].numel()
-
-
 class TokenThroughput(ThroughputMonitor):
     """ThroughputMonitor for batches of token windows: "items" are tokens.
 
@@ -28,11 +18,12 @@ class TokenThroughput(ThroughputMonitor):
     """
 
     def __init__(self, window_size: int, peak_flops: Optional[float] = None):
-        super().__init__(batch_size_fn=lambda batch: len(_ids(batch)), length_fn=_tokens, window_size=window_size)
+        super().__init__(batch_size_fn=len, length_fn=len, window_size=window_size)  # the task's own, in setup
         self.peak_flops = peak_flops
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        self.batch_size_fn, self.length_fn = pl_module.batch_size, pl_module.batch_tokens
         if self.peak_flops:
             self.available_flops = self.peak_flops
             for throughput in self._throughputs.values():

@@ -21,9 +21,10 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 from tokenizers import Tokenizer
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from lmtemplate.config import ConfigError
+from lmtemplate.data.base import ShardedSampler
 from lmtemplate.tokenization import digest, document_separator, file_fingerprint
 
 LINES_PER_BATCH = 2048
@@ -156,42 +157,26 @@ class TokenWindows(Dataset):
         return torch.from_numpy(self.tokens[start : start + self.block_size + 1].astype(np.int64))
 
 
-class WindowSampler(Sampler[int]):
-    """Start positions of non-overlapping windows: shuffled per epoch, sharded per rank, resumable.
+class WindowSampler(ShardedSampler):
+    """Start positions of non-overlapping windows, sharded and resumable as every ``ShardedSampler``.
 
     In training every epoch shifts the window grid by a random offset and
     shuffles the windows (both seeded by ``seed`` and the epoch), so epochs see
-    different cuts of the text. Each rank takes every ``world_size``-th window.
-    ``resume(epoch, skip)`` makes the next pass start ``skip`` samples into that
-    epoch, so a resumed run sees exactly the samples an uninterrupted run would.
+    different cuts of the text.
     """
 
     def __init__(self, n_tokens: int, block_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
-        self.n_tokens, self.block_size, self.shuffle, self.seed = n_tokens, block_size, shuffle, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.skip = 0, 0
-        self.n_windows = (n_tokens - 1 - (block_size - 1 if shuffle else 0)) // block_size
-        if self.n_windows < world_size:
+        n_windows = (n_tokens - 1 - (block_size - 1 if shuffle else 0)) // block_size
+        if n_windows < world_size:
             raise ConfigError(
                 f"the data holds {n_tokens} tokens: too few for one window of model.block_size={block_size} "
                 f"per process ({world_size}); add text or lower model.block_size"
             )
+        super().__init__(n_windows, shuffle, seed, rank, world_size)
+        self.block_size = block_size
 
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.epoch, self.skip = epoch, 0
-
-    def resume(self, epoch: int, skip: int) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def __len__(self) -> int:
-        return self.n_windows // self.world_size
-
-    def __iter__(self) -> Iterator[int]:
-        starts = torch.arange(self.n_windows) * self.block_size
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            starts = starts[torch.randperm(self.n_windows, generator=g)] + int(torch.randint(self.block_size, (1,), generator=g))
-        mine = starts[self.rank : len(self) * self.world_size : self.world_size]
-        skip, self.skip = self.skip, 0
-        return map(int, mine[skip:].numpy())  # 8 bytes a window until used, not a list of Python ints
+    def order(self, g: torch.Generator) -> torch.Tensor:
+        starts = torch.arange(self.n_items) * self.block_size
+        if not self.shuffle:
+            return starts
+        return starts[torch.randperm(self.n_items, generator=g)] + int(torch.randint(self.block_size, (1,), generator=g))

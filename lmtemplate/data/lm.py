@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
-import lightning as L
 import numpy as np
-from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
+from lmtemplate.data.base import DataModule
 from lmtemplate.data.corpus import Corpus, TokenWindows, WindowSampler, expand_glob, token_file
-from lmtemplate.data.demo import write_demo_corpus
+from lmtemplate.data.demo.text import write_demo_corpus
 from lmtemplate.tokenization import build_tokenizer
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(DataModule):
     """Builds (or reuses) the tokenizer and the token files in ``__init__``, so the model knows its vocabulary.
 
     Reads ``cfg.data``, ``cfg.tokenizer``, ``cfg.model.block_size``,
@@ -23,11 +21,9 @@ class TextDataModule(L.LightningDataModule):
     """
 
     def __init__(self, cfg):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.block_size = cfg.model.block_size
-        cache = Path(cfg.run.cache_dir)
-        d = cfg.data
+        cache, d = Path(cfg.run.cache_dir), cfg.data
         if d.train is None:
             demo = cache / f"demo-{d.demo_lines}-{d.demo_seed}.txt"
             if not demo.is_file():
@@ -38,53 +34,32 @@ class TextDataModule(L.LightningDataModule):
         train = Corpus(train_files, d.text_field, d.line_documents)
         self.tokenizer = build_tokenizer(cfg.tokenizer, train, cache)
         tokens = token_file(train, self.tokenizer, cache)
+
+        def tokens_of(key: str) -> np.memmap:
+            return token_file(Corpus(expand_glob(getattr(d, key), f"data.{key}"), d.text_field, d.line_documents),
+                              self.tokenizer, cache)
+
         if d.val is None:
             cut = int(len(tokens) * (1 - d.val_fraction))
             self.train_tokens, self.val_tokens = tokens[:cut], tokens[cut:]
         else:
-            self.train_tokens = tokens
-            self.val_tokens = token_file(Corpus(expand_glob(d.val, "data.val"), d.text_field, d.line_documents), self.tokenizer, cache)
-        if d.test is None:
-            self.test_tokens = self.val_tokens
-        else:
-            self.test_tokens = token_file(Corpus(expand_glob(d.test, "data.test"), d.text_field, d.line_documents), self.tokenizer, cache)
-        self.predict_inputs: list[str] = []
+            self.train_tokens, self.val_tokens = tokens, tokens_of("val")
+        self.test_tokens = self.val_tokens if d.test is None else tokens_of("test")
 
-    def _loader(self, tokens: np.ndarray, train: bool) -> DataLoader:
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+    def windows(self, tokens: np.ndarray, train: bool) -> DataLoader:
+        rank, world = self.rank()
         sampler = WindowSampler(len(tokens), self.block_size, shuffle=train, seed=self.cfg.run.seed, rank=rank, world_size=world)
-        if train and trainer is not None and trainer.fit_loop.restarting:
-            # Resuming mid-epoch: skip the batches the checkpoint's weights have already learned from
-            # ("processed" counts them whether the checkpoint was saved after validation or in a batch-end hook).
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            sampler.resume(trainer.current_epoch, done * self.cfg.data.batch_size)
-        return DataLoader(
-            TokenWindows(tokens, self.block_size),
-            batch_size=self.cfg.data.batch_size,
-            sampler=sampler,
-            drop_last=train,
-            num_workers=self.cfg.data.num_workers,
-            persistent_workers=self.cfg.data.num_workers > 0,
-            worker_init_fn=_worker_init,
-        )
+        return self.loader(TokenWindows(tokens, self.block_size), train, sampler=sampler)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_tokens, train=True)
+        return self.windows(self.train_tokens, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_tokens, train=False)
+        return self.windows(self.val_tokens, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_tokens, train=False)
+        return self.windows(self.test_tokens, train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        """One prompt per batch (prompts differ in length); ``predict_inputs`` is set by the CLI."""
+        """One prompt per batch (prompts differ in length)."""
         return DataLoader(self.predict_inputs, batch_size=1, collate_fn=lambda batch: batch[0])
-
-
-def _worker_init(worker_id: int) -> None:
-    """Loader workers ignore Ctrl-C and SIGTERM: the main process saves a checkpoint, then stops them."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    pl_worker_init_function(worker_id)  # Lightning's per-worker seeding, which this function replaces

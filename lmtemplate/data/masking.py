@@ -8,11 +8,12 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.corpus import TextDataConfig
-from lmtemplate.data.lm import TextDataModule, _worker_init
+from lmtemplate.data.base import pad
+from lmtemplate.data.lm import TextDataModule
 
 IGNORE = -100  # label of positions the loss skips (torch's cross_entropy default ignore_index)
 
@@ -80,23 +81,10 @@ class MaskedLMDataModule(TextDataModule):
     """The causal LM's corpus and token cache; with ``data.packing: false``, padded batches of whole documents
     (dicts with ``input_ids`` and ``attention_mask``) instead of packed windows."""
 
-    def _loader(self, tokens: np.ndarray, train: bool) -> DataLoader:
+    def windows(self, tokens: np.ndarray, train: bool) -> DataLoader:
         if self.cfg.data.packing:
-            return super()._loader(tokens, train)
+            return super().windows(tokens, train)
         tok = self.tokenizer
         spans = DocumentSpans(tokens, tok.token_to_id("[SEP]"), tok.token_to_id("[CLS]"), self.block_size)
-        trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        if len(spans) < world:
-            raise ConfigError(f"the data holds {len(spans)} documents: fewer than the {world} processes")
-        sampler = DistributedSampler(spans, num_replicas=world, rank=rank, shuffle=train, seed=self.cfg.run.seed, drop_last=train)
-        return DataLoader(spans, batch_size=self.cfg.data.batch_size, sampler=sampler, collate_fn=self._pad,
-                          num_workers=self.cfg.data.num_workers, worker_init_fn=_worker_init)
-
-    def _pad(self, docs: list[list[int]]) -> dict[str, torch.Tensor]:
-        width = max(map(len, docs))
-        ids = torch.full((len(docs), width), self.tokenizer.token_to_id("[PAD]"), dtype=torch.long)
-        mask = torch.zeros((len(docs), width), dtype=torch.long)
-        for i, doc in enumerate(docs):
-            ids[i, : len(doc)], mask[i, : len(doc)] = torch.tensor(doc), 1
-        return {"input_ids": ids, "attention_mask": mask}
+        pad_id = tok.token_to_id("[PAD]")
+        return self.loader(spans, train, collate_fn=lambda docs: pad([{"input_ids": d} for d in docs], {"input_ids": pad_id}))

@@ -20,17 +20,15 @@ import bisect
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-import lightning as L
 import torch
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.demo import write_demo_qa
-from lmtemplate.data.tables import check_split_files
-from lmtemplate.tokenization import build_tokenizer, file_fingerprint
+from lmtemplate.data.base import ExampleData, SplitsConfig, pad
+from lmtemplate.data.demo.qa import write_demo_qa
 
 
 @dataclass
@@ -52,23 +50,19 @@ class Feature:
 
 
 @dataclass
-class QADataConfig:
-    train: Optional[str] = None  # SQuAD .json or .jsonl (question, context, answers); None: the built-in demo data
-    val: Optional[str] = None  # required with train
-    test: Optional[str] = None  # None: the validation file
+class QADataConfig(SplitsConfig):
+    """``train`` / ``val`` / ``test``: SQuAD .json or .jsonl (question, context, answers)."""
+
     max_seq_length: Optional[int] = None  # tokens per feature; None: model.block_size
     doc_stride: int = 128  # context tokens between the starts of neighbouring windows
     max_query_length: int = 64  # longer questions are truncated
     batch_size: int = 32  # features per training batch; examples per evaluation batch
-    num_workers: int = 0
-    demo_train: int = 3000  # sizes of the built-in demo data (questions)
-    demo_val: int = 300
     demo_unanswerable: float = 0.0  # share of demo questions without an answer (SQuAD v2.0 style)
-    demo_seed: int = 0
+    formats: ClassVar[str] = "a SQuAD .json or .jsonl file"
 
     def __post_init__(self) -> None:
-        check_split_files(self)
-        for key in ("doc_stride", "max_query_length", "batch_size"):
+        super().__post_init__()
+        for key in ("doc_stride", "max_query_length"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key}: expected a positive integer, got {getattr(self, key)}")
 
@@ -217,110 +211,67 @@ def build_features(examples: list[QAExample], tokenizer: Tokenizer, max_length: 
 
 
 def collate(features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(f.input_ids) for f in features)
-    ids = torch.full((len(features), width), pad_id, dtype=torch.long)
-    types = torch.zeros((len(features), width), dtype=torch.long)
-    mask = torch.zeros((len(features), width), dtype=torch.long)
-    for i, f in enumerate(features):
-        n = len(f.input_ids)
-        ids[i, :n], types[i, :n], mask[i, :n] = torch.tensor(f.input_ids), torch.tensor(f.token_type_ids), 1
-    return {
-        "input_ids": ids, "token_type_ids": types, "attention_mask": mask,
-        "start_positions": torch.tensor([f.start for f in features]),
-        "end_positions": torch.tensor([f.end for f in features]),
-    }
+    return pad([{"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "start_positions": f.start,
+                 "end_positions": f.end} for f in features], {"input_ids": pad_id})
 
 
-class QATexts:
-    """Questions and contexts, as ``build_tokenizer`` reads a corpus."""
+class QADataModule(ExampleData):
+    """Rows are ``QAExample``s, examples their windowed ``Feature``s. Training batches are features; evaluation
+    and prediction batches hold whole examples with every window (``examples``, ``indices``, ``features``)."""
 
-    def __init__(self, path: Path, examples: list[QAExample]):
-        self.path, self.examples = path, examples
+    def demo(self) -> dict[str, list]:
+        d = self.cfg.data
+        folder = Path(self.cfg.run.cache_dir) / f"demo-qa-{d.demo_train}-{d.demo_val}-{d.demo_unanswerable}-{d.demo_seed}"
+        train, val = folder / "train.json", folder / "val.json"
+        if not (train.is_file() and val.is_file()):
+            train, val = write_demo_qa(folder, d.demo_train, d.demo_val, d.demo_unanswerable, d.demo_seed)
+        rows = {"train": read_squad(train), "val": read_squad(val)}
+        return {**rows, "test": rows["val"]}
 
-    def fingerprint(self) -> object:
-        return file_fingerprint([self.path])
+    def read(self, path: Path) -> list[QAExample]:
+        return read_squad(path)
 
-    def iter_texts(self):
-        contexts = dict.fromkeys(e.context for e in self.examples)  # each paragraph once, in order
-        yield from (e.question for e in self.examples)
-        yield from contexts
+    def texts(self, rows: list[QAExample]):
+        yield from (e.question for e in rows)
+        yield from dict.fromkeys(e.context for e in rows)  # each paragraph once, in order
 
+    @property
+    def max_length(self) -> int:
+        length = self.cfg.data.max_seq_length or self.cfg.model.block_size
+        if length > self.cfg.model.block_size:
+            raise ConfigError(f"data.max_seq_length ({length}) exceeds model.block_size ({self.cfg.model.block_size})")
+        return length
 
-class QADataModule(L.LightningDataModule):
-    """Reads and checks the files, builds or loads the tokenizer, builds every feature once.
+    @property
+    def has_unanswerable(self) -> bool:
+        return any(not e.answers for e in self.rows["train"])
 
-    Reads ``cfg.data``, ``cfg.tokenizer``, ``cfg.model.block_size``,
-    ``cfg.model.init_from`` (whose tokenizer it uses), ``cfg.run.cache_dir`` and ``cfg.run.seed``.
-    """
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.cfg = cfg
-        d = cfg.data
-        self.max_length = d.max_seq_length or cfg.model.block_size
-        if self.max_length > cfg.model.block_size:
-            raise ConfigError(f"data.max_seq_length ({self.max_length}) exceeds model.block_size ({cfg.model.block_size})")
-        files = {"train": d.train, "val": d.val, "test": d.test or d.val}
-        if d.train is None:
-            folder = Path(cfg.run.cache_dir) / f"demo-qa-{d.demo_train}-{d.demo_val}-{d.demo_unanswerable}-{d.demo_seed}"
-            train, val = folder / "train.json", folder / "val.json"
-            if not (train.is_file() and val.is_file()):
-                train, val = write_demo_qa(folder, d.demo_train, d.demo_val, d.demo_unanswerable, d.demo_seed)
-            files = {"train": str(train), "val": str(val), "test": str(val)}
-        self.examples = {split: read_squad(Path(path)) for split, path in files.items()}
-        if cfg.tokenizer.path is None and getattr(cfg.model, "init_from", None):
-            from lmtemplate.tasks.base import tokenizer_of
-
-            cfg.tokenizer.path = str(tokenizer_of(cfg.model.init_from))
-        texts = QATexts(Path(files["train"]), self.examples["train"])
-        self.tokenizer = build_tokenizer(cfg.tokenizer, texts, Path(cfg.run.cache_dir))
+    def encode(self, rows: list[QAExample], split: str) -> list[Feature]:
         for token in ("[CLS]", "[SEP]", "[PAD]"):
             if self.tokenizer.token_to_id(token) is None:
                 raise ConfigError(f"tokenizer: QA needs a '{token}' token; this tokenizer has none (use kind wordpiece)")
-        self.pad_id = self.tokenizer.token_to_id("[PAD]")
-        self.features = {split: self.featurize(ex) for split, ex in self.examples.items()}
-        self.has_unanswerable = any(not e.answers for e in self.examples["train"])
-        self.predict_inputs: list = []
-
-    def featurize(self, examples: list[QAExample]) -> list[Feature]:
         d = self.cfg.data
-        return build_features(examples, self.tokenizer, self.max_length, d.doc_stride, d.max_query_length)
+        return build_features(rows, self.tokenizer, self.max_length, d.doc_stride, d.max_query_length)
 
-    def read_predict_inputs(self, path: Path) -> list[QAExample]:
-        return read_squad(path, need_answers=False)
-
-    def _rank(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-
-    def train_dataloader(self) -> DataLoader:
-        features = self.features["train"]
-        rank, world = self._rank()
-        sampler = DistributedSampler(features, num_replicas=world, rank=rank, shuffle=True, seed=self.cfg.run.seed)
-        return DataLoader(features, batch_size=self.cfg.data.batch_size, sampler=sampler,
-                          collate_fn=lambda b: collate(b, self.pad_id), num_workers=self.cfg.data.num_workers,
-                          persistent_workers=self.cfg.data.num_workers > 0)
+    def collate(self, features: list[Feature]) -> dict:
+        return collate(features, self.pad_id)
 
     def _by_example(self, examples: list[QAExample], features: list[Feature]) -> DataLoader:
-        """Batches of whole examples: their windows as tensors, plus the ``examples`` (and their ``indices``)
-        and ``features`` (whose ``example`` is such an index) to score them."""
         of: list[list[Feature]] = [[] for _ in examples]
         for f in features:
             of[f.example].append(f)
-        rank, world = self._rank()
-        sampler = DistributedSampler(examples, num_replicas=world, rank=rank, shuffle=False)
 
         def gather(indices: list[int]) -> dict:
             feats = [f for i in indices for f in of[i]]
-            return {**collate(feats, self.pad_id), "indices": indices, "examples": [examples[i] for i in indices],
-                    "features": feats}
+            return {**self.collate(feats), "indices": indices, "examples": [examples[i] for i in indices], "features": feats}
 
-        return DataLoader(range(len(examples)), batch_size=self.cfg.data.batch_size, sampler=sampler, collate_fn=gather)
+        return self.loader(range(len(examples)), train=False, collate_fn=gather)
 
     def val_dataloader(self) -> DataLoader:
-        return self._by_example(self.examples["val"], self.features["val"])
+        return self._by_example(self.rows["val"], self.examples["val"])
 
     def test_dataloader(self) -> DataLoader:
-        return self._by_example(self.examples["test"], self.features["test"])
+        return self._by_example(self.rows["test"], self.examples["test"])
 
     def predict_dataloader(self) -> DataLoader:
         """``predict_inputs``: examples from ``read_predict_inputs``, or dicts with question and context."""
@@ -328,4 +279,4 @@ class QADataModule(L.LightningDataModule):
             x if isinstance(x, QAExample) else QAExample(str(x.get("id", i)), x["question"], x["context"], [])
             for i, x in enumerate(self.predict_inputs)
         ]
-        return self._by_example(examples, self.featurize(examples))
+        return self._by_example(examples, self.encode(examples, "predict"))

@@ -35,16 +35,6 @@ from lmtemplate.config import ConfigError
 _Record = Union[dict[str, object], str]
 
 
-def check_split_files(data) -> None:
-    """``data.train`` / ``data.val`` / ``data.test`` name existing files, and a train file comes with a val file."""
-    for key in ("train", "val", "test"):
-        path = getattr(data, key)
-        if path is not None and not Path(path).is_file():
-            raise ConfigError(f"data.{key}: file not found: {path}")
-    if data.train is not None and data.val is None:
-        raise ConfigError("data.val: a validation file is required when data.train is set")
-
-
 @dataclass
 class Table:
     """The kept rows of a table file: ``rows[i]`` was read from line ``lines[i]`` (1-based)."""

@@ -14,21 +14,22 @@ test pairs are kept whole, so that BLEU is measured on the full sets.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import ClassVar, Iterator, Optional
 
-import lightning as L
-import torch
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.demo import write_demo_translation
+from lmtemplate.data.base import ExampleData, ShardedSampler, SplitsConfig, Texts, pad
+from lmtemplate.data.demo.translation import write_demo_translation
 from lmtemplate.data.tables import read_table
-from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, file_fingerprint, load_tokenizer
+from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -57,35 +58,28 @@ class TranslationTokenizerConfig(TokenizerConfig):
 
 
 @dataclass
-class TranslationDataConfig:
-    train: Optional[str] = None  # a prefix of aligned text files, or a table (see above); None: the built-in demo data
-    # for every split (val and test are then not read)
-    val: Optional[str] = None  # required with train
-    test: Optional[str] = None  # None: the validation set
+class TranslationDataConfig(SplitsConfig):
+    """A split is a prefix of aligned text files, or a table (see above); no ``train``: the built-in demo data."""
+
     src_lang: str = "src"  # the source side: suffix of the text files, or the table's column
     tgt_lang: str = "tgt"
     max_tokens: int = 100  # training pairs with more source or target tokens (or more than model.block_size - 2) are dropped
     max_ratio: float = 3.0  # ...and those whose longer side has more than max_ratio times the tokens of the shorter
     batch_size: int = 64  # sentence pairs per batch (validation, test and predict always count sentences)
     batch_tokens: int = 0  # > 0: training batches of similar-length pairs with up to this many padded src + tgt tokens
-    num_workers: int = 0
-    demo_train: int = 6000  # sizes of the built-in demo data
-    demo_val: int = 300
-    demo_seed: int = 0
+    demo_train: int = 6000
+    formats: ClassVar[str] = ("a split is a prefix of aligned files <prefix>.<data.src_lang> and <prefix>.<data.tgt_lang>, "
+                              "or a .tsv/.csv/.jsonl table")
 
     def __post_init__(self) -> None:
-        if self.train is not None and self.val is None:
-            raise ConfigError("data.val: a validation set is required when data.train is set")
-        for key in ("train", "val", "test") if self.train is not None else ():  # the demo data has every split
-            for path in split_files(getattr(self, key), self.src_lang, self.tgt_lang):
-                if not path.is_file():
-                    raise ConfigError(f"data.{key}: file not found: {path} (a split is a prefix of aligned files "
-                                      "<prefix>.<data.src_lang> and <prefix>.<data.tgt_lang>, or a .tsv/.csv/.jsonl table)")
-        for key in ("max_tokens", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"data.{key}: expected a positive integer, got {getattr(self, key)}")
+        super().__post_init__()
+        if self.max_tokens < 1:
+            raise ConfigError(f"data.max_tokens: expected a positive integer, got {self.max_tokens}")
         if self.max_ratio < 1:
             raise ConfigError(f"data.max_ratio: expected a number >= 1, got {self.max_ratio}")
+
+    def paths(self, spec: Optional[str]) -> list[Path]:
+        return split_files(spec, self.src_lang, self.tgt_lang)
 
 
 def split_files(spec: Optional[str], src_lang: str, tgt_lang: str) -> list[Path]:
@@ -123,21 +117,7 @@ def read_pairs(spec: str, src_lang: str, tgt_lang: str) -> list[tuple[str, str]]
     return [(a.strip(), b.strip()) for a, b in zip(*sides)]
 
 
-class Sentences:
-    """Sentences of one or both sides of a training split, as ``build_tokenizer`` reads a corpus."""
-
-    def __init__(self, files: list[Path], pairs: list[tuple[str, str]], sides: tuple[int, ...]):
-        self.files, self.pairs, self.sides = files, pairs, sides
-
-    def fingerprint(self) -> object:
-        return [file_fingerprint(self.files), self.sides]
-
-    def iter_texts(self) -> Iterator[str]:
-        for pair in self.pairs:
-            yield from (pair[side] for side in self.sides)
-
-
-class TokenBatches:
+class TokenBatches(ShardedSampler):
     """Training batches of similar-length pairs, each at most ``max_tokens`` padded source + target tokens.
 
     Each pass sorts the pairs by length (ties broken at random), cuts them into
@@ -147,8 +127,8 @@ class TokenBatches:
     """
 
     def __init__(self, sizes: list[tuple[int, int]], max_tokens: int, seed: int, rank: int = 0, world: int = 1):
-        self.sizes, self.max_tokens, self.seed, self.rank, self.world = sizes, max_tokens, seed, rank, world
-        self.epoch = 0
+        super().__init__(len(sizes), True, seed, rank, world)
+        self.sizes, self.max_tokens = sizes, max_tokens
 
     def batches(self, epoch: int) -> list[list[int]]:
         rng = random.Random(self.seed + epoch)
@@ -163,57 +143,48 @@ class TokenBatches:
             widths = grown
         batches.append(batch)
         rng.shuffle(batches)
-        return batches[self.rank: len(batches) // self.world * self.world or len(batches): self.world]
+        return batches[self.rank: len(batches) // self.world_size * self.world_size or len(batches): self.world_size]
 
     def __iter__(self) -> Iterator[list[int]]:
-        self.epoch += 1
-        return iter(self.batches(self.epoch - 1))
+        """This epoch's batches (after the skipped ones of a resumed epoch); the next pass is the next epoch."""
+        batches = self.batches(self.epoch)[self.skip:]
+        self.epoch, self.skip = self.epoch + 1, 0
+        return iter(batches)
 
     def __len__(self) -> int:
         return len(self.batches(0))
 
 
-class TranslationDataModule(L.LightningDataModule):
-    """Reads and checks every split, builds or loads the tokenizer(s), encodes every pair once.
+class TranslationDataModule(ExampleData):
+    """Rows are (source, target) sentence pairs; an example is ``(index, source ids, target ids, source text,
+    target text)``. Training pairs that are too long are dropped (and counted); others are kept whole."""
 
-    Reads ``cfg.data``, ``cfg.tokenizer``, ``cfg.model.block_size``, ``cfg.run.cache_dir`` and ``cfg.run.seed``.
-    An example is ``(index, source ids, target ids, source text, target text)``.
-    """
+    def demo(self) -> dict[str, list]:
+        d = self.cfg.data
+        folder = Path(self.cfg.run.cache_dir) / f"demo-translation-{d.demo_train}-{d.demo_val}-{d.demo_seed}"
+        train, val = str(folder / "train"), str(folder / "val")
+        if not all(p.is_file() for p in split_files(train, "src", "tgt") + split_files(val, "src", "tgt")):
+            write_demo_translation(folder, d.demo_train, d.demo_val, d.demo_seed)
+        rows = {"train": read_pairs(train, "src", "tgt"), "val": read_pairs(val, "src", "tgt")}
+        return {**rows, "test": rows["val"]}
 
-    def __init__(self, cfg):
-        super().__init__()
-        self.cfg = cfg
-        d = cfg.data
-        specs, langs = {"train": d.train, "val": d.val, "test": d.test or d.val}, (d.src_lang, d.tgt_lang)
-        if d.train is None:
-            folder = Path(cfg.run.cache_dir) / f"demo-translation-{d.demo_train}-{d.demo_val}-{d.demo_seed}"
-            train, val = folder / "train", folder / "val"
-            if not all(p.is_file() for p in split_files(str(train), "src", "tgt") + split_files(str(val), "src", "tgt")):
-                write_demo_translation(folder, d.demo_train, d.demo_val, d.demo_seed)
-            specs, langs = {"train": str(train), "val": str(val), "test": str(val)}, ("src", "tgt")
-        pairs = {split: read_pairs(spec, *langs) for split, spec in specs.items()}
-        self.source_tokenizer, self.tokenizer = self._tokenizers(split_files(specs["train"], *langs), pairs["train"])
-        self.pad_id, self.bos_id, self.eos_id = (self.tokenizer.token_to_id(t) for t in SPECIALS)
-        self.examples = {split: self._encode(p, filter_lengths=split == "train") for split, p in pairs.items()}
-        dropped = len(pairs["train"]) - len(self.examples["train"])
-        if dropped:
-            log.warning("%s: dropped %d of %d training pairs longer than %d tokens (data.max_tokens, "
-                        "model.block_size - 2) or with a length ratio above data.max_ratio=%g", specs["train"], dropped,
-                        len(pairs["train"]), min(d.max_tokens, cfg.model.block_size - 2), d.max_ratio)
-        if not self.examples["train"]:
-            raise ConfigError(f"{specs['train']}: no training pair is left after the length filter (data.max_tokens, "
-                              "data.max_ratio)")
-        self.predict_inputs: list[str] = []
+    def read(self, path: Path) -> list[tuple[str, str]]:
+        return read_pairs(str(path), self.cfg.data.src_lang, self.cfg.data.tgt_lang)
 
-    def _tokenizers(self, files: list[Path], pairs: list[tuple[str, str]]) -> tuple[Tokenizer, Tokenizer]:
-        """(source, target) tokenizers: the same one when joint."""
-        t, cache = self.cfg.tokenizer, Path(self.cfg.run.cache_dir)
-        if t.joint:
-            tok = build_tokenizer(t, Sentences(files, pairs, (0, 1)), cache)
-            return self._checked(tok, "tokenizer"), self._checked(tok, "tokenizer")
-        target = self._checked(build_tokenizer(t, Sentences(files, pairs, (1,)), cache), "tokenizer")
+    def texts(self, rows: list[tuple[str, str]]) -> Iterator[str]:
+        """Both sides for a joint tokenizer, else the target side (the source side has its own)."""
+        for pair in rows:
+            yield from pair if self.cfg.tokenizer.joint else pair[1:]
+
+    @functools.cached_property
+    def source_tokenizer(self) -> Tokenizer:
+        """The target tokenizer when joint; else the one ``tokenizer.source_path`` or the file beside
+        ``tokenizer.path`` holds, or one trained on the training sources."""
+        t = self.cfg.tokenizer
         beside = Path(t.path).with_name(SOURCE_TOKENIZER) if t.path else None
-        if t.source_path:
+        if t.joint:
+            source = self.tokenizer
+        elif t.source_path:
             source = load_tokenizer(Path(t.source_path))
         elif beside is not None:
             if not beside.is_file():
@@ -221,22 +192,21 @@ class TranslationDataModule(L.LightningDataModule):
                                   f"tokenizer.path; set tokenizer.source_path to the source side's tokenizer.json")
             source = load_tokenizer(beside)
         else:
-            source = build_tokenizer(t, Sentences(files, pairs, (0,)), cache)
-        return self._checked(source, "tokenizer.source_path"), target
-
-    @staticmethod
-    def _checked(tok: Tokenizer, key: str) -> Tokenizer:
-        missing = [s for s in SPECIALS if tok.token_to_id(s) is None]
-        if missing:
-            raise ConfigError(f"{key}: the tokenizer has no {', '.join(missing)} token; translation needs {SPECIALS}")
-        return tok
+            source = build_tokenizer(dataclasses.replace(t, path=None), Texts([s for s, _ in self.rows["train"]]),
+                                     Path(self.cfg.run.cache_dir))
+        return checked(source, "tokenizer.source_path")
 
     def encode_sources(self, texts: list[str]) -> list[list[int]]:
         """``ids </s>``, cut to model.block_size."""
         room = self.cfg.model.block_size - 1
         return [e.ids[:room] + [self.eos_id] for e in self.source_tokenizer.encode_batch(texts, add_special_tokens=False)]
 
-    def _encode(self, pairs: list[tuple[str, str]], filter_lengths: bool) -> list[tuple]:
+    def encode(self, pairs: list, split: str) -> list[tuple]:
+        checked(self.tokenizer, "tokenizer")
+        self.bos_id, self.eos_id = (self.tokenizer.token_to_id(t) for t in SPECIALS[1:])
+        if split == "predict":
+            return [(i, src, [self.bos_id, self.eos_id], text, "")
+                    for i, (src, text) in enumerate(zip(self.encode_sources(pairs), pairs))]
         d, room = self.cfg.data, self.cfg.model.block_size
         longest = min(d.max_tokens, room - 2)  # <s> and </s> take two places
         sources = self.encode_sources([s for s, _ in pairs])
@@ -244,46 +214,36 @@ class TranslationDataModule(L.LightningDataModule):
         examples = []
         for i, ((src_text, tgt_text), src, tgt) in enumerate(zip(pairs, sources, targets)):
             n, m = len(src) - 1, len(tgt)
-            if filter_lengths and (max(n, m) > longest or max(n, m) > d.max_ratio * max(1, min(n, m))):
+            if split == "train" and (max(n, m) > longest or max(n, m) > d.max_ratio * max(1, min(n, m))):
                 continue
             examples.append((i, src, [self.bos_id] + tgt[: room - 1] + [self.eos_id], src_text, tgt_text))
+        if split == "train" and len(examples) < len(pairs):
+            log.warning("%s: dropped %d of %d training pairs longer than %d tokens (data.max_tokens, model.block_size - 2) "
+                        "or with a length ratio above data.max_ratio=%g", d.train or "demo", len(pairs) - len(examples),
+                        len(pairs), longest, d.max_ratio)
+        if not examples:
+            raise ConfigError(f"{d.train}: no training pair is left after the length filter (data.max_tokens, "
+                              "data.max_ratio)")
         return examples
 
     def collate(self, batch: list[tuple]) -> dict:
         """Pad to the batch's longest; ``labels`` are the targets shifted left, IGNORE on padding."""
-        n, S, T = len(batch), max(len(b[1]) for b in batch), max(len(b[2]) for b in batch) - 1
-        src = torch.full((n, S), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, S), dtype=torch.long)
-        tgt_in = torch.full((n, T), self.pad_id, dtype=torch.long)
-        labels = torch.full((n, T), IGNORE, dtype=torch.long)
-        for row, (_, s, t, _, _) in enumerate(batch):
-            src[row, : len(s)], mask[row, : len(s)] = torch.tensor(s), 1
-            tgt_in[row, : len(t) - 1], labels[row, : len(t) - 1] = torch.tensor(t[:-1]), torch.tensor(t[1:])
-        return {"input_ids": src, "attention_mask": mask, "decoder_input_ids": tgt_in, "labels": labels,
-                "index": torch.tensor([b[0] for b in batch]), "sources": [b[3] for b in batch],
-                "references": [b[4] for b in batch]}
-
-    def _loader(self, examples: list, train: bool) -> DataLoader:
-        d, trainer = self.cfg.data, self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        workers = {"num_workers": d.num_workers, "persistent_workers": d.num_workers > 0, "collate_fn": self.collate}
-        if train and d.batch_tokens:
-            sizes = [(len(e[1]), len(e[2]) - 1) for e in examples]
-            return DataLoader(examples, batch_sampler=TokenBatches(sizes, d.batch_tokens, self.cfg.run.seed, rank, world), **workers)
-        sampler = DistributedSampler(examples, num_replicas=world, rank=rank, shuffle=train, seed=self.cfg.run.seed)
-        return DataLoader(examples, batch_size=d.batch_size, sampler=sampler, **workers)
+        out = pad([{"input_ids": s, "decoder_input_ids": t[:-1], "labels": t[1:], "index": i} for i, s, t, _, _ in batch],
+                  {"input_ids": self.pad_id, "decoder_input_ids": self.pad_id, "labels": IGNORE})
+        return {**out, "sources": [b[3] for b in batch], "references": [b[4] for b in batch]}
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.examples["train"], train=True)
+        d, examples = self.cfg.data, self.examples["train"]
+        if not d.batch_tokens:
+            return super().train_dataloader()
+        rank, world = self.rank()
+        sizes = [(len(e[1]), len(e[2]) - 1) for e in examples]
+        batches = TokenBatches(sizes, d.batch_tokens, self.cfg.run.seed, rank, world)
+        return self.loader(examples, train=True, collate_fn=self.collate, batch_sampler=batches)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.examples["val"], train=False)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.examples["test"], train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """``predict_inputs`` (set by the CLI): one source sentence per line, in order."""
-        examples = [(i, src, [self.bos_id, self.eos_id], text, "")
-                    for i, (src, text) in enumerate(zip(self.encode_sources(self.predict_inputs), self.predict_inputs))]
-        return DataLoader(examples, batch_size=self.cfg.data.batch_size, collate_fn=self.collate)
+def checked(tok: Tokenizer, key: str) -> Tokenizer:
+    missing = [s for s in SPECIALS if tok.token_to_id(s) is None]
+    if missing:
+        raise ConfigError(f"{key}: the tokenizer has no {', '.join(missing)} token; translation needs {SPECIALS}")
+    return tok

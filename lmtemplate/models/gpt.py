@@ -5,6 +5,7 @@ The attention and the block serve the bidirectional encoder (``models/encoder.py
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ class GPTConfig:
     positions: str = "learned"  # learned: a position embedding table; rotary: queries and keys rotated (RoPE)
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~1/3 more compute
     compile: bool = False  # the task compiles the model with torch.compile (training and evaluation)
+    init_from: Optional[str] = None  # start from a run directory (its last.ckpt) or checkpoint file of the same shape
 
     def __post_init__(self):
         for name in ("block_size", "n_layer", "n_head", "n_embd"):

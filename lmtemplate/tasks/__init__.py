@@ -1,3 +1,1 @@
-"""Built-in tasks. Each module registers its task with ``register_task``, as a plugin would."""
-
-from lmtemplate.tasks import causal_lm, classification, masked_lm, qa, translation  # noqa: F401
+"""Built-in tasks, one module each, found by ``registry.load_tasks``; each registers itself as a plugin would."""

@@ -1,7 +1,11 @@
-"""What tasks share: the optimizer and its schedule, gradient clipping, and ``init_from`` (a pretrained backbone)."""
+"""The contract between a task and the rest of lmtemplate (``Task``), and what tasks share: AdamW with its schedule,
+gradient clipping that works under FSDP, the pretrained backbone of ``model.init_from``."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,11 +14,13 @@ from typing import Optional
 import lightning as L
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
-from omegaconf import OmegaConf
 from torch import nn
 
-from lmtemplate.checkpointing import read_checkpoint
 from lmtemplate.config import ConfigError
+from lmtemplate.models.backbone import load_backbone
+from lmtemplate.models.gpt import GPT
+
+log = logging.getLogger(__name__)
 
 SCHEDULES = ("cosine", "inverse_sqrt")
 
@@ -70,74 +76,139 @@ def configure_adamw(module: L.LightningModule, param_groups: list[dict], cfg: Op
 
 
 class Task(L.LightningModule):
-    """The LightningModule every built-in task extends: gradient clipping that also works under FSDP.
+    """The base of every task: each hook that ``run.py``, the callbacks and the verbs call, with its default.
 
-    Lightning's FSDP precision plugin refuses ``gradient_clip_algorithm='norm'``;
-    here FSDP's own ``clip_grad_norm_`` (which combines the norms of every rank's
-    shards) clips instead, and every other strategy uses
-    ``torch.nn.utils.clip_grad_norm_`` as Lightning would. Either returns the total
-    norm before clipping, logged as ``train/grad_norm`` on the steps the trainer logs.
+    The registry builds a task as ``Task(cfg, datamodule)``; ``cfg`` holds every config
+    section (``cfg.model``, ``cfg.data``, ...) as dataclasses. A task writes ``loss``, and
+    ``evaluate`` / ``pass_scores`` for metrics beyond the loss; the rest is optional.
     """
 
+    metrics: dict[str, str] = {"val/loss": "min"}  # what best.metric may name -> "min" or "max"; the first is the default
+    blocks: tuple[type, ...] = ()  # the module classes FSDP shards (and checkpoints) one at a time
+    limit_val_batches: int | float = 1.0  # default trainer.limit_val_batches: a corpus metric needs the whole set
+    sample_columns: tuple[str, ...] = ("prompt", "completion")  # the TensorBoard table of text_samples()
+    predictions_file: str = "predictions.jsonl"  # predict's output in the run directory, unless --output
+
+    def __init__(self, cfg, datamodule: Optional[L.LightningDataModule] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.scores: dict[str, float] = {}  # pass_scores of the last evaluation, in float64, for metrics.json
+        self.partial: dict[str, str] = {}  # stage -> "k of n batches", when an evaluation pass saw part of its set
+        if dataclasses.is_dataclass(cfg):
+            self.save_hyperparameters(dataclasses.asdict(cfg))
+
+    def loss(self, batch) -> torch.Tensor:
+        """The training loss of a batch (also logged as ``{stage}/loss`` in evaluation)."""
+        raise NotImplementedError(f"{type(self).__name__} must define loss(batch)")
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=self.batch_size(batch))
+        return loss
+
+    def evaluate(self, batch, batch_idx: int, stage: str) -> None:
+        """One evaluation step, for validate (``stage`` val) and test alike: logs the loss; tasks add metrics."""
+        self.log(f"{stage}/loss", self.loss(batch), prog_bar=True, sync_dist=True, batch_size=self.batch_size(batch))
+
+    def log_metrics(self, stage: str, metrics: nn.ModuleDict, *inputs) -> None:
+        """Update ``metrics[stage]`` (a torchmetrics MetricCollection, see ``per_stage``) with ``inputs`` and log
+        each metric as ``{stage}/<name>``: torchmetrics accumulates over the pass (and across ranks) and logs at its end."""
+        metrics[stage].update(*inputs)
+        self.log_dict({f"{stage}/{name}": metric for name, metric in metrics[stage].items()}, prog_bar=True)
+
+    def pass_scores(self, stage: str) -> dict[str, float]:
+        """Scores over a whole evaluation pass (EM / F1, BLEU), computed at its end, as Python floats: logged as
+        ``{stage}/<name>`` and written to metrics.json in full precision. Every rank must return the same."""
+        return {}
+
+    def start_pass(self, stage: str) -> None:
+        """Before an evaluation pass: reset what ``evaluate`` collects outside torchmetrics."""
+
+    def on_validation_epoch_start(self) -> None:
+        self.start_pass("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.start_pass("test")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self.evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self.evaluate(batch, batch_idx, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_pass("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_pass("test")
+
+    def _end_pass(self, stage: str) -> None:
+        scores = self.pass_scores(stage)
+        for name, value in scores.items():
+            self.log(f"{stage}/{name}", value, prog_bar=True)
+        if self._trainer is None or self.trainer.sanity_checking:  # unattached: a test driving the module by hand
+            return
+        self.scores = {f"{stage}/{name}": float(v) for name, v in scores.items()}
+        seen, loaders = (self.trainer.num_val_batches, self.trainer.val_dataloaders) if stage == "val" else (
+            self.trainer.num_test_batches, self.trainer.test_dataloaders)
+        total = len(loaders)
+        self.partial.pop(stage, None)
+        if seen[0] < total:
+            self.partial[stage] = f"{seen[0]} of {total} batches (trainer.limit_{stage}_batches)"
+            log.info("%s: a partial pass, %s", stage, self.partial[stage])
+
+    def batch_size(self, batch) -> int:
+        """Examples in a batch: the first dimension of the batch, or of its ``input_ids``."""
+        return len(batch["input_ids"] if isinstance(batch, dict) else batch)
+
+    def batch_tokens(self, batch) -> int:
+        """Tokens a batch feeds the model, for the throughput callback (padding counts as read)."""
+        return (batch["input_ids"] if isinstance(batch, dict) else batch).numel()
+
+    @property
+    def flops_per_batch(self) -> Optional[int]:
+        """FLOPs of one training batch (forward and backward), for FLOP/s and MFU; None when batches vary."""
+        return None
+
+    def text_samples(self) -> list[tuple[str, ...]]:
+        """Rows of text (columns ``sample_columns``) logged to TensorBoard after each validation."""
+        return []
+
+    def read_predict_inputs(self, path: Path) -> list:
+        """``predict --input FILE``: the inputs in the file (default: its lines)."""
+        return Path(path).read_text(encoding="utf-8").splitlines()
+
+    def format_predictions(self, rows: list[dict]) -> str:
+        """The text of the predictions file (default: one JSON object per line)."""
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+    def setup(self, stage: str) -> None:
+        """Before training (and before a resumed run's checkpoint restores its own weights): ``model.init_from``."""
+        init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
+        if stage == "fit" and init_from:
+            load_backbone(self.model, init_from, "decoder" if isinstance(self.model, GPT) else "encoder")
+
+    def configure_optimizers(self):
+        """AdamW over the model's parameter groups (no decay on biases and norms), with ``optim``'s schedule."""
+        return configure_adamw(self, self.model.param_groups(self.cfg.optim.weight_decay), self.cfg.optim)
+
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip by norm as Lightning would, or through FSDP's own ``clip_grad_norm_`` (which Lightning's FSDP
+        plugin refuses); the norm before clipping is logged as ``train/grad_norm`` when the trainer logs."""
         if gradient_clip_algorithm == "value":
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        log = self.trainer.global_step % self.trainer.log_every_n_steps == 0
-        if not gradient_clip_val and not log:
+        log_now = self.trainer.global_step % self.trainer.log_every_n_steps == 0
+        if not gradient_clip_val and not log_now:
             return
         max_norm = gradient_clip_val or float("inf")
         if isinstance(self.trainer.strategy, FSDPStrategy):
             norm = self.trainer.strategy.model.clip_grad_norm_(max_norm)
         else:
             norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_norm)
-        if log:
+        if log_now:
             self.log("train/grad_norm", norm)
 
 
-def init_source(init_from: str) -> tuple[Path, Optional[Path]]:
-    """``model.init_from`` -> (checkpoint file, its run directory): a run directory means its last.ckpt."""
-    path = Path(init_from)
-    if path.is_dir() and path.suffix != ".ckpt":
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
-        raise ConfigError(f"model.init_from: no checkpoint file at {path} (give a run directory or a .ckpt file)")
-    return path, path.parent.parent if path.parent.name == "checkpoints" else None
-
-
-def tokenizer_of(init_from: str) -> Path:
-    """The tokenizer.json of the run that ``model.init_from`` names: a backbone only reads its own token ids."""
-    checkpoint, run_dir = init_source(init_from)
-    found = run_dir / "tokenizer.json" if run_dir else None
-    if found is None or not found.is_file():
-        raise ConfigError(
-            f"model.init_from: {checkpoint} is not inside a run directory with a tokenizer.json; "
-            "set tokenizer.path to the tokenizer it was trained with"
-        )
-    return found
-
-
-def load_backbone(backbone: nn.Module, init_from: str, arch: str) -> None:
-    """Copy the pretraining run's ``model.*`` weights into ``backbone``; any missing, extra or reshaped
-    parameter is an error that names it (the config's shape or ``model.arch`` differs from the run's)."""
-    checkpoint, run_dir = init_source(init_from)
-    state = read_checkpoint(checkpoint)["state_dict"]
-    source = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-    config = run_dir / "config.yaml" if run_dir else None
-    task = OmegaConf.load(config).get("task", "?") if config and config.is_file() else "?"
-    own = backbone.state_dict()
-    missing, extra = [k for k in own if k not in source], [k for k in source if k not in own]
-    if missing or extra:
-        first = f"'{missing[0]}' is not in the checkpoint" if missing else f"the checkpoint's '{extra[0]}' is not in this model"
-        raise ConfigError(
-            f"model.init_from: {checkpoint} (a {task} run) does not fit this backbone (model.arch={arch}): {first} "
-            f"({len(missing)} missing, {len(extra)} unexpected parameters). A masked_lm run needs model.arch=encoder, "
-            "a causal_lm run model.arch=decoder, and the same model.positions / model.type_vocab_size / model.bias"
-        )
-    for name, tensor in own.items():
-        if tensor.shape != source[name].shape:
-            raise ConfigError(
-                f"model.init_from: parameter '{name}' has shape {tuple(source[name].shape)} in {checkpoint} but "
-                f"{tuple(tensor.shape)} in this model; set model.n_layer / n_head / n_embd / block_size to the "
-                f"pretraining run's{f' (see {config})' if config else ''}"
-            )
-    backbone.load_state_dict(source)
+def per_stage(metric: nn.Module) -> nn.ModuleDict:
+    """A metric (or MetricCollection) for validation and one for test, so the two passes never mix."""
+    return nn.ModuleDict({"val": metric, "test": metric.clone()})

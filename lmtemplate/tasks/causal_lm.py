@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -13,9 +12,10 @@ from torchmetrics.text import Perplexity
 from lmtemplate.config import ConfigError
 from lmtemplate.data.corpus import TextDataConfig
 from lmtemplate.data.lm import TextDataModule
+from lmtemplate.models.backbone import build_model
 from lmtemplate.models.gpt import GPT, Block, GPTConfig
 from lmtemplate.registry import register_task
-from lmtemplate.tasks.base import OptimConfig, Task, configure_adamw
+from lmtemplate.tasks.base import OptimConfig, Task, per_stage
 from lmtemplate.tokenization import TokenizerConfig, document_separator
 
 
@@ -48,78 +48,55 @@ class CausalLMConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 
 
-def split(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A window of block_size + 1 tokens -> inputs and next-token targets."""
-    return batch[:, :-1], batch[:, 1:]
-
-
 @register_task("causal_lm", config=CausalLMConfig, datamodule=TextDataModule)
 class CausalLM(Task):
-    monitor = ("val/loss", "min")  # the metric that picks the best checkpoint
-    blocks = (Block,)  # the units FSDP shards and checkpoints one at a time
+    metrics = {"val/loss": "min", "val/ppl": "min"}
+    blocks = (Block,)
+    limit_val_batches = 20  # the loss is a mean: a sample of windows estimates it
 
-    def __init__(self, cfg, datamodule: TextDataModule):
-        super().__init__()
-        self.cfg = cfg
+    def __init__(self, cfg: CausalLMConfig, datamodule: TextDataModule):
+        super().__init__(cfg)
         self.tokenizer = datamodule.tokenizer
-        vocab = self.tokenizer.get_vocab_size()
-        if 0 < cfg.model.vocab_size < vocab:
-            raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} is smaller than the tokenizer's vocabulary ({vocab})")
-        self.model = GPT(dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or vocab))
-        if cfg.model.compile:
-            self.model.compile()  # in place: parameter names, and so checkpoints, stay as without compile
-        self.val_ppl, self.test_ppl = Perplexity(), Perplexity()
-        self.save_hyperparameters(dataclasses.asdict(cfg))
+        self.model = build_model(GPT, cfg.model, self.tokenizer.get_vocab_size())
+        self.ppl = per_stage(Perplexity())
 
     @property
     def flops_per_batch(self) -> int:
-        """For Lightning's ThroughputMonitor (FLOP/s and MFU)."""
         return self.model.flops_per_token() * self.cfg.data.batch_size * self.cfg.model.block_size
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        self.log("train/ppl", loss.detach().exp())
+        return loss
+
+    def batch_tokens(self, batch: torch.Tensor) -> int:
+        return batch[:, 1:].numel()  # a window of block_size + 1 tokens feeds block_size
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
 
-    def _loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, y = split(batch)
-        logits = self.model(x)
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten()), logits, y
+    def loss(self, batch: torch.Tensor, logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+        logits = self.model(batch[:, :-1]) if logits is None else logits
+        return F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss, _, _ = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/ppl", loss.detach().exp())
-        return loss
-
-    def _eval_step(self, batch: torch.Tensor, stage: str, ppl: Perplexity) -> None:
-        loss, logits, y = self._loss(batch)
-        ppl.update(logits.float(), y)
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True)
-        self.log(f"{stage}/ppl", ppl)
-
-    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self._eval_step(batch, "val", self.val_ppl)
-
-    def test_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        self._eval_step(batch, "test", self.test_ppl)
-
-    def configure_optimizers(self):
-        return configure_adamw(self, self.model.param_groups(self.cfg.optim.weight_decay), self.cfg.optim)
+    def evaluate(self, batch: torch.Tensor, batch_idx: int, stage: str) -> None:
+        logits = self.model(batch[:, :-1])
+        self.ppl[stage].update(logits.float(), batch[:, 1:])
+        self.log(f"{stage}/loss", self.loss(batch, logits), prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/ppl", self.ppl[stage])
 
     def complete(self, prompt: str, generator: Optional[torch.Generator] = None) -> str:
         """Continue ``prompt`` with the ``generate`` settings; an empty prompt starts a new document."""
         g = self.cfg.generate
         ids = self.tokenizer.encode(prompt, add_special_tokens=False).ids or [document_separator(self.tokenizer) or 0]
-        idx = torch.tensor([ids], device=self.device)
-        out = self.model.generate(
-            idx, g.max_new_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, generator=generator
-        )
-        return self.tokenizer.decode(out[0, len(ids) :].tolist())
+        out = self.model.generate(torch.tensor([ids], device=self.device), g.max_new_tokens, temperature=g.temperature,
+                                  top_k=g.top_k, top_p=g.top_p, generator=generator)
+        return self.tokenizer.decode(out[0, len(ids):].tolist())
 
     def predict_step(self, prompt: str, batch_idx: int) -> dict:
         generator = torch.Generator(device=self.device).manual_seed(self.cfg.generate.seed + batch_idx)
         return {"prompt": prompt, "completion": self.complete(prompt, generator)}
 
     def text_samples(self) -> list[tuple[str, str]]:
-        """(prompt, completion) pairs logged to TensorBoard at each validation."""
         generator = torch.Generator(device=self.device).manual_seed(self.cfg.generate.seed)
         return [(p, self.complete(p, generator)) for p in self.cfg.generate.samples]

@@ -11,7 +11,6 @@ validation.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -21,28 +20,12 @@ from torchmetrics.text import Perplexity
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.masking import IGNORE, MaskedLMDataConfig, MaskedLMDataModule, MaskingConfig, mask_tokens
+from lmtemplate.models.backbone import build_model
 from lmtemplate.models.encoder import Encoder, EncoderConfig, MaskedLMHead
 from lmtemplate.models.gpt import Block
 from lmtemplate.registry import register_task
-from lmtemplate.tasks.base import OptimConfig, Task, configure_adamw
-from lmtemplate.tokenization import TokenizerConfig
-
-ENCODER_SPECIALS = ["[SEP]", "[CLS]", "[PAD]", "[MASK]", "[UNK]"]  # [SEP] first: it separates documents
-
-
-@dataclass
-class EncoderTokenizerConfig(TokenizerConfig):
-    """The tokenizer section of encoder tasks: WordPiece with BERT's special tokens by default."""
-
-    kind: str = "wordpiece"
-    vocab_size: int = 2048
-    special_tokens: list[str] = field(default_factory=lambda: list(ENCODER_SPECIALS))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        missing = [t for t in ENCODER_SPECIALS if t not in self.special_tokens]
-        if missing:
-            raise ConfigError(f"tokenizer.special_tokens: an encoder needs {', '.join(missing)} among them")
+from lmtemplate.tasks.base import OptimConfig, Task, configure_adamw, per_stage
+from lmtemplate.tokenization import ENCODER_SPECIALS, EncoderTokenizerConfig
 
 
 @dataclass
@@ -56,27 +39,23 @@ class MaskedLMConfig:
 
 @register_task("masked_lm", config=MaskedLMConfig, datamodule=MaskedLMDataModule)
 class MaskedLM(Task):
-    monitor = ("val/loss", "min")
+    metrics = {"val/loss": "min", "val/accuracy": "max", "val/ppl": "min"}
     blocks = (Block,)
+    limit_val_batches = 20  # the loss and accuracy are means: a sample of batches estimates them
 
     def __init__(self, cfg: MaskedLMConfig, datamodule: MaskedLMDataModule):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         tok = datamodule.tokenizer
         ids = {t: tok.token_to_id(t) for t in ENCODER_SPECIALS}
         missing = [t for t, i in ids.items() if i is None]
         if missing:
             raise ConfigError(f"tokenizer: the tokenizer has no {', '.join(missing)} token; masked_lm needs {ENCODER_SPECIALS}")
         self.cls_id, self.mask_id = ids["[CLS]"], ids["[MASK]"]
-        self.model = Encoder(dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or tok.get_vocab_size()))
+        self.model = build_model(Encoder, cfg.model, tok.get_vocab_size())
         self.mlm_head = MaskedLMHead(self.model.cfg, self.model.tok_emb)
-        if cfg.model.compile:
-            self.model.compile()
         self.register_buffer("special_ids", torch.tensor(sorted(ids.values())), persistent=False)
-        vocab = self.model.cfg.vocab_size
-        self.val_acc, self.test_acc = MulticlassAccuracy(vocab, average="micro"), MulticlassAccuracy(vocab, average="micro")
-        self.val_ppl, self.test_ppl = Perplexity(), Perplexity()
-        self.save_hyperparameters(dataclasses.asdict(cfg))
+        self.accuracy = per_stage(MulticlassAccuracy(self.model.cfg.vocab_size, average="micro"))
+        self.ppl = per_stage(Perplexity())
 
     @property
     def flops_per_batch(self) -> int:
@@ -96,26 +75,17 @@ class MaskedLM(Task):
         labels = labels[selected]
         return F.cross_entropy(logits, labels), logits, labels
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, _, _ = self._step(batch)
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
+    def loss(self, batch) -> torch.Tensor:
+        return self._step(batch)[0]
 
-    def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
+    def evaluate(self, batch, batch_idx: int, stage: str) -> None:
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)  # the same masks at every validation
         loss, logits, labels = self._step(batch, generator)
-        acc, ppl = (self.val_acc, self.val_ppl) if stage == "val" else (self.test_acc, self.test_ppl)
-        acc.update(logits, labels)
-        ppl.update(logits.float()[None], labels[None])
+        self.accuracy[stage].update(logits, labels)
+        self.ppl[stage].update(logits.float()[None], labels[None])
         self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(labels))
-        self.log(f"{stage}/ppl", ppl)
-        self.log(f"{stage}/accuracy", acc, prog_bar=True)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "test")
+        self.log(f"{stage}/ppl", self.ppl[stage])
+        self.log(f"{stage}/accuracy", self.accuracy[stage], prog_bar=True)
 
     def configure_optimizers(self):
         head = [p for name, p in self.mlm_head.named_parameters() if not name.startswith("embedding.")]  # tied: in the model's groups

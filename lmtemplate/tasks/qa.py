@@ -10,10 +10,10 @@ ranks are gathered before EM / F1 are computed, so a pass over part of the set
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -21,24 +21,23 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from lmtemplate.data.squad import QADataConfig, QADataModule
-from lmtemplate.models.encoder import Encoder, EncoderConfig
+from lmtemplate.data.squad import QADataConfig, QADataModule, QAExample, read_squad
+from lmtemplate.models.backbone import BackboneConfig, build_backbone, hidden_states
 from lmtemplate.models.gpt import Block
 from lmtemplate.registry import register_task
-from lmtemplate.tasks.base import OptimConfig, Task, configure_adamw, load_backbone
-from lmtemplate.tasks.masked_lm import EncoderTokenizerConfig
+from lmtemplate.tasks.base import OptimConfig, Task, configure_adamw
 from lmtemplate.tasks.qa_postprocess import AnswerConfig, answer
 from lmtemplate.tasks.squad_metric import squad_scores
+from lmtemplate.tokenization import EncoderTokenizerConfig
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class QAModelConfig(EncoderConfig):
+class QAModelConfig(BackboneConfig):
     """The encoder's shape (as the pretraining run's, with init_from)."""
 
     block_size: int = 384
-    init_from: Optional[str] = None  # a masked_lm run directory (its last.ckpt) or checkpoint file
 
 
 @dataclass
@@ -52,43 +51,27 @@ class QAConfig:
 
 @register_task("qa", config=QAConfig, datamodule=QADataModule)
 class QuestionAnswering(Task):
-    monitor = ("val/f1", "max")
+    metrics = {"val/f1": "max", "val/exact": "max", "val/loss": "min"}
     blocks = (Block,)
-    flops_per_batch = None  # padded batches vary in length: the throughput logs tokens/s only
     predictions_file = "predictions.json"
 
     def __init__(self, cfg: QAConfig, datamodule: QADataModule):
-        super().__init__()
-        self.cfg = cfg
-        m = cfg.model
-        shape = {f.name: getattr(m, f.name) for f in dataclasses.fields(EncoderConfig)}
-        self.model = Encoder(EncoderConfig(**{**shape, "vocab_size": m.vocab_size or datamodule.tokenizer.get_vocab_size()}))
-        self.head = nn.Linear(m.n_embd, 2)
-        if m.compile:
-            self.model.compile()
+        super().__init__(cfg)
+        self.model = build_backbone(cfg.model, datamodule.tokenizer.get_vocab_size())
+        self.head = nn.Linear(cfg.model.n_embd, 2)
         a = cfg.answer
         self.allow_null = datamodule.has_unanswerable if a.allow_null is None else a.allow_null
         self.answers: dict[str, str] = {}  # id -> predicted answer, over the current evaluation pass
-        self.save_hyperparameters(dataclasses.asdict(cfg))
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit" and self.cfg.model.init_from:
-            load_backbone(self.model, self.cfg.model.init_from, "encoder")
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Start and end logits (B, T); padding can never be chosen."""
-        h = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-        start, end = self.head(h).float().unbind(-1)
+        start, end = self.head(hidden_states(self.model, batch)).float().unbind(-1)
         pad = batch["attention_mask"] == 0
         return start.masked_fill(pad, -1e4), end.masked_fill(pad, -1e4)
 
-    def loss(self, batch: dict, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    def loss(self, batch: dict, logits: Optional[tuple] = None) -> torch.Tensor:
+        start, end = self(batch) if logits is None else logits
         return (F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])) / 2
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch, *self(batch))
-        self.log("train/loss", loss, prog_bar=True)
-        return loss
 
     def answer_batch(self, batch: dict, start: torch.Tensor, end: torch.Tensor) -> list[tuple[str, object]]:
         """(example id, Answer) for every example of an evaluation batch, from all of its windows."""
@@ -100,48 +83,28 @@ class QuestionAnswering(Task):
             for i, ex in zip(batch["indices"], batch["examples"])
         ]
 
-    def _eval_step(self, batch: dict, stage: str) -> None:
+    def evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
         start, end = self(batch)
-        self.log(f"{stage}/loss", self.loss(batch, start, end), sync_dist=True, batch_size=len(start))
+        self.log(f"{stage}/loss", self.loss(batch, (start, end)), sync_dist=True, batch_size=len(start))
         self.answers.update((qid, a.text) for qid, a in self.answer_batch(batch, start, end))
 
-    def _eval_start(self) -> None:
+    def start_pass(self, stage: str) -> None:
         self.answers = {}
 
-    def _eval_end(self, stage: str) -> None:
+    def pass_scores(self, stage: str) -> dict[str, float]:
         """EM / F1 over every example any rank answered in this pass (the examples it saw completely)."""
         answers = self.answers
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             everyone: list = [None] * dist.get_world_size()
             dist.all_gather_object(everyone, answers)
             answers = {k: v for part in everyone for k, v in part.items()}  # a padded sampler's repeats merge
-        examples = self.trainer.datamodule.examples["val" if stage == "val" else "test"]
+        examples = self.trainer.datamodule.rows["val" if stage == "val" else "test"]
         golds = {e.id: [text for text, _ in e.answers] for e in examples}
         if len(answers) < len(golds) and not self.trainer.sanity_checking:
-            log.info("%s: scored %d of %d examples (a partial pass, e.g. limit_%s_batches)",
-                     stage, len(answers), len(golds), stage)
-        if answers:
-            for name, value in squad_scores(answers, golds).items():
-                self.log(f"{stage}/{name}", value)  # every rank holds the same gathered answers
+            log.info("%s: scored %d of %d examples (a partial pass, e.g. limit_%s_batches)", stage, len(answers),
+                     len(golds), stage)
         self.answers = {}
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_start(self) -> None:
-        self._eval_start()
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_start(self) -> None:
-        self._eval_start()
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
+        return squad_scores(answers, golds) if answers else {}
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         found = dict(self.answer_batch(batch, *self(batch)))
@@ -150,6 +113,10 @@ class QuestionAnswering(Task):
              "null_score": found[ex.id].null_score}
             for ex in batch["examples"]
         ]
+
+    def read_predict_inputs(self, path: Path) -> list[QAExample]:
+        """SQuAD JSON or JSONL; answers are not needed."""
+        return read_squad(path, need_answers=False)
 
     def format_predictions(self, rows: list[dict]) -> str:
         """The official format: ``{id: answer text}``."""

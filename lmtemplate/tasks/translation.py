@@ -14,18 +14,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.translation import (
     IGNORE, SOURCE_TOKENIZER, TranslationDataConfig, TranslationDataModule, TranslationTokenizerConfig,
 )
+from lmtemplate.models.backbone import build_model
 from lmtemplate.models.beam_search import beam_search, greedy
 from lmtemplate.models.gpt import Block
 from lmtemplate.models.seq2seq import DecoderBlock, Seq2Seq, Seq2SeqConfig
 from lmtemplate.registry import register_task
-from lmtemplate.tasks.base import OptimConfig, Task, configure_adamw
+from lmtemplate.tasks.base import OptimConfig, Task, per_stage
 from lmtemplate.tokenization import save_tokenizer
 
 
@@ -74,49 +74,41 @@ class TranslationConfig:
 
 @register_task("translation", config=TranslationConfig, datamodule=TranslationDataModule)
 class Translation(Task):
-    monitor = ("val/bleu", "max")
+    metrics = {"val/bleu": "max", "val/chrf": "max", "val/loss": "min"}
     blocks = (Block, DecoderBlock)
-    flops_per_batch = None  # padded batches vary in length: the throughput logs tokens/s only
     predictions_file = "translations.txt"
-    text_sample_columns = ("source", "reference", "hypothesis")
+    sample_columns = ("source", "reference", "hypothesis")
 
     def __init__(self, cfg: TranslationConfig, datamodule: TranslationDataModule):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         m, dm = cfg.model, datamodule
         if m.shared_embeddings and not cfg.tokenizer.joint:
             raise ConfigError("model.shared_embeddings: one embedding table needs one vocabulary (tokenizer.joint=true); "
                               "set model.shared_embeddings=false to use a tokenizer per side")
-        sizes = {"vocab_size": dm.tokenizer.get_vocab_size(), "src_vocab_size": dm.source_tokenizer.get_vocab_size()}
-        for key, size in sizes.items():
-            if 0 < getattr(m, key) < size:
-                raise ConfigError(f"model.{key}: {getattr(m, key)} is smaller than the tokenizer's vocabulary ({size})")
-        self.model = Seq2Seq(dataclasses.replace(m, **{k: getattr(m, k) or v for k, v in sizes.items()}))
-        if m.compile:
-            self.model.compile()
+        src_vocab = dm.source_tokenizer.get_vocab_size()
+        if 0 < m.src_vocab_size < src_vocab:
+            raise ConfigError(f"model.src_vocab_size: {m.src_vocab_size} is smaller than the tokenizer's vocabulary ({src_vocab})")
+        self.model = build_model(Seq2Seq, dataclasses.replace(m, src_vocab_size=m.src_vocab_size or src_vocab),
+                                 dm.tokenizer.get_vocab_size())
         self.tokenizer, self.source_tokenizer = dm.tokenizer, dm.source_tokenizer
         self.bos_id, self.eos_id = dm.bos_id, dm.eos_id
-        self.bleu = nn.ModuleDict({s: SacreBLEUScore(tokenize="13a", smooth=False) for s in ("val", "test")})
-        self.chrf = nn.ModuleDict({s: CHRFScore(n_word_order=0) for s in ("val", "test")})
+        self.bleu = per_stage(SacreBLEUScore(tokenize="13a", smooth=False))
+        self.chrf = per_stage(CHRFScore(n_word_order=0))
         self.samples: list[tuple[str, str, str]] = []
-        self.save_hyperparameters(dataclasses.asdict(cfg))
 
     def setup(self, stage: str) -> None:
         """A run with a tokenizer per side keeps the source's beside tokenizer.json (which run.py writes)."""
+        super().setup(stage)
         if stage == "fit" and not self.cfg.tokenizer.joint and self.trainer.is_global_zero:
             save_tokenizer(self.source_tokenizer, Path(self.trainer.default_root_dir) / SOURCE_TOKENIZER)
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"])
 
-    def _loss(self, batch: dict, smoothing: float = 0.0) -> torch.Tensor:
+    def loss(self, batch: dict) -> torch.Tensor:
+        """Label-smoothed in training, plain cross-entropy per target token in evaluation."""
         return F.cross_entropy(self(batch).flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE,
-                               label_smoothing=smoothing)
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch, self.cfg.optim.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
-        return loss
+                               label_smoothing=self.cfg.optim.label_smoothing if self.training else 0.0)
 
     @torch.no_grad()
     def translate(self, src: torch.Tensor, src_mask: torch.Tensor, beam_size: int) -> list[str]:
@@ -130,9 +122,9 @@ class Translation(Task):
             ids, _ = beam_search(step, self.bos_id, self.eos_id, max_lengths, beam_size, d.length_penalty)
         return [text.strip() for text in self.tokenizer.decode_batch(ids, skip_special_tokens=True)]
 
-    def _eval_step(self, batch: dict, stage: str) -> None:
+    def evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
         labels = batch["labels"]
-        self.log(f"{stage}/loss", self._loss(batch), prog_bar=True, sync_dist=True, batch_size=int((labels != IGNORE).sum()))
+        self.log(f"{stage}/loss", self.loss(batch), prog_bar=True, sync_dist=True, batch_size=int((labels != IGNORE).sum()))
         d = self.cfg.decode
         keep = [i for i, n in enumerate(batch["index"].tolist()) if stage == "test" or n < d.val_sentences]
         if not keep:
@@ -146,31 +138,18 @@ class Translation(Task):
         if stage == "val":
             self.samples += list(zip(sources, references, hypotheses))[: d.samples - len(self.samples)]
 
-    def _log_scores(self, stage: str) -> None:
-        bleu, chrf = self.bleu[stage], self.chrf[stage]
-        if bleu.update_called:
-            self.log(f"{stage}/bleu", 100 * bleu.compute(), prog_bar=True)
-            self.log(f"{stage}/chrf", 100 * chrf.compute())
-        bleu.reset()
-        chrf.reset()
-
-    def on_validation_epoch_start(self) -> None:
+    def start_pass(self, stage: str) -> None:
         self.samples = []
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_scores("val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_scores("test")
+    def pass_scores(self, stage: str) -> dict[str, float]:
+        bleu, chrf = self.bleu[stage], self.chrf[stage]
+        scores = {"bleu": 100 * float(bleu.compute()), "chrf": 100 * float(chrf.compute())} if bleu.update_called else {}
+        bleu.reset()
+        chrf.reset()
+        return scores
 
     def text_samples(self) -> list[tuple[str, str, str]]:
-        """(source, reference, hypothesis) triples of the last validation, logged to TensorBoard."""
+        """(source, reference, hypothesis) triples of the last validation."""
         return self.samples
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
@@ -181,6 +160,3 @@ class Translation(Task):
     def format_predictions(self, rows: list[dict]) -> str:
         """One translation per line, in the input's order (a blank input line gives a blank line)."""
         return "".join(" ".join(r["translation"].splitlines()) + "\n" for r in sorted(rows, key=lambda r: r["index"]))
-
-    def configure_optimizers(self):
-        return configure_adamw(self, self.model.param_groups(self.cfg.optim.weight_decay), self.cfg.optim)

@@ -6,8 +6,10 @@ from collections import Counter
 
 import pytest
 
-from lmtemplate.data import demo
-from lmtemplate.data.demo import demo_lines, demo_sentiment, write_demo_classification, write_demo_corpus
+from lmtemplate.data.demo import sentiment
+from lmtemplate.data.demo import text as demo
+from lmtemplate.data.demo.sentiment import demo_sentiment, write_demo_classification
+from lmtemplate.data.demo.text import demo_lines, write_demo_corpus
 from lmtemplate.data.tables import read_table
 
 N = 3000
@@ -157,7 +159,7 @@ def test_sentiment_text_format():
 def _rule(text):
     """The documented rule: the last clause decides; "not" flips its adjective."""
     last = re.split(r" (?:but|and) ", text)[-1].split()
-    return "positive" if (last[-1] in demo.POSITIVE) != ("not" in last) else "negative"
+    return "positive" if (last[-1] in sentiment.POSITIVE) != ("not" in last) else "negative"
 
 
 def test_sentiment_label_follows_the_documented_rule():

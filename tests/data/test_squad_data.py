@@ -7,12 +7,11 @@ from pathlib import Path
 import pytest
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.demo import demo_qa, write_demo_qa
+from lmtemplate.data.demo.qa import demo_qa, write_demo_qa
 from lmtemplate.data.squad import QAExample, build_features, read_squad, token_span, windows
-from lmtemplate.tasks.masked_lm import EncoderTokenizerConfig
 from lmtemplate.tasks.qa_postprocess import oracle
 from lmtemplate.tasks.squad_metric import squad_scores
-from lmtemplate.tokenization import train_tokenizer
+from lmtemplate.tokenization import EncoderTokenizerConfig, train_tokenizer
 
 SQUAD_DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "squad" / "dev-v1.1.json"
 

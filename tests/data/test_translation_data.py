@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.demo import DEMO_ADJECTIVES, DEMO_PREPOSITIONS, demo_translation
+from lmtemplate.data.demo.translation import DEMO_ADJECTIVES, DEMO_PREPOSITIONS, demo_translation
 from lmtemplate.data.translation import IGNORE, TokenBatches, TranslationDataModule
 from lmtemplate.run import load_config
 

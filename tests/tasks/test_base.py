@@ -9,7 +9,7 @@ from lmtemplate.tasks.base import OptimConfig, Task, warmup_cosine
 
 class Linear(Task):
     def __init__(self):
-        super().__init__()
+        super().__init__(cfg=None)
         self.layer = torch.nn.Linear(4, 4)
         self.layer.weight.grad = torch.full((4, 4), 3.0)
         self.layer.bias.grad = torch.full((4,), 4.0)

@@ -8,10 +8,11 @@ import torch
 
 from lmtemplate.cli import main
 from lmtemplate.config import ConfigError
-from lmtemplate.data.classification import encode, label_vocabulary
+from lmtemplate.data.base import encode_texts
+from lmtemplate.data.classification import label_vocabulary
 from lmtemplate.models.encoder import Encoder, EncoderConfig
 from lmtemplate.models.gpt import GPT, GPTConfig
-from lmtemplate.tasks.base import load_backbone
+from lmtemplate.models.backbone import load_backbone
 from lmtemplate.tasks.classification import pool
 from lmtemplate.tokenization import TokenizerConfig, train_tokenizer
 
@@ -118,7 +119,8 @@ def test_labels_sort_numerically_when_they_are_integers():
 def test_pairs_are_encoded_with_cls_sep_and_types_and_truncated_longest_first():
     tok = train_tokenizer(TokenizerConfig(kind="wordpiece", vocab_size=100, special_tokens=["[SEP]", "[CLS]", "[PAD]", "[MASK]", "[UNK]"]),
                           iter(["a b c d e f g h"] * 20))
-    (ids, types), = encode(tok, ["a b c d e f"], ["g h"], max_length=8)
+    (example,) = encode_texts(tok, ["a b c d e f"], ["g h"], max_length=8)
+    ids, types = example["input_ids"], example["token_type_ids"]
     assert tok.decode(ids, skip_special_tokens=False).split() == ["[CLS]", "a", "b", "c", "[SEP]", "g", "h", "[SEP]"]
     assert types == [0, 0, 0, 0, 0, 1, 1, 1]
 

@@ -10,7 +10,7 @@ import torch
 
 from lmtemplate.cli import main
 from lmtemplate.config import ConfigError
-from lmtemplate.data.demo import demo_translation
+from lmtemplate.data.demo.translation import demo_translation
 from lmtemplate.run import load_config
 from lmtemplate.tasks.base import OptimConfig, inverse_sqrt
 from lmtemplate.tasks.translation import Translation, TranslationDataModule
