@@ -166,6 +166,17 @@ def read_squad(path: Path, need_answers: bool = True) -> list[QAExample]:
     return examples
 
 
+def squad_version(path: Path, examples: list[QAExample]) -> str:
+    """Which official script's rule scores a file's questions (see ``tasks/squad_metric.py``): "2.0" when any
+    question is unanswerable or the JSON's ``version`` field says v2.0; otherwise "1.1", JSONL included."""
+    if any(not e.answers for e in examples):
+        return "2.0"
+    if Path(path).suffix == ".jsonl":
+        return "1.1"
+    declared = str(json.loads(Path(path).read_text(encoding="utf-8")).get("version", "1.1"))
+    return "2.0" if declared.lstrip("v").startswith("2") else "1.1"
+
+
 def windows(n_tokens: int, room: int, stride: int) -> list[tuple[int, int]]:
     """[start, end) token ranges of length <= room, starting every ``stride`` tokens, that cover all n tokens."""
     out, start = [], 0
@@ -268,6 +279,7 @@ class QADataModule(L.LightningDataModule):
                 train, val = write_demo_qa(folder, d.demo_train, d.demo_val, d.demo_unanswerable, d.demo_seed)
             files = {"train": str(train), "val": str(val), "test": str(val)}
         self.examples = {split: read_squad(Path(path)) for split, path in files.items()}
+        self.versions = {split: squad_version(Path(files[split]), self.examples[split]) for split in ("val", "test")}
         if cfg.tokenizer.path is None and getattr(cfg.model, "init_from", None):
             from lmtemplate.tasks.base import tokenizer_of
 

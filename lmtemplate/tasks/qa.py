@@ -121,7 +121,8 @@ class QuestionAnswering(Task):
             log.info("%s: scored %d of %d examples (a partial pass, e.g. limit_%s_batches)",
                      stage, len(answers), len(golds), stage)
         if answers:
-            for name, value in squad_scores(answers, golds).items():
+            version = self.trainer.datamodule.versions["val" if stage == "val" else "test"]
+            for name, value in squad_scores(answers, golds, version).items():
                 self.log(f"{stage}/{name}", value)  # every rank holds the same gathered answers
         self.answers = {}
 
