@@ -2,8 +2,9 @@
 
 BLEU is sacreBLEU's corpus BLEU (13a tokenization, no smoothing) and chrF is
 sacreBLEU's chrF (character 6-grams, beta 2), both on detokenized text and
-reported on a 0-100 scale, as papers do. The validation loss is plain
-cross-entropy per target token; the training loss is label-smoothed.
+reported on a 0-100 scale, as papers do, equal to sacreBLEU's in float64 (see
+``text_metrics.py``). The validation loss is plain cross-entropy per target
+token; the training loss is label-smoothed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.translation import (
@@ -26,6 +26,7 @@ from lmtemplate.models.gpt import Block
 from lmtemplate.models.seq2seq import DecoderBlock, Seq2Seq, Seq2SeqConfig
 from lmtemplate.registry import register_task
 from lmtemplate.tasks.base import OptimConfig, Task, configure_adamw
+from lmtemplate.tasks.text_metrics import BLEU, ChrF, corpus_scores
 from lmtemplate.tokenization import save_tokenizer
 
 
@@ -96,8 +97,8 @@ class Translation(Task):
             self.model.compile()
         self.tokenizer, self.source_tokenizer = dm.tokenizer, dm.source_tokenizer
         self.bos_id, self.eos_id = dm.bos_id, dm.eos_id
-        self.bleu = nn.ModuleDict({s: SacreBLEUScore(tokenize="13a", smooth=False) for s in ("val", "test")})
-        self.chrf = nn.ModuleDict({s: CHRFScore(n_word_order=0) for s in ("val", "test")})
+        self.bleu = nn.ModuleDict({s: BLEU() for s in ("val", "test")})
+        self.chrf = nn.ModuleDict({s: ChrF() for s in ("val", "test")})
         self.samples: list[tuple[str, str, str]] = []
         self.save_hyperparameters(dataclasses.asdict(cfg))
 
@@ -149,8 +150,8 @@ class Translation(Task):
     def _log_scores(self, stage: str) -> None:
         bleu, chrf = self.bleu[stage], self.chrf[stage]
         if bleu.update_called:
-            self.log(f"{stage}/bleu", 100 * bleu.compute(), prog_bar=True)
-            self.log(f"{stage}/chrf", 100 * chrf.compute())
+            for name, value in corpus_scores(bleu, chrf).items():
+                self.log(f"{stage}/{name}", torch.tensor(value, dtype=torch.float64), prog_bar=name == "bleu")
         bleu.reset()
         chrf.reset()
 
