@@ -123,7 +123,8 @@ class QuestionAnswering(Task):
         if answers:
             version = self.trainer.datamodule.versions["val" if stage == "val" else "test"]
             for name, value in squad_scores(answers, golds, version).items():
-                self.log(f"{stage}/{name}", value)  # every rank holds the same gathered answers
+                # float64 (a float would log as float32); every rank holds the same gathered answers
+                self.log(f"{stage}/{name}", torch.tensor(value, dtype=torch.float64))
         self.answers = {}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
