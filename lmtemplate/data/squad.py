@@ -17,6 +17,7 @@ of its windows, whatever part of the set a pass sees.
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,17 @@ def read_squad(path: Path, need_answers: bool = True) -> list[QAExample]:
     return examples
 
 
+def squad_version(path: Path, examples: list[QAExample]) -> str:
+    """Which official script's rule scores a file's questions (see ``tasks/squad_metric.py``): "2.0" when any
+    question is unanswerable or the JSON's ``version`` field says v2.0; otherwise "1.1", JSONL included."""
+    if any(not e.answers for e in examples):
+        return "2.0"
+    if Path(path).suffix == ".jsonl":
+        return "1.1"
+    declared = str(json.loads(Path(path).read_text(encoding="utf-8")).get("version", "1.1"))
+    return "2.0" if declared.lstrip("v").startswith("2") else "1.1"
+
+
 def windows(n_tokens: int, room: int, stride: int) -> list[tuple[int, int]]:
     """[start, end) token ranges of length <= room, starting every ``stride`` tokens, that cover all n tokens."""
     out, start = [], 0
@@ -225,11 +237,21 @@ class QADataModule(ExampleData):
         train, val = folder / "train.json", folder / "val.json"
         if not (train.is_file() and val.is_file()):
             train, val = write_demo_qa(folder, d.demo_train, d.demo_val, d.demo_unanswerable, d.demo_seed)
-        rows = {"train": read_squad(train), "val": read_squad(val)}
+        rows = {"train": self.read(train), "val": self.read(val)}
         return {**rows, "test": rows["val"]}
 
     def read(self, path: Path) -> list[QAExample]:
-        return read_squad(path)
+        examples = read_squad(path)
+        self.rules[id(examples)] = squad_version(path, examples)
+        return examples
+
+    @functools.cached_property
+    def rules(self) -> dict[int, str]:
+        """Which official script scores each file's questions ("1.1" or "2.0"), by the id of its examples list."""
+        return {}
+
+    def version(self, split: str) -> str:
+        return self.rules[id(self.rows[split])]
 
     def texts(self, rows: list[QAExample]):
         yield from (e.question for e in rows)

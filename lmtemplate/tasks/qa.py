@@ -104,7 +104,7 @@ class QuestionAnswering(Task):
             log.info("%s: scored %d of %d examples (a partial pass, e.g. limit_%s_batches)", stage, len(answers),
                      len(golds), stage)
         self.answers = {}
-        return squad_scores(answers, golds) if answers else {}
+        return squad_scores(answers, golds, self.trainer.datamodule.version(stage)) if answers else {}
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         found = dict(self.answer_batch(batch, *self(batch)))

@@ -4,6 +4,11 @@ Answers are normalised first: lower case, punctuation removed, the articles
 a / an / the removed, white space collapsed. Each question scores the best over
 its gold answers; a question without gold answers (v2.0) is right only when the
 prediction is empty. Scores are percentages, as the leaderboard reports them.
+
+The two scripts differ where an answer normalises to nothing (a gold answer
+".", a prediction "the"). v1.1 keeps such gold answers, and its F1 of two empty
+answers is 0; v2.0 drops them (a question left without any is scored against the
+empty answer), and its F1 of two empty answers is 1. Exact match is the same in both.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import string
 from collections import Counter
 
 PUNCTUATION = set(string.punctuation)
+VERSIONS = ("1.1", "2.0")  # the official scripts, whose rules differ on answers that normalise to nothing
 
 
 def normalize_answer(text: str) -> str:
@@ -24,9 +30,10 @@ def exact_match(prediction: str, gold: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
 
-def f1(prediction: str, gold: str) -> float:
+def f1(prediction: str, gold: str, version: str = "2.0") -> float:
+    """Bag-of-words F1; two empty answers score 1 by v2.0's rule and 0 by v1.1's."""
     pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not pred or not ref:
+    if version == "2.0" and (not pred or not ref):
         return float(pred == ref)
     common = sum((Counter(pred) & Counter(ref)).values())
     if common == 0:
@@ -35,13 +42,26 @@ def f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_scores(predictions: dict[str, str], golds: dict[str, list[str]]) -> dict[str, float]:
-    """``exact`` and ``f1`` over the questions in ``predictions``; with unanswerable questions among
-    them also ``HasAns_*`` / ``NoAns_*`` (the v2.0 script's split)."""
+def scored_golds(answers: list[str], version: str) -> list[str]:
+    """The gold answers a question is scored against: all of them (v1.1), or those that do not normalise to
+    nothing, the empty answer when none is left (v2.0)."""
+    if version not in VERSIONS:
+        raise ValueError(f"SQuAD version: expected one of {', '.join(VERSIONS)}, got {version!r}")
+    if version == "2.0":
+        return [a for a in answers if normalize_answer(a)] or [""]
+    if not answers:
+        raise ValueError("SQuAD v1.1 has no unanswerable questions: score data with any by v2.0's rule")
+    return answers
+
+
+def squad_scores(predictions: dict[str, str], golds: dict[str, list[str]], version: str = "2.0") -> dict[str, float]:
+    """``exact`` and ``f1`` over the questions in ``predictions`` by the rule of the official script
+    ``version`` ("1.1" or "2.0"); with unanswerable questions among them also ``HasAns_*`` / ``NoAns_*``
+    (the v2.0 script's split). Every value is a Python float."""
     rows = {"all": [], "HasAns": [], "NoAns": []}
     for qid, prediction in predictions.items():
-        answers = [a for a in golds[qid] if normalize_answer(a)] or [""]
-        row = (max(exact_match(prediction, a) for a in answers), max(f1(prediction, a) for a in answers))
+        answers = scored_golds(golds[qid], version)
+        row = (max(exact_match(prediction, a) for a in answers), max(f1(prediction, a, version) for a in answers))
         rows["all"].append(row)
         rows["HasAns" if golds[qid] else "NoAns"].append(row)
     out = {}

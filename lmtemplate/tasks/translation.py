@@ -2,8 +2,9 @@
 
 BLEU is sacreBLEU's corpus BLEU (13a tokenization, no smoothing) and chrF is
 sacreBLEU's chrF (character 6-grams, beta 2), both on detokenized text and
-reported on a 0-100 scale, as papers do. The validation loss is plain
-cross-entropy per target token; the training loss is label-smoothed.
+reported on a 0-100 scale, as papers do, equal to sacreBLEU's in float64 (see
+``text_metrics.py``). The validation loss is plain cross-entropy per target
+token; the training loss is label-smoothed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.text import CHRFScore, SacreBLEUScore
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.translation import (
@@ -26,6 +26,7 @@ from lmtemplate.models.gpt import Block
 from lmtemplate.models.seq2seq import DecoderBlock, Seq2Seq, Seq2SeqConfig
 from lmtemplate.registry import register_task
 from lmtemplate.tasks.base import OptimConfig, Task, per_stage
+from lmtemplate.tasks.text_metrics import BLEU, ChrF, corpus_scores
 from lmtemplate.tokenization import save_tokenizer
 
 
@@ -92,8 +93,7 @@ class Translation(Task):
                                  dm.tokenizer.get_vocab_size())
         self.tokenizer, self.source_tokenizer = dm.tokenizer, dm.source_tokenizer
         self.bos_id, self.eos_id = dm.bos_id, dm.eos_id
-        self.bleu = per_stage(SacreBLEUScore(tokenize="13a", smooth=False))
-        self.chrf = per_stage(CHRFScore(n_word_order=0))
+        self.bleu, self.chrf = per_stage(BLEU()), per_stage(ChrF())
         self.samples: list[tuple[str, str, str]] = []
 
     def setup(self, stage: str) -> None:
@@ -143,7 +143,7 @@ class Translation(Task):
 
     def pass_scores(self, stage: str) -> dict[str, float]:
         bleu, chrf = self.bleu[stage], self.chrf[stage]
-        scores = {"bleu": 100 * float(bleu.compute()), "chrf": 100 * float(chrf.compute())} if bleu.update_called else {}
+        scores = corpus_scores(bleu, chrf) if bleu.update_called else {}
         bleu.reset()
         chrf.reset()
         return scores
