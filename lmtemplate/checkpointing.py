@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loops.utilities import _is_max_limit_reached
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lmtemplate.config import ConfigError
@@ -64,7 +65,14 @@ class LastAndBest(ModelCheckpoint):
 
     Lightning's ``save_last`` rewrites last.ckpt only when a best checkpoint is saved at the same step,
     so after a validation that does not improve, or when training ends between validations, last.ckpt
-    would lag behind the run; this saves it after every validation and at the end of training too.
+    would lag behind the run; this saves it after every validation and where training stops too.
+
+    Where training stops, the loop state saved must be the one an uninterrupted run has there, or the
+    resumed run takes another path. A stop mid-epoch (max_steps, or ``should_stop``, which max_time sets)
+    is saved at the batch end, where the loops say "mid-epoch, k batches done", as for Lightning's own
+    every-n-steps checkpoints: by ``on_train_end`` Lightning has closed the epoch, and a checkpoint saved
+    there resumes in a new epoch, with a new shuffle. A step that validates is saved after validation
+    (Lightning resumes from that without validating again); a stop at an epoch's end in ``on_train_end``.
     """
 
     def __init__(self, dirpath: Path, monitor: str, mode: str):
@@ -74,6 +82,16 @@ class LastAndBest(ModelCheckpoint):
         )
         self.validated_at = -1  # the global step of the last validation during fit
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        fit_loop = trainer.fit_loop
+        loop = fit_loop.epoch_loop
+        if loop._should_accumulate() or loop._num_ready_batches_reached():
+            return  # not the end of a step, or the end of an epoch (saved in on_train_end)
+        stops = _is_max_limit_reached(trainer.global_step, fit_loop.max_steps) or trainer.should_stop
+        if stops and not loop._should_check_val_fx(fit_loop._data_fetcher):
+            self._save_last(trainer)
+
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
         if not trainer.sanity_checking:
@@ -81,6 +99,14 @@ class LastAndBest(ModelCheckpoint):
         self._save_last(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        """Training stopped at the end of an epoch (unless last.ckpt is saved already): save it as the next epoch's start.
+
+        Lightning has closed the epoch; its batch counters still count the finished epoch's batches until the next
+        epoch resets them, which a resumed run would take for batches of that next epoch.
+        """
+        loop = trainer.fit_loop.epoch_loop
+        if loop._num_ready_batches_reached():
+            loop.reset()  # what the next epoch's start does: 0 batches done
         self._save_last(trainer)
 
     def _save_last(self, trainer) -> None:
