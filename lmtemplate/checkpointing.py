@@ -8,10 +8,13 @@ by itself (its full checkpoints are written here).
 from __future__ import annotations
 
 import os
+import random
 import re
 import zipfile
 from pathlib import Path
 
+import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loops.utilities import _is_max_limit_reached
@@ -112,6 +115,47 @@ class LastAndBest(ModelCheckpoint):
     def _save_last(self, trainer) -> None:
         if not self._should_skip_saving_checkpoint(trainer):  # skips if this step is saved already
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class RandomState(L.Callback):
+    """The random generators (torch's, this process's CUDA device's, numpy's, Python's) in checkpoints, restored on resume.
+
+    Lightning saves none of them, so a resumed run with dropout would draw other masks than an uninterrupted one.
+    They are restored when training starts, not on load: the sanity check and the making of the train loader's
+    iterator (which draws a seed from torch's generator) come before, and an uninterrupted run did neither at the
+    point where it saved. Except at an epoch's start: there it makes the iterator after saving, so the resumed run
+    makes it again, from the restored state. Kept as tensors and plain values, for ``weights_only`` loads.
+    """
+
+    def __init__(self) -> None:
+        self._resumed: dict | None = None
+
+    def state_dict(self) -> dict:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resumed = state
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state, self._resumed = self._resumed, None
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
+        if trainer.fit_loop.epoch_loop.batch_progress.current.ready == 0:  # resuming at an epoch's start
+            iter(trainer.fit_loop._data_fetcher)
 
 
 def _what_is_wrong(path: Path, error: Exception) -> str:

@@ -29,7 +29,7 @@ from lmtemplate import config as C
 from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
 from lmtemplate.callbacks.tensorboard import HParams, TextSamples
 from lmtemplate.callbacks.throughput import TokenThroughput
-from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, read_checkpoint
+from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, RandomState, read_checkpoint
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
 from lmtemplate.tokenization import atomic_write_text, save_tokenizer
 
@@ -170,6 +170,7 @@ def build_trainer(cfg, run_dir: Path, task_module: type, training: bool) -> L.Tr
         metric, mode = (cfg.best.metric, cfg.best.mode) if hasattr(cfg, "best") else task_module.monitor
         callbacks += [
             LastAndBest(run_dir / "checkpoints", metric, mode),
+            RandomState(),
             StopOnSignal(),
             StopOnNonFiniteLoss(),
             LearningRateMonitor(logging_interval="step"),
