@@ -85,6 +85,19 @@ class LastAndBest(ModelCheckpoint):
         )
         self.validated_at = -1  # the global step of the last validation during fit
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        """Resuming from a validation that only the stop asked for (``should_stop``): count its step, as Lightning does not.
+
+        Lightning resumes a checkpoint saved after validation by skipping that validation again, which counts the
+        step for the loggers; at a step that does not validate in the resumed run, the count, and every step logged
+        after it, would fall one behind.
+        """
+        super().on_train_start(trainer, pl_module)
+        loop = trainer.fit_loop.epoch_loop
+        mid_epoch = loop.batch_progress.current.ready > 0
+        if loop.restarted_on_last and mid_epoch and not loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
+            loop._batches_that_stepped += 1
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         fit_loop = trainer.fit_loop
