@@ -8,13 +8,17 @@ by itself (its full checkpoints are written here).
 from __future__ import annotations
 
 import os
+import random
 import re
 import zipfile
 from pathlib import Path
 from typing import Optional
 
+import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loops.utilities import _is_max_limit_reached
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lmtemplate.config import ConfigError
@@ -65,7 +69,14 @@ class LastAndBest(ModelCheckpoint):
 
     Lightning's ``save_last`` rewrites last.ckpt only when a best checkpoint is saved at the same step,
     so after a validation that does not improve, or when training ends between validations, last.ckpt
-    would lag behind the run; this saves it after every validation and at the end of training too.
+    would lag behind the run; this saves it after every validation and where training stops too.
+
+    Where training stops, the loop state saved must be the one an uninterrupted run has there, or the
+    resumed run takes another path. A stop mid-epoch (max_steps, or ``should_stop``, which max_time sets)
+    is saved at the batch end, where the loops say "mid-epoch, k batches done", as for Lightning's own
+    every-n-steps checkpoints: by ``on_train_end`` Lightning has closed the epoch, and a checkpoint saved
+    there resumes in a new epoch, with a new shuffle. A step that validates is saved after validation
+    (Lightning resumes from that without validating again); a stop at an epoch's end in ``on_train_end``.
     """
 
     def __init__(self, dirpath: Path, monitor: str, mode: str):
@@ -75,6 +86,29 @@ class LastAndBest(ModelCheckpoint):
         )
         self.validated_at = -1  # the global step of the last validation during fit
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        """Resuming from a validation that only the stop asked for (``should_stop``): count its step, as Lightning does not.
+
+        Lightning resumes a checkpoint saved after validation by skipping that validation again, which counts the
+        step for the loggers; at a step that does not validate in the resumed run, the count, and every step logged
+        after it, would fall one behind.
+        """
+        super().on_train_start(trainer, pl_module)
+        loop = trainer.fit_loop.epoch_loop
+        mid_epoch = loop.batch_progress.current.ready > 0
+        if loop.restarted_on_last and mid_epoch and not loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
+            loop._batches_that_stepped += 1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        fit_loop = trainer.fit_loop
+        loop = fit_loop.epoch_loop
+        if loop._should_accumulate() or loop._num_ready_batches_reached():
+            return  # not the end of a step, or the end of an epoch (saved in on_train_end)
+        stops = _is_max_limit_reached(trainer.global_step, fit_loop.max_steps) or trainer.should_stop
+        if stops and not loop._should_check_val_fx(fit_loop._data_fetcher):
+            self._save_last(trainer)
+
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
         if not trainer.sanity_checking:
@@ -82,11 +116,60 @@ class LastAndBest(ModelCheckpoint):
         self._save_last(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        """Training stopped at the end of an epoch (unless last.ckpt is saved already): save it as the next epoch's start.
+
+        Lightning has closed the epoch; its batch counters still count the finished epoch's batches until the next
+        epoch resets them, which a resumed run would take for batches of that next epoch.
+        """
+        loop = trainer.fit_loop.epoch_loop
+        if loop._num_ready_batches_reached():
+            loop.reset()  # what the next epoch's start does: 0 batches done
         self._save_last(trainer)
 
     def _save_last(self, trainer) -> None:
         if not self._should_skip_saving_checkpoint(trainer):  # skips if this step is saved already
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+class RandomState(L.Callback):
+    """The random generators (torch's, this process's CUDA device's, numpy's, Python's) in checkpoints, restored on resume.
+
+    Lightning saves none of them, so a resumed run with dropout would draw other masks than an uninterrupted one.
+    They are restored when training starts, not on load: the sanity check and the making of the train loader's
+    iterator (which draws a seed from torch's generator) come before, and an uninterrupted run did neither at the
+    point where it saved. Except at an epoch's start: there it makes the iterator after saving, so the resumed run
+    makes it again, from the restored state. Kept as tensors and plain values, for ``weights_only`` loads.
+    """
+
+    def __init__(self) -> None:
+        self._resumed: dict | None = None
+
+    def state_dict(self) -> dict:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state = {
+            "torch": torch.get_rng_state(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resumed = state
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state, self._resumed = self._resumed, None
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
+        if trainer.fit_loop.epoch_loop.batch_progress.current.ready == 0:  # resuming at an epoch's start
+            iter(trainer.fit_loop._data_fetcher)
 
 
 def _what_is_wrong(path: Path, error: Exception) -> str:

@@ -28,7 +28,7 @@ from lmtemplate import config as C
 from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
 from lmtemplate.callbacks.tensorboard import HParams, TextSamples
 from lmtemplate.callbacks.throughput import TokenThroughput
-from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, read_checkpoint
+from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, RandomState, read_checkpoint
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
 from lmtemplate.tasks.base import Task
 from lmtemplate.tokenization import atomic_write_text, resolve_tokenizer, save_tokenizer
@@ -174,6 +174,7 @@ def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool) -> L.Tra
         metric = cfg.best.metric
         callbacks += [
             LastAndBest(run_dir / "checkpoints", metric, task.metrics[metric]),
+            RandomState(),
             StopOnSignal(),
             StopOnNonFiniteLoss(),
             LearningRateMonitor(logging_interval="step"),

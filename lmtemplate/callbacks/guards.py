@@ -27,7 +27,9 @@ class Stopped(Exception):
 
 
 class StopOnSignal(L.Callback):
-    """SIGINT (Ctrl-C) or SIGTERM during training: save last.ckpt at the next batch end, stop, exit 128 + signal.
+    """SIGINT (Ctrl-C) or SIGTERM during training: save last.ckpt at the next step's end, stop, exit 128 + signal.
+
+    Not at the end of an epoch's last batch: that step ends where the run continues (or ends at max_steps).
 
     The handlers only note the signal; they are installed in ``on_train_start``, after Lightning registered its
     own SIGTERM handler, which they replace until training ends. So Lightning never sees the SIGTERM and never
@@ -52,8 +54,11 @@ class StopOnSignal(L.Callback):
         signal.signal(signum, self._previous[signum])
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if trainer.fit_loop.epoch_loop._should_accumulate():
+        loop = trainer.fit_loop.epoch_loop
+        if loop._should_accumulate():
             return  # checkpoints hold no partly accumulated gradients: stop after the optimizer step
+        if loop._num_ready_batches_reached():
+            return  # Lightning resumes an epoch's last batch end as a new epoch left half-started: stop a step later
         signum = self.signum
         if trainer.world_size > 1:  # every process must stop at the same batch: one tiny all-reduce per step
             signum = int(trainer.strategy.reduce(torch.tensor(signum, device=pl_module.device), reduce_op="max"))
