@@ -31,7 +31,7 @@ from lmtemplate.callbacks.tensorboard import HParams, TextSamples
 from lmtemplate.callbacks.throughput import TokenThroughput
 from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, read_checkpoint
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
-from lmtemplate.tokenization import atomic_write_text, save_tokenizer
+from lmtemplate.tokenization import atomic_write_text, read_utf8, save_tokenizer
 
 # Our train loaders resume mid-epoch through their sampler (see TextDataModule), which Lightning cannot see.
 warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")
@@ -259,7 +259,7 @@ def predict(s: Session, inputs: list | Path, output: Optional[Path] = None) -> t
     """
     if isinstance(inputs, Path):
         reader = getattr(s.datamodule, "read_predict_inputs", None)
-        inputs = reader(inputs) if reader else inputs.read_text(encoding="utf-8").splitlines()
+        inputs = reader(inputs) if reader else read_utf8(inputs).splitlines()
     s.datamodule.predict_inputs = inputs
     outputs = s.trainer.predict(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint) or []
     rows = [row for out in outputs for row in (out if isinstance(out, list) else [out])]  # a batch may give several

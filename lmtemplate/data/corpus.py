@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import Dataset, Sampler
 
 from lmtemplate.config import ConfigError
-from lmtemplate.tokenization import digest, document_separator, file_fingerprint
+from lmtemplate.tokenization import digest, document_separator, file_fingerprint, utf8_file
 
 LINES_PER_BATCH = 2048
 
@@ -84,7 +84,7 @@ class Corpus:
                 yield from self._text_batches(path)
 
     def _text_batches(self, path: Path) -> Iterator[tuple[list[str], bool]]:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with utf8_file(path) as f:
             batch: list[str] = []
             for line in f:
                 if self.line_documents and not line.strip():
@@ -96,7 +96,7 @@ class Corpus:
             yield batch, [self.line_documents] * (len(batch) - 1) + [True]
 
     def _jsonl_batches(self, path: Path) -> Iterator[tuple[list[str], bool]]:
-        with open(path, encoding="utf-8") as f:
+        with utf8_file(path) as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
