@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,6 +23,7 @@ import warnings
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
 from lmtemplate import config as C
@@ -46,6 +47,7 @@ class Loaded:
     data: DictConfig
     cfg: Any
     task: TaskSpec
+    sources: list[C.Source] = field(default_factory=list)  # the layers it was built from, to name a key's source
 
 
 def load_config(files: list[str], overrides: list[str]) -> Loaded:
@@ -59,7 +61,7 @@ def load_config(files: list[str], overrides: list[str]) -> Loaded:
     except C.ConfigError as e:
         raise C.ConfigError(f"{e} (in {C.source_of('task', sources)})") from None
     data = C.compose(C.schema_for(task.config), sources)
-    return Loaded(data, C.to_object(data, sources), task)
+    return Loaded(data, C.to_object(data, sources), task, sources)
 
 
 def run_root(cfg) -> Path:
@@ -151,7 +153,7 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
     if run_dir is None:
         run_dir = new_run_dir(cfg) if verb == "fit" else find_run(cfg)
 
-    trainer = build_trainer(cfg, run_dir, loaded.task.module, training=verb == "fit")  # first: it checks trainer.*
+    trainer = build_trainer(cfg, run_dir, loaded.task.module, training=verb == "fit", sources=loaded.sources)  # first: it checks trainer.*
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     datamodule = loaded.task.datamodule(cfg)
     module = loaded.task.module(cfg, datamodule)
@@ -163,7 +165,7 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
     return Session(loaded, run_dir, checkpoint, datamodule, module, trainer)
 
 
-def build_trainer(cfg, run_dir: Path, task_module: type, training: bool) -> L.Trainer:
+def build_trainer(cfg, run_dir: Path, task_module: type, training: bool, sources: list[C.Source] = ()) -> L.Trainer:
     logger = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name, default_hp_metric=False)
     callbacks: list[L.Callback] = []
     if training:
@@ -184,8 +186,19 @@ def build_trainer(cfg, run_dir: Path, task_module: type, training: bool) -> L.Tr
             **settings, logger=logger, callbacks=callbacks, default_root_dir=run_dir, use_distributed_sampler=False,
             plugins=[AtomicCheckpointIO()],
         )
-    except (ValueError, TypeError, RuntimeError) as e:
-        raise C.ConfigError(f"trainer: lightning.Trainer rejected the settings: {e}") from None
+    except (ValueError, TypeError, RuntimeError, ImportError, MisconfigurationException) as e:
+        raise C.ConfigError(_rejected(e, cfg.trainer, sources)) from None
+
+
+def _rejected(error: Exception, trainer: dict, sources: list[C.Source]) -> str:
+    """Why lightning.Trainer refused ``trainer.*``: an accelerator this machine lacks is named with its source."""
+    accelerator = trainer.get("accelerator", "auto")
+    if isinstance(error, MisconfigurationException) and accelerator not in ("auto", "cpu"):
+        return (
+            f"trainer.accelerator: '{accelerator}' is not available on this machine ({error}) "
+            f"(in {C.source_of('trainer.accelerator', sources)}); use trainer.accelerator=cpu or auto"
+        )
+    return f"trainer: lightning.Trainer rejected the settings: {error}"
 
 
 def build_strategy(cfg, task_module: type):
