@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -156,13 +157,33 @@ def peek(sources: list[Source], key: str, default: Any) -> Any:
 
 def schema_for(task_config: type | None) -> DictConfig:
     """The structured config for the common sections plus a task's own sections."""
+    return OmegaConf.structured(config_class(task_config))
+
+
+@functools.cache
+def config_class(task_config: type | None) -> type:
+    """The dataclass of a whole run config: the common sections plus a task's own; one class per task.
+
+    Its instances pickle (spawned worker processes get the module that holds one) by naming
+    the task's config class, from which ``config_class`` builds this class again.
+    """
     fields = []
     for section in (CommonConfig, task_config) if task_config is not None else (CommonConfig,):
         hints = typing.get_type_hints(section)  # real types, also under `from __future__ import annotations`
         fields += [(f.name, hints[f.name], f) for f in dataclasses.fields(section)]
-    cls = dataclasses.make_dataclass("Config", fields)
+    namespace = {"task_config": task_config, "__reduce__": _reduce_config}
+    cls = dataclasses.make_dataclass("Config", fields, namespace=namespace)
     cls.__module__ = __name__
-    return OmegaConf.structured(cls)
+    return cls
+
+
+def _reduce_config(cfg) -> tuple:
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return _rebuild_config, (cfg.task_config, values)
+
+
+def _rebuild_config(task_config: type | None, values: dict[str, Any]) -> Any:
+    return config_class(task_config)(**values)
 
 
 def compose(schema: DictConfig, sources: list[Source]) -> DictConfig:

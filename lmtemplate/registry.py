@@ -19,8 +19,10 @@ import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import sys
 import traceback
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -29,6 +31,8 @@ from lmtemplate.config import ConfigError
 
 ENTRY_POINT_GROUP = "lmtemplate.tasks"
 PLUGIN_FOLDER = Path("plugins")
+PLUGIN_PACKAGE = "lmtemplate_plugins"  # plugin files are imported as its modules
+PLUGIN_PATH_ENV = "LMTEMPLATE_PLUGIN_PATH"  # its folders, for processes that unpickle plugin classes (ddp_spawn)
 
 
 @dataclass(frozen=True)
@@ -174,11 +178,12 @@ def _load_plugin(target: Path | str) -> None:
 def _import_file(path: Path) -> None:
     """Import a plugin file or package folder under ``lmtemplate_plugins.<name>``.
 
-    The module goes into ``sys.modules`` so that its classes pickle, which
-    spawned worker processes need.
+    The module goes into ``sys.modules`` and its folder onto the package's path,
+    so that its classes pickle and spawned worker processes can import them.
     """
-    name = f"lmtemplate_plugins.{path.stem if path.is_file() else path.name}"
+    name = f"{PLUGIN_PACKAGE}.{path.stem if path.is_file() else path.name}"
     location = path if path.is_file() else path / "__init__.py"
+    _add_plugin_folder(path.parent)
     if name in sys.modules:
         other = getattr(sys.modules[name], "__file__", None)
         if other is not None and Path(other).resolve() != location.resolve():
@@ -197,8 +202,32 @@ def _import_file(path: Path) -> None:
         raise
 
 
+def _plugin_package() -> types.ModuleType:
+    """The package ``lmtemplate_plugins``: a namespace whose path holds the folders of plugin files.
+
+    It exists from the moment lmtemplate is imported, with the folders the parent process
+    passed down in PLUGIN_PATH_ENV, so a spawned process unpickles plugin classes by importing them.
+    """
+    package = sys.modules.get(PLUGIN_PACKAGE)
+    if package is None:
+        package = types.ModuleType(PLUGIN_PACKAGE, "Task plugins loaded from files (see lmtemplate.registry).")
+        package.__path__ = [p for p in os.environ.get(PLUGIN_PATH_ENV, "").split(os.pathsep) if p]
+        sys.modules[PLUGIN_PACKAGE] = package
+    return package
+
+
+def _add_plugin_folder(folder: Path) -> None:
+    package = _plugin_package()
+    if str(folder) not in package.__path__:
+        package.__path__.append(str(folder))
+        os.environ[PLUGIN_PATH_ENV] = os.pathsep.join(package.__path__)
+
+
 def _relative(path: Path) -> str:
     try:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+_plugin_package()
