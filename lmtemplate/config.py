@@ -155,9 +155,17 @@ def peek(sources: list[Source], key: str, default: Any) -> Any:
     return value
 
 
-def schema_for(task_config: type | None) -> DictConfig:
-    """The structured config for the common sections plus a task's own sections."""
-    return OmegaConf.structured(config_class(task_config))
+def schema_for(task_config: type | None, owner: str = "the task") -> DictConfig:
+    """The structured config for the common sections plus a task's own sections.
+
+    Building it runs the sections' checks on their defaults; ``owner`` names the task in the error.
+    """
+    try:
+        return OmegaConf.structured(config_class(task_config))
+    except (ConfigError, ValueError, OmegaConfBaseException) as e:
+        raise ConfigError(
+            f"{owner}: a default of its config is invalid: {_checked_message(e)}. Fix the default in the task's config class"
+        ) from None
 
 
 @functools.cache
@@ -254,12 +262,17 @@ def to_object(cfg: DictConfig, sources: list[Source] = ()) -> Any:
     try:
         return OmegaConf.to_object(cfg)
     except (ConfigError, ValueError, OmegaConfBaseException) as e:
-        checked_types = (ConfigError, ValueError)  # raised by a section's __post_init__
-        cause = e if isinstance(e, checked_types) else e.__cause__ or e.__context__
-        checked = isinstance(cause, checked_types)
-        message = str(cause) if checked else f"{getattr(e, 'full_key', '?')}: {_short(e)}"
+        message = _checked_message(e)
         key = message.split(":", 1)[0]
         raise ConfigError(f"{message} (in {source_of(key, sources)})") from None
+
+
+def _checked_message(e: Exception) -> str:
+    """The message of a section's ``__post_init__`` check, without the lines OmegaConf wraps around it."""
+    for error in (e.__cause__ or e.__context__, e):
+        if isinstance(error, (ConfigError, ValueError)) and not isinstance(error, OmegaConfBaseException):
+            return str(error)
+    return f"{getattr(e, 'full_key', None) or '?'}: {_short(e)}"
 
 
 def source_of(key: str, sources: list[Source]) -> str:

@@ -60,7 +60,7 @@ def load_config(files: list[str], overrides: list[str]) -> Loaded:
         task = get_task(str(C.peek(sources, "task", C.CommonConfig.task)))
     except C.ConfigError as e:
         raise C.ConfigError(f"{e} (in {C.source_of('task', sources)})") from None
-    data = C.compose(C.schema_for(task.config), sources)
+    data = C.compose(C.schema_for(task.config, f"task '{task.name}' ({task.source})"), sources)
     return Loaded(data, C.to_object(data, sources), task, sources)
 
 
