@@ -142,6 +142,11 @@ def _write_tokens(corpus: Corpus, tokenizer: Tokenizer, path: Path, dtype: type)
         raise
 
 
+def min_tokens(block_size: int, shuffle: bool) -> int:
+    """The fewest tokens that hold one WindowSampler window: shuffled (training) passes shift the grid, so need more."""
+    return 2 * block_size if shuffle else block_size + 1
+
+
 class TokenWindows(Dataset):
     """Windows of ``block_size + 1`` tokens (inputs and shifted targets), indexed by start position."""
 
@@ -170,7 +175,7 @@ class WindowSampler(Sampler[int]):
         self.n_tokens, self.block_size, self.shuffle, self.seed = n_tokens, block_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self.skip = 0, 0
-        self.n_windows = (n_tokens - 1 - (block_size - 1 if shuffle else 0)) // block_size
+        self.n_windows = (n_tokens - 1 - (block_size - 1 if shuffle else 0)) // block_size  # see min_tokens
         if self.n_windows < world_size:
             raise ConfigError(
                 f"the data holds {n_tokens} tokens: too few for one window of model.block_size={block_size} "

@@ -10,7 +10,8 @@ import numpy as np
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
-from lmtemplate.data.corpus import Corpus, TokenWindows, WindowSampler, expand_glob, token_file
+from lmtemplate.config import ConfigError
+from lmtemplate.data.corpus import Corpus, TokenWindows, WindowSampler, expand_glob, min_tokens, token_file
 from lmtemplate.data.demo import write_demo_corpus
 from lmtemplate.tokenization import build_tokenizer
 
@@ -41,14 +42,30 @@ class TextDataModule(L.LightningDataModule):
         if d.val is None:
             cut = int(len(tokens) * (1 - d.val_fraction))
             self.train_tokens, self.val_tokens = tokens[:cut], tokens[cut:]
+            val_split, val_files = f"the last data.val_fraction={d.val_fraction} of data.train", train_files
         else:
             self.train_tokens = tokens
-            self.val_tokens = token_file(Corpus(expand_glob(d.val, "data.val"), d.text_field, d.line_documents), self.tokenizer, cache)
+            val_split, val_files = "data.val", expand_glob(d.val, "data.val")
+            self.val_tokens = token_file(Corpus(val_files, d.text_field, d.line_documents), self.tokenizer, cache)
+        self._check_windows(self.train_tokens, "data.train", train_files, train=True)
+        self._check_windows(self.val_tokens, val_split, val_files, train=False)
         if d.test is None:
             self.test_tokens = self.val_tokens
         else:
-            self.test_tokens = token_file(Corpus(expand_glob(d.test, "data.test"), d.text_field, d.line_documents), self.tokenizer, cache)
+            test_files = expand_glob(d.test, "data.test")
+            self.test_tokens = token_file(Corpus(test_files, d.text_field, d.line_documents), self.tokenizer, cache)
+            self._check_windows(self.test_tokens, "data.test", test_files, train=False)
         self.predict_inputs: list[str] = []
+
+    def _check_windows(self, tokens: np.ndarray, split: str, files: list[Path], train: bool) -> None:
+        """A split must hold one window of model.block_size, checked now: before a run directory exists."""
+        need = min_tokens(self.block_size, shuffle=train)
+        if len(tokens) < need:
+            raise ConfigError(
+                f"{split} ({', '.join(map(str, files))}) holds {len(tokens)} tokens: too few for one "
+                f"{'training' if train else 'evaluation'} window of model.block_size={self.block_size}, which needs "
+                f"{need}; add text or lower model.block_size"
+            )
 
     def _loader(self, tokens: np.ndarray, train: bool) -> DataLoader:
         trainer = self.trainer
