@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -90,11 +91,10 @@ def find_run(cfg) -> Path:
 def resolve_checkpoint(ckpt: str, cfg) -> Path:
     """``last``, ``best`` (in the run named by the config), a run directory, or a checkpoint (file or sharded folder)."""
     if ckpt in ("last", "best"):
-        folder = find_run(cfg) / "checkpoints"
-        found = [folder / "last.ckpt"] if ckpt == "last" else sorted(folder.glob("best-*.ckpt"))
-        found = [p for p in found if p.exists()]  # a sharded (FSDP) checkpoint is a folder
+        run = find_run(cfg)
+        found = checkpoints(run, ckpt)
         if not found:
-            raise C.ConfigError(f"--ckpt {ckpt}: no {ckpt} checkpoint in {folder}")
+            raise C.ConfigError(_no_checkpoint(ckpt, run, cfg))
         return found[-1]
     path = Path(ckpt)
     if path.is_dir() and path.suffix != ".ckpt":
@@ -102,6 +102,24 @@ def resolve_checkpoint(ckpt: str, cfg) -> Path:
     if not path.exists():
         raise C.ConfigError(f"--ckpt: checkpoint file not found: {path}")
     return path
+
+
+def checkpoints(run: Path, kind: str) -> list[Path]:
+    """The ``last`` or ``best`` checkpoints of a run directory (a sharded FSDP checkpoint is a folder)."""
+    folder = run / "checkpoints"
+    found = [folder / "last.ckpt"] if kind == "last" else sorted(folder.glob("best-*.ckpt"))
+    return [p for p in found if p.exists()]
+
+
+def _no_checkpoint(kind: str, run: Path, cfg) -> str:
+    """Where ``--ckpt last|best`` looked, and which versions of the run do have such a checkpoint."""
+    chosen = "run.version" if cfg.run.version is not None else f"the latest version of run '{cfg.run.name}'"
+    others = [n for n in versions(cfg) if checkpoints(run_root(cfg) / f"version_{n}", kind)]
+    if others:
+        where = f"versions with one: {', '.join(f'version_{n}' for n in others)} (pick one with run.version={others[-1]})"
+    else:
+        where = f"no version under {run_root(cfg)} has one; train with `fit` first"
+    return f"--ckpt {kind}: no {kind} checkpoint in {run / 'checkpoints'} ({chosen}); {where}"
 
 
 def run_dir_of(checkpoint: Path) -> Optional[Path]:
@@ -128,6 +146,7 @@ class Session:
     datamodule: L.LightningDataModule
     module: L.LightningModule
     trainer: L.Trainer
+    created: bool = False  # this process made run_dir: a fit that fails before its first checkpoint removes it
 
 
 def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[str] = None) -> Session:
@@ -157,12 +176,14 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     datamodule = loaded.task.datamodule(cfg)
     module = loaded.task.module(cfg, datamodule)
+    created = False
     if verb == "fit" and trainer.is_global_zero:
+        created = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)  # only now: a config or data error leaves no empty run behind
         atomic_write_text(run_dir / "config.yaml", C.to_yaml(loaded.data))
         if hasattr(datamodule, "tokenizer"):
             save_tokenizer(datamodule.tokenizer, run_dir / "tokenizer.json")
-    return Session(loaded, run_dir, checkpoint, datamodule, module, trainer)
+    return Session(loaded, run_dir, checkpoint, datamodule, module, trainer, created)
 
 
 def build_trainer(cfg, run_dir: Path, task_module: type, training: bool, sources: list[C.Source] = ()) -> L.Trainer:
@@ -242,6 +263,9 @@ def fit(s: Session) -> dict[str, float]:
             results = s.trainer.callback_metrics  # training ended on a validation: nothing to redo
         else:
             results = s.trainer.validate(s.module, datamodule=s.datamodule, verbose=False)[0]
+    except BaseException:
+        _discard_unless_checkpointed(s)
+        raise
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     metrics = scalars(results, "val/")
@@ -249,6 +273,12 @@ def fit(s: Session) -> dict[str, float]:
     if s.trainer.is_global_zero:
         write_metrics(s.run_dir, metrics)
     return metrics
+
+
+def _discard_unless_checkpointed(s: Session) -> None:
+    """Remove the run directory of a failed fit that created it and wrote no checkpoint: nothing there to resume."""
+    if s.created and not any((s.run_dir / "checkpoints").glob("*.ckpt")):
+        shutil.rmtree(s.run_dir, ignore_errors=True)
 
 
 def evaluate(s: Session, verb: str) -> dict[str, float]:
