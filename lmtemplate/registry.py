@@ -161,6 +161,11 @@ def _load_plugin(target: Path | str) -> None:
         except ConfigError:
             raise
         except Exception as e:
+            if isinstance(target, str) and _is_missing(target, e):
+                raise ConfigError(
+                    f"plugins: '{target}' is not a file or folder (relative to {Path.cwd()}), nor a module that "
+                    "Python can import; list a .py file, a folder of them, or an installed module's name"
+                ) from None
             frames = traceback.extract_tb(e.__traceback__)
             # The plugin's own line, not the library frame the error surfaced in.
             mine = [f for f in frames if isinstance(target, Path) and Path(f.filename).is_relative_to(target)]
@@ -168,11 +173,14 @@ def _load_plugin(target: Path | str) -> None:
                 filename, lineno = e.filename, e.lineno
             else:
                 filename, lineno = (mine or frames)[-1].filename, (mine or frames)[-1].lineno
-            raise ConfigError(
-                f"could not load the task plugin {label}: {type(e).__name__}: {e} "
-                f"(at {filename}, line {lineno})"
-            ) from None
+            raise ConfigError(f"could not load {label}: {type(e).__name__}: {e} (at {filename}, line {lineno})") from None
     _loaded_sources.add(label)
+
+
+def _is_missing(module: str, error: Exception) -> bool:
+    """Whether importing ``module`` failed because it (or a package above it) does not exist, not a module it imports."""
+    name = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
+    return name is not None and (module == name or module.startswith(f"{name}."))
 
 
 def _import_file(path: Path) -> None:
