@@ -13,7 +13,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -24,7 +23,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import Dataset, Sampler
 
 from lmtemplate.config import ConfigError
-from lmtemplate.tokenization import digest, document_separator, file_fingerprint, utf8_file
+from lmtemplate.tokenization import atomic_file, digest, document_separator, file_fingerprint, utf8_file
 
 LINES_PER_BATCH = 2048
 
@@ -128,18 +127,11 @@ def token_file(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path) -> np.memm
 def _write_tokens(corpus: Corpus, tokenizer: Tokenizer, path: Path, dtype: type) -> None:
     sep = document_separator(tokenizer)
     eos = [] if sep is None else [sep]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for texts, ends in corpus.iter_batches():
-                encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-                ids = [i for enc, end in zip(encodings, ends) for i in (enc.ids + eos if end else enc.ids)]
-                np.asarray(ids if texts else eos, dtype=dtype).tofile(out)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, binary=True) as out:
+        for texts, ends in corpus.iter_batches():
+            encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+            ids = [i for enc, end in zip(encodings, ends) for i in (enc.ids + eos if end else enc.ids)]
+            np.asarray(ids if texts else eos, dtype=dtype).tofile(out)
 
 
 def min_tokens(block_size: int, shuffle: bool) -> int:
