@@ -71,8 +71,14 @@ def run_root(cfg) -> Path:
 
 def versions(cfg) -> list[int]:
     root = run_root(cfg)
-    found = [re.fullmatch(r"version_(\d+)", p.name) for p in root.iterdir()] if root.is_dir() else []
-    return sorted(int(m.group(1)) for m in found if m)
+    found = [version_of(p) for p in root.iterdir()] if root.is_dir() else []
+    return sorted(n for n in found if n is not None)
+
+
+def version_of(run_dir: Path) -> Optional[int]:
+    """n of a ``version_<n>`` folder; None for another name."""
+    m = re.fullmatch(r"version_(\d+)", run_dir.name)
+    return int(m.group(1)) if m else None
 
 
 def find_run(cfg) -> Path:
@@ -187,7 +193,9 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
 
 
 def build_trainer(cfg, run_dir: Path, task_module: type, training: bool, sources: list[C.Source] = ()) -> L.Trainer:
-    logger = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name, default_hp_metric=False)
+    # An int version n logs to version_<n> too, and the progress bar shows v_num=n, not a string's last 4 characters.
+    version = run_dir.name if version_of(run_dir) is None else version_of(run_dir)
+    logger = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=version, default_hp_metric=False)
     callbacks: list[L.Callback] = []
     if training:
         metric, mode = (cfg.best.metric, cfg.best.mode) if hasattr(cfg, "best") else task_module.monitor
