@@ -152,7 +152,7 @@ class Session:
     datamodule: L.LightningDataModule
     module: L.LightningModule
     trainer: L.Trainer
-    created: bool = False  # this process made run_dir: a fit that fails before its first checkpoint removes it
+    created: Optional[Path] = None  # the topmost folder this fit made for run_dir; removed if it fails before a checkpoint
 
 
 def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[str] = None) -> Session:
@@ -182,9 +182,9 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     datamodule = loaded.task.datamodule(cfg)
     module = loaded.task.module(cfg, datamodule)
-    created = False
+    created = None
     if verb == "fit" and trainer.is_global_zero:
-        created = not run_dir.exists()
+        created = next((p for p in reversed((run_dir, *run_dir.parents)) if not p.exists()), None)
         run_dir.mkdir(parents=True, exist_ok=True)  # only now: a config or data error leaves no empty run behind
         atomic_write_text(run_dir / "config.yaml", C.to_yaml(loaded.data))
         if hasattr(datamodule, "tokenizer"):
@@ -285,8 +285,8 @@ def fit(s: Session) -> dict[str, float]:
 
 def _discard_unless_checkpointed(s: Session) -> None:
     """Remove the run directory of a failed fit that created it and wrote no checkpoint: nothing there to resume."""
-    if s.created and not any((s.run_dir / "checkpoints").glob("*.ckpt")):
-        shutil.rmtree(s.run_dir, ignore_errors=True)
+    if s.created is not None and not any((s.run_dir / "checkpoints").glob("*.ckpt")):
+        shutil.rmtree(s.created, ignore_errors=True)
 
 
 def evaluate(s: Session, verb: str) -> dict[str, float]:

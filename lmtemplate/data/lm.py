@@ -62,7 +62,7 @@ class TextDataModule(L.LightningDataModule):
         need = min_tokens(self.block_size, shuffle=train)
         if len(tokens) < need:
             raise ConfigError(
-                f"{split} ({', '.join(map(str, files))}) holds {len(tokens)} tokens: too few for one "
+                f"{split} ({', '.join(map(str, files))}) holds {len(tokens)} token{'s' * (len(tokens) != 1)}: too few for one "
                 f"{'training' if train else 'evaluation'} window of model.block_size={self.block_size}, which needs "
                 f"{need}; add text or lower model.block_size"
             )
