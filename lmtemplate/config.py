@@ -268,10 +268,16 @@ def to_object(cfg: DictConfig, sources: list[Source] = ()) -> Any:
 
 
 def _checked_message(e: Exception) -> str:
-    """The message of a section's ``__post_init__`` check, without the lines OmegaConf wraps around it."""
-    for error in (e.__cause__ or e.__context__, e):
-        if isinstance(error, (ConfigError, ValueError)) and not isinstance(error, OmegaConfBaseException):
-            return str(error)
+    """The message of a section's ``__post_init__`` check (ConfigError or ValueError), as the check wrote it.
+
+    OmegaConf wraps the check's error in one of its own, or raises it again with ``full_key:`` lines added;
+    the check's own error is then the one underneath.
+    """
+    inner = e.__cause__ or e.__context__
+    rewrapped = type(inner) is type(e) and str(e).startswith(str(inner))
+    check = inner if isinstance(e, OmegaConfBaseException) or rewrapped else e
+    if isinstance(check, (ConfigError, ValueError)) and not isinstance(check, OmegaConfBaseException):
+        return str(check)
     return f"{getattr(e, 'full_key', None) or '?'}: {_short(e)}"
 
 
