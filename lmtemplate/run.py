@@ -178,7 +178,8 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
     if run_dir is None:
         run_dir = new_run_dir(cfg) if verb == "fit" else find_run(cfg)
 
-    trainer = build_trainer(cfg, run_dir, loaded.task.module, training=verb == "fit", sources=loaded.sources)  # first: it checks trainer.*
+    # First: it checks trainer.*.
+    trainer = build_trainer(cfg, run_dir, loaded.task.module, training=verb == "fit", sources=loaded.sources)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     datamodule = loaded.task.datamodule(cfg)
     module = loaded.task.module(cfg, datamodule)
@@ -194,8 +195,11 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
 
 def build_trainer(cfg, run_dir: Path, task_module: type, training: bool, sources: list[C.Source] = ()) -> L.Trainer:
     # An int version n logs to version_<n> too, and the progress bar shows v_num=n, not a string's last 4 characters.
-    version = run_dir.name if version_of(run_dir) is None else version_of(run_dir)
-    logger = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=version, default_hp_metric=False)
+    n = version_of(run_dir)
+    logger = TensorBoardLogger(
+        save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name if n is None else n,
+        default_hp_metric=False,
+    )
     callbacks: list[L.Callback] = []
     if training:
         metric, mode = (cfg.best.metric, cfg.best.mode) if hasattr(cfg, "best") else task_module.monitor

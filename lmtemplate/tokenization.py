@@ -173,6 +173,7 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` as UTF-8 through ``atomic_file``."""
     with atomic_file(Path(path)) as f:
         f.write(text)
 
