@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -161,15 +162,43 @@ def peek(sources: list[Source], key: str, default: Any) -> Any:
     return value
 
 
-def schema_for(task_config: type | None) -> DictConfig:
-    """The structured config for the common sections plus a task's own sections."""
+def schema_for(task_config: type | None, owner: str = "the task") -> DictConfig:
+    """The structured config for the common sections plus a task's own sections.
+
+    Building it runs the sections' checks on their defaults; ``owner`` names the task in the error.
+    """
+    try:
+        return OmegaConf.structured(config_class(task_config))
+    except (ConfigError, ValueError, OmegaConfBaseException) as e:
+        raise ConfigError(
+            f"{owner}: a default of its config is invalid: {_checked_message(e)}. Fix the default in the task's config class"
+        ) from None
+
+
+@functools.cache
+def config_class(task_config: type | None) -> type:
+    """The dataclass of a whole run config: the common sections plus a task's own; one class per task.
+
+    Its instances pickle (spawned worker processes get the module that holds one) by naming
+    the task's config class, from which ``config_class`` builds this class again.
+    """
     fields = []
     for section in (CommonConfig, task_config) if task_config is not None else (CommonConfig,):
         hints = typing.get_type_hints(section)  # real types, also under `from __future__ import annotations`
         fields += [(f.name, hints[f.name], f) for f in dataclasses.fields(section)]
-    cls = dataclasses.make_dataclass("Config", fields)
+    namespace = {"task_config": task_config, "__reduce__": _reduce_config}
+    cls = dataclasses.make_dataclass("Config", fields, namespace=namespace)
     cls.__module__ = __name__
-    return OmegaConf.structured(cls)
+    return cls
+
+
+def _reduce_config(cfg) -> tuple:
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return _rebuild_config, (cfg.task_config, values)
+
+
+def _rebuild_config(task_config: type | None, values: dict[str, Any]) -> Any:
+    return config_class(task_config)(**values)
 
 
 def compose(schema: DictConfig, sources: list[Source]) -> DictConfig:
@@ -240,12 +269,23 @@ def to_object(cfg: DictConfig, sources: list[Source] = ()) -> Any:
     try:
         return OmegaConf.to_object(cfg)
     except (ConfigError, ValueError, OmegaConfBaseException) as e:
-        checked_types = (ConfigError, ValueError)  # raised by a section's __post_init__
-        cause = e if isinstance(e, checked_types) else e.__cause__ or e.__context__
-        checked = isinstance(cause, checked_types)
-        message = str(cause) if checked else f"{getattr(e, 'full_key', '?')}: {_short(e)}"
+        message = _checked_message(e)
         key = message.split(":", 1)[0]
         raise ConfigError(f"{message} (in {source_of(key, sources)})") from None
+
+
+def _checked_message(e: Exception) -> str:
+    """The message of a section's ``__post_init__`` check (ConfigError or ValueError), as the check wrote it.
+
+    OmegaConf wraps the check's error in one of its own, or raises it again with ``full_key:`` lines added;
+    the check's own error is then the one underneath.
+    """
+    inner = e.__cause__ or e.__context__
+    rewrapped = type(inner) is type(e) and str(e).startswith(str(inner))
+    check = inner if isinstance(e, OmegaConfBaseException) or rewrapped else e
+    if isinstance(check, (ConfigError, ValueError)) and not isinstance(check, OmegaConfBaseException):
+        return str(check)
+    return f"{getattr(e, 'full_key', None) or '?'}: {_short(e)}"
 
 
 def source_of(key: str, sources: list[Source]) -> str:

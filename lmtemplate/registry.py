@@ -19,9 +19,11 @@ import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 import pkgutil
 import sys
 import traceback
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -30,6 +32,8 @@ from lmtemplate.config import ConfigError
 
 ENTRY_POINT_GROUP = "lmtemplate.tasks"
 PLUGIN_FOLDER = Path("plugins")
+PLUGIN_PACKAGE = "lmtemplate_plugins"  # plugin files are imported as its modules
+PLUGIN_PATH_ENV = "LMTEMPLATE_PLUGIN_PATH"  # its folders, for processes that unpickle plugin classes (ddp_spawn)
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,11 @@ def _load_plugin(target: Path | str) -> None:
         except ConfigError:
             raise
         except Exception as e:
+            if isinstance(target, str) and _is_missing(target, e):
+                raise ConfigError(
+                    f"plugins: '{target}' is not a file or folder (relative to {Path.cwd()}), nor a module that "
+                    "Python can import; list a .py file, a folder of them, or an installed module's name"
+                ) from None
             frames = traceback.extract_tb(e.__traceback__)
             # The plugin's own line, not the library frame the error surfaced in.
             mine = [f for f in frames if isinstance(target, Path) and Path(f.filename).is_relative_to(target)]
@@ -178,21 +187,25 @@ def _load_plugin(target: Path | str) -> None:
                 filename, lineno = e.filename, e.lineno
             else:
                 filename, lineno = (mine or frames)[-1].filename, (mine or frames)[-1].lineno
-            raise ConfigError(
-                f"could not load the task plugin {label}: {type(e).__name__}: {e} "
-                f"(at {filename}, line {lineno})"
-            ) from None
+            raise ConfigError(f"could not load {label}: {type(e).__name__}: {e} (at {filename}, line {lineno})") from None
     _loaded_sources.add(label)
+
+
+def _is_missing(module: str, error: Exception) -> bool:
+    """Whether importing ``module`` failed because it (or a package above it) does not exist, not a module it imports."""
+    name = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
+    return name is not None and (module == name or module.startswith(f"{name}."))
 
 
 def _import_file(path: Path) -> None:
     """Import a plugin file or package folder under ``lmtemplate_plugins.<name>``.
 
-    The module goes into ``sys.modules`` so that its classes pickle, which
-    spawned worker processes need.
+    The module goes into ``sys.modules`` and its folder onto the package's path,
+    so that its classes pickle and spawned worker processes can import them.
     """
-    name = f"lmtemplate_plugins.{path.stem if path.is_file() else path.name}"
+    name = f"{PLUGIN_PACKAGE}.{path.stem if path.is_file() else path.name}"
     location = path if path.is_file() else path / "__init__.py"
+    _add_plugin_folder(path.parent)
     if name in sys.modules:
         other = getattr(sys.modules[name], "__file__", None)
         if other is not None and Path(other).resolve() != location.resolve():
@@ -211,8 +224,32 @@ def _import_file(path: Path) -> None:
         raise
 
 
+def _plugin_package() -> types.ModuleType:
+    """The package ``lmtemplate_plugins``: a namespace whose path holds the folders of plugin files.
+
+    It exists from the moment lmtemplate is imported, with the folders the parent process
+    passed down in PLUGIN_PATH_ENV, so a spawned process unpickles plugin classes by importing them.
+    """
+    package = sys.modules.get(PLUGIN_PACKAGE)
+    if package is None:
+        package = types.ModuleType(PLUGIN_PACKAGE, "Task plugins loaded from files (see lmtemplate.registry).")
+        package.__path__ = [p for p in os.environ.get(PLUGIN_PATH_ENV, "").split(os.pathsep) if p]
+        sys.modules[PLUGIN_PACKAGE] = package
+    return package
+
+
+def _add_plugin_folder(folder: Path) -> None:
+    package = _plugin_package()
+    if str(folder) not in package.__path__:
+        package.__path__.append(str(folder))
+        os.environ[PLUGIN_PATH_ENV] = os.pathsep.join(package.__path__)
+
+
 def _relative(path: Path) -> str:
     try:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+_plugin_package()

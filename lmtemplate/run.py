@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
@@ -43,6 +45,7 @@ class Loaded:
     data: DictConfig
     cfg: Any
     task: TaskSpec
+    sources: list[C.Source] = field(default_factory=list)  # the layers it was built from, to name a key's source
 
 
 def load_config(files: list[str], overrides: list[str]) -> Loaded:
@@ -55,7 +58,7 @@ def load_config(files: list[str], overrides: list[str]) -> Loaded:
         task = get_task(str(C.peek(sources, "task", C.CommonConfig.task)))
     except C.ConfigError as e:
         raise C.ConfigError(f"{e} (in {C.source_of('task', sources)})") from None
-    data = C.compose(C.schema_for(task.config), sources)
+    data = C.compose(C.schema_for(task.config, f"task '{task.name}' ({task.source})"), sources)
     if "limit_val_batches" not in data.trainer:
         data.trainer.limit_val_batches = task.module.limit_val_batches
     metrics = task.module.metrics
@@ -64,7 +67,7 @@ def load_config(files: list[str], overrides: list[str]) -> Loaded:
     elif data.best.metric not in metrics:
         raise C.ConfigError(f"best.metric: '{data.best.metric}' is not one of {', '.join(metrics)} "
                             f"(in {C.source_of('best.metric', sources)})")
-    return Loaded(data, C.to_object(data, sources), task)
+    return Loaded(data, C.to_object(data, sources), task, sources)
 
 
 def run_root(cfg) -> Path:
@@ -73,8 +76,14 @@ def run_root(cfg) -> Path:
 
 def versions(cfg) -> list[int]:
     root = run_root(cfg)
-    found = [re.fullmatch(r"version_(\d+)", p.name) for p in root.iterdir()] if root.is_dir() else []
-    return sorted(int(m.group(1)) for m in found if m)
+    found = [version_of(p) for p in root.iterdir()] if root.is_dir() else []
+    return sorted(n for n in found if n is not None)
+
+
+def version_of(run_dir: Path) -> Optional[int]:
+    """n of a ``version_<n>`` folder; None for another name."""
+    m = re.fullmatch(r"version_(\d+)", run_dir.name)
+    return int(m.group(1)) if m else None
 
 
 def find_run(cfg) -> Path:
@@ -93,11 +102,10 @@ def find_run(cfg) -> Path:
 def resolve_checkpoint(ckpt: str, cfg) -> Path:
     """``last``, ``best`` (in the run named by the config), a run directory, or a checkpoint (file or sharded folder)."""
     if ckpt in ("last", "best"):
-        folder = find_run(cfg) / "checkpoints"
-        found = [folder / "last.ckpt"] if ckpt == "last" else sorted(folder.glob("best-*.ckpt"))
-        found = [p for p in found if p.exists()]  # a sharded (FSDP) checkpoint is a folder
+        run = find_run(cfg)
+        found = checkpoints(run, ckpt)
         if not found:
-            raise C.ConfigError(f"--ckpt {ckpt}: no {ckpt} checkpoint in {folder}")
+            raise C.ConfigError(_no_checkpoint(ckpt, run, cfg))
         return found[-1]
     path = Path(ckpt)
     if path.is_dir() and path.suffix != ".ckpt":
@@ -105,6 +113,24 @@ def resolve_checkpoint(ckpt: str, cfg) -> Path:
     if not path.exists():
         raise C.ConfigError(f"--ckpt: checkpoint file not found: {path}")
     return path
+
+
+def checkpoints(run: Path, kind: str) -> list[Path]:
+    """The ``last`` or ``best`` checkpoints of a run directory (a sharded FSDP checkpoint is a folder)."""
+    folder = run / "checkpoints"
+    found = [folder / "last.ckpt"] if kind == "last" else sorted(folder.glob("best-*.ckpt"))
+    return [p for p in found if p.exists()]
+
+
+def _no_checkpoint(kind: str, run: Path, cfg) -> str:
+    """Where ``--ckpt last|best`` looked, and which versions of the run do have such a checkpoint."""
+    chosen = "run.version" if cfg.run.version is not None else f"the latest version of run '{cfg.run.name}'"
+    others = [n for n in versions(cfg) if checkpoints(run_root(cfg) / f"version_{n}", kind)]
+    if others:
+        where = f"versions with one: {', '.join(f'version_{n}' for n in others)} (pick one with run.version={others[-1]})"
+    else:
+        where = f"no version under {run_root(cfg)} has one; train with `fit` first"
+    return f"--ckpt {kind}: no {kind} checkpoint in {run / 'checkpoints'} ({chosen}); {where}"
 
 
 def run_dir_of(checkpoint: Path) -> Optional[Path]:
@@ -131,6 +157,7 @@ class Session:
     datamodule: L.LightningDataModule
     module: L.LightningModule
     trainer: L.Trainer
+    created: Optional[Path] = None  # the topmost folder this fit made for run_dir; removed if it fails before a checkpoint
 
 
 def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[str] = None) -> Session:
@@ -155,20 +182,28 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
     if run_dir is None:
         run_dir = new_run_dir(cfg) if verb == "fit" else find_run(cfg)
 
-    trainer = build_trainer(cfg, run_dir, loaded.task.module, training=verb == "fit")  # first: it checks trainer.*
+    # First: it checks trainer.*.
+    trainer = build_trainer(cfg, run_dir, loaded.task.module, training=verb == "fit", sources=loaded.sources)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     datamodule = loaded.task.datamodule(cfg)
     module = loaded.task.module(cfg, datamodule)
+    created = None
     if verb == "fit" and trainer.is_global_zero:
+        created = next((p for p in reversed((run_dir, *run_dir.parents)) if not p.exists()), None)
         run_dir.mkdir(parents=True, exist_ok=True)  # only now: a config or data error leaves no empty run behind
         atomic_write_text(run_dir / "config.yaml", C.to_yaml(loaded.data))
         if isinstance(datamodule.tokenizer, Tokenizer):
             save_tokenizer(datamodule.tokenizer, run_dir / "tokenizer.json")
-    return Session(loaded, run_dir, checkpoint, datamodule, module, trainer)
+    return Session(loaded, run_dir, checkpoint, datamodule, module, trainer, created)
 
 
-def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool) -> L.Trainer:
-    logger = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name, default_hp_metric=False)
+def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources: list[C.Source] = ()) -> L.Trainer:
+    # An int version n logs to version_<n> too, and the progress bar shows v_num=n, not a string's last 4 characters.
+    n = version_of(run_dir)
+    logger = TensorBoardLogger(
+        save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name if n is None else n,
+        default_hp_metric=False,
+    )
     callbacks: list[L.Callback] = []
     if training:
         metric = cfg.best.metric
@@ -188,8 +223,19 @@ def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool) -> L.Tra
             **settings, logger=logger, callbacks=callbacks, default_root_dir=run_dir, use_distributed_sampler=False,
             plugins=[AtomicCheckpointIO()],
         )
-    except (ValueError, TypeError, RuntimeError) as e:
-        raise C.ConfigError(f"trainer: lightning.Trainer rejected the settings: {e}") from None
+    except (ValueError, TypeError, RuntimeError, ImportError, MisconfigurationException) as e:
+        raise C.ConfigError(_rejected(e, cfg.trainer, sources)) from None
+
+
+def _rejected(error: Exception, trainer: dict, sources: list[C.Source]) -> str:
+    """Why lightning.Trainer refused ``trainer.*``: an accelerator this machine lacks is named with its source."""
+    accelerator = trainer.get("accelerator", "auto")
+    if isinstance(error, MisconfigurationException) and accelerator not in ("auto", "cpu"):
+        return (
+            f"trainer.accelerator: '{accelerator}' is not available on this machine ({error}) "
+            f"(in {C.source_of('trainer.accelerator', sources)}); use trainer.accelerator=cpu or auto"
+        )
+    return f"trainer: lightning.Trainer rejected the settings: {error}"
 
 
 def build_strategy(cfg, task: type[Task]):
@@ -239,12 +285,21 @@ def fit(s: Session) -> dict:
             logged = s.trainer.callback_metrics  # training ended on a validation: nothing to redo
         else:
             logged = s.trainer.validate(s.module, datamodule=s.datamodule, verbose=False)[0]
+    except BaseException:
+        _discard_unless_checkpointed(s)
+        raise
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
     metrics = {**results(s, logged, "val"), "step": s.trainer.global_step}
     if s.trainer.is_global_zero:
         write_metrics(s.run_dir, metrics)
     return metrics
+
+
+def _discard_unless_checkpointed(s: Session) -> None:
+    """Remove the run directory of a failed fit that created it and wrote no checkpoint: nothing there to resume."""
+    if s.created is not None and not any((s.run_dir / "checkpoints").glob("*.ckpt")):
+        shutil.rmtree(s.created, ignore_errors=True)
 
 
 def evaluate(s: Session, verb: str) -> dict:

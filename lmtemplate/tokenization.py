@@ -7,13 +7,14 @@ tokenizer settings, so a second run on the same data skips training.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Protocol
+from typing import IO, Iterable, Iterator, Optional, Protocol, TextIO
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -73,6 +74,41 @@ def file_fingerprint(files: Iterable[Path]) -> list[tuple[str, int, int]]:
         st = Path(f).stat()
         out.append((str(Path(f).resolve()), st.st_size, st.st_mtime_ns))
     return out
+
+
+@contextlib.contextmanager
+def utf8_file(path: Path, newline: Optional[str] = None) -> Iterator[TextIO]:
+    """``path`` opened as UTF-8 text, a leading byte order mark skipped; every reader of input files uses it.
+
+    A byte that is not UTF-8, wherever the reader meets it, raises a ConfigError naming the line and the byte.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline=newline) as f:
+            yield f
+    except UnicodeDecodeError:
+        raise ConfigError(_not_utf8(Path(path))) from None
+
+
+def read_utf8(path: Path) -> str:
+    """The whole of an input file that its reader parses whole (SQuAD JSON, aligned text, predict inputs)."""
+    with utf8_file(path) as f:
+        return f.read()
+
+
+def _not_utf8(path: Path) -> str:
+    """Where the first byte that is not UTF-8 is: the file is read again line by line, so in little memory."""
+    offset = 0
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (
+                    f"{path}, line {line_no}: not valid UTF-8 (byte 0x{line[e.start]:02x} at byte offset "
+                    f"{offset + e.start} of the file); save the file as UTF-8, e.g. with iconv -f latin1 -t utf-8"
+                )
+            offset += len(line)
+    return f"{path}: not valid UTF-8; save the file as UTF-8"
 
 
 def digest(*parts: object) -> str:
@@ -175,16 +211,26 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file in the same folder, so readers never see half a file."""
+    """Write ``text`` as UTF-8 through ``atomic_file``."""
+    with atomic_file(Path(path)) as f:
+        f.write(text)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, binary: bool = False) -> Iterator[IO]:
+    """Write through a temporary file in the same folder, renamed over ``path`` when whole: readers never see half a file.
+
+    The temporary file is made by ``open``, so the file gets the mode the umask gives (0644 under umask 022), as
+    other files do; ``tempfile.mkstemp`` would make it 0600.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "xb" if binary else "x", encoding=None if binary else "utf-8") as f:
+            yield f
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class TextSource(Protocol):

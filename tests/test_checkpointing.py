@@ -1,6 +1,7 @@
 """Checkpoint files: atomic saves, weights_only loads, and clear errors for files that are not whole checkpoints."""
 
 import io
+import os
 import pickle
 import re
 import shutil
@@ -13,6 +14,7 @@ import torch
 from lmtemplate.checkpointing import AtomicCheckpointIO
 from lmtemplate.cli import main
 from lmtemplate.config import ConfigError
+from lmtemplate.tokenization import atomic_write_text
 from test_run import TINY
 
 
@@ -52,6 +54,26 @@ def test_a_crash_while_saving_leaves_the_previous_file_whole(tmp_path, monkeypat
         AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.zeros(100)}}, path)
     assert path.read_bytes() == good
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_written_files_get_the_mode_the_umask_gives(tmp_path):
+    """0644 under umask 022, like any file the user's tools write: not mkstemp's 0600."""
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, tmp_path / "last.ckpt")
+    finally:
+        os.umask(old)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {"config.yaml": "0o644", "last.ckpt": "0o644"}
+
+
+def test_a_runs_files_get_the_mode_the_umask_gives(trained):
+    umask = os.umask(0)
+    os.umask(umask)
+    run = trained / "tiny/version_0"
+    files = [run / "config.yaml", run / "tokenizer.json", run / "metrics.json", *run.glob("checkpoints/*.ckpt")]
+    assert len(files) > 4
+    assert {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: 0o666 & ~umask for p in files}
 
 
 def test_lightning_loads_checkpoints_with_weights_only(trained, monkeypatch, capsys):

@@ -3,13 +3,14 @@
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from lmtemplate.config import ConfigError, to_yaml
+from lmtemplate.config import ConfigError, compose, read_sources, schema_for, to_object, to_yaml
 from lmtemplate.run import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,3 +254,40 @@ def test_bigram_demo_loads_from_the_repo_root(monkeypatch):
     assert "generate" not in loaded.data  # the plugin's own sections, not causal_lm's
     with pytest.raises(ConfigError, match="'model.n_layer'"):
         load_config([str(CONFIGS / "plugins/bigram-demo.yaml")], ["model.n_layer=2"])
+
+
+@dataclass
+class DigitsSection:
+    width: str = "1"
+
+    def __post_init__(self) -> None:
+        try:
+            int(self.width)
+        except ValueError:
+            raise ConfigError(f"model.width: expected digits, got {self.width}") from None
+
+
+@dataclass
+class DigitsTask:
+    model: DigitsSection = field(default_factory=DigitsSection)
+
+
+@dataclass
+class BadDefaultTask:
+    model: DigitsSection = field(default_factory=lambda: DigitsSection("one"))
+
+
+def test_a_check_raised_while_handling_another_error_keeps_its_own_message():
+    sources = read_sources([], ["model.width=abc"])
+    cfg = compose(schema_for(DigitsTask), sources)
+    with pytest.raises(ConfigError, match=r"^model.width: expected digits, got abc \(in the command line\)$"):
+        to_object(cfg, sources)
+
+
+def test_a_default_that_fails_its_check_names_the_task_without_omegaconf_lines():
+    with pytest.raises(ConfigError) as e:
+        schema_for(BadDefaultTask, "task 'digits'")
+    assert str(e.value) == (
+        "task 'digits': a default of its config is invalid: model.width: expected digits, got one. "
+        "Fix the default in the task's config class"
+    )

@@ -1,11 +1,13 @@
 """DDP on CPU: two processes (gloo) started by Lightning, run as real subprocesses of the CLI."""
 
 import json
+import math
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from test_run import TINY
@@ -55,6 +57,24 @@ def test_ddp_runs_a_task_from_a_plugin_file(tmp_path):
     assert sorted(p.name for p in (tmp_path / "outputs" / "plug").iterdir()) == ["version_0"]
     metrics = json.loads((tmp_path / "outputs/plug/version_0/metrics.json").read_text())
     assert metrics["step"] == 10
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ddp_spawn pickles the callbacks, and TokenThroughput's batch_size_fn is a lambda (lmtemplate/callbacks/"
+    "throughput.py); at the end Lightning reloads its plain state dict .temp.ckpt through AtomicCheckpointIO, whose "
+    "read_checkpoint asks for a Lightning checkpoint (lmtemplate/checkpointing.py). Both are outside this change.",
+)
+def test_ddp_spawn_runs_a_task_from_a_plugin_file(tmp_path):
+    """ddp_spawn pickles the module: the plugin's classes and the run's config must unpickle in the spawned processes."""
+    (tmp_path / "plugins").mkdir()
+    shutil.copy(REPO / "plugins" / "bigram_lm.py", tmp_path / "plugins")
+    small = ["data.demo_lines=100", "tokenizer.vocab_size=300", "trainer.max_steps=4", "trainer.limit_val_batches=2",
+             "trainer.enable_progress_bar=false", "run.name=spawn", "trainer.strategy=ddp_spawn", "trainer.devices=2",
+             "trainer.accelerator=cpu"]
+    cli(tmp_path, "fit", "-c", str(REPO / "configs/plugins/bigram-demo.yaml"), *small)
+    metrics = json.loads((tmp_path / "outputs/spawn/version_0/metrics.json").read_text())
+    assert math.isfinite(metrics["val/loss"])
 
 
 def test_qa_validation_under_ddp_scores_every_example_as_one_process_does(tmp_path):

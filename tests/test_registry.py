@@ -1,6 +1,8 @@
 """Tests for the task registry: plugin files and folders, entry points, and their errors."""
 
 import importlib
+import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -9,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lmtemplate.config import ConfigError
-from lmtemplate.registry import load_tasks
+from lmtemplate.registry import PLUGIN_PATH_ENV, load_tasks
 from lmtemplate.run import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,3 +216,20 @@ def test_tasks_verb_lists_built_in_and_repo_plugin():
     assert "lmtemplate.tasks.causal_lm.CausalLM" in rows["causal_lm"]
     assert rows["bigram_lm"].endswith("[plugin file plugins/bigram_lm.py]")
     assert "lmtemplate_plugins.bigram_lm.BigramLM" in rows["bigram_lm"]
+
+
+def test_plugin_classes_and_configs_pickle_for_spawned_processes(tmp_path, monkeypatch):
+    """ddp_spawn pickles the task module with its config; a fresh process unpickles both by importing the plugin."""
+    monkeypatch.delenv(PLUGIN_PATH_ENV, raising=False)
+    write(tmp_path / "plugins/my_task.py", plugin_source("my_task"))
+    monkeypatch.chdir(tmp_path)
+    loaded = load_config([], ["task=my_task", "model.width=5"])
+    blob = pickle.dumps((loaded.task.module, loaded.cfg))
+    assert pickle.loads(blob) == (loaded.task.module, loaded.cfg)
+    code = "import lmtemplate, pickle, sys; cls, cfg = pickle.loads(sys.stdin.buffer.read()); print(cls.__module__, cfg.model.width)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], input=blob, capture_output=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=tmp_path.parent,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert proc.stdout.decode().split() == ["lmtemplate_plugins.my_task", "5"]

@@ -131,3 +131,16 @@ def test_bf16_mixed_precision_runs_on_cpu():
     fit("trainer.precision=bf16-mixed", "trainer.max_steps=10", "optim.decay_steps=10")
     metrics = json.loads(Path("outputs/tiny/version_0/metrics.json").read_text())
     assert metrics["step"] == 10 and 0 < metrics["val/loss"] < 10
+
+
+def test_the_progress_bar_shows_the_version_number():
+    """The logger's version is the int n, so the bar shows v_num=3 (not 'on_3'), and it still logs to version_3."""
+    from lightning.pytorch.callbacks.progress.progress_bar import get_standard_metrics
+
+    from lmtemplate.run import build_trainer, load_config
+
+    loaded = load_config([], ["trainer.accelerator=cpu"])
+    run_dir = Path("outputs/demo/version_3")
+    trainer = build_trainer(loaded.cfg, run_dir, loaded.task.module, training=False)
+    assert get_standard_metrics(trainer)["v_num"] == 3
+    assert Path(trainer.logger.log_dir) == run_dir

@@ -2,6 +2,9 @@ import pytest
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.corpus import Corpus
+from lmtemplate.data.squad import read_squad
+from lmtemplate.data.tables import read_table
+from lmtemplate.data.translation import read_pairs
 from lmtemplate.tokenization import (
     TokenizerConfig,
     build_tokenizer,
@@ -121,3 +124,27 @@ def test_wordpiece_needs_unk_among_special_tokens():
     with pytest.raises(ConfigError, match=r"\[UNK\]"):
         TokenizerConfig(kind="wordpiece", special_tokens=["<s>"])
     TokenizerConfig(kind="wordpiece", special_tokens=["<s>", "[UNK]"])
+
+
+BAD_BYTES = "la première ligne\n".encode() + b"deuxi\xe8me ligne\n"  # Latin-1 'è' on line 2, at byte 24
+READERS = {
+    "corpus .txt": ("corpus.txt", lambda p: list(Corpus([p]).iter_batches())),
+    "corpus .jsonl": ("corpus.jsonl", lambda p: list(Corpus([p]).iter_batches())),
+    "table .tsv": ("t.tsv", lambda p: read_table(p, {"sentence": "data.text_column"})),
+    "table .csv": ("t.csv", lambda p: read_table(p, {"sentence": "data.text_column"})),
+    "table .jsonl": ("t.jsonl", lambda p: read_table(p, {"sentence": "data.text_column"})),
+    "SQuAD JSON": ("squad.json", read_squad),
+    "aligned text": ("pairs.src", lambda p: read_pairs(str(p.with_suffix("")), "src", "tgt")),
+}
+
+
+@pytest.mark.parametrize("name", list(READERS), ids=list(READERS))
+def test_every_reader_names_the_line_and_byte_that_is_not_utf8(tmp_path, name):
+    """One behaviour for every input file: a ConfigError with the line and the byte offset, never U+FFFD."""
+    filename, read = READERS[name]
+    path = tmp_path / filename
+    path.write_bytes(BAD_BYTES)
+    path.with_suffix(".tgt").write_text("one\ntwo\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        read(path)
+    assert str(e.value).startswith(f"{path}, line 2: not valid UTF-8 (byte 0xe8 at byte offset 24 of the file);")

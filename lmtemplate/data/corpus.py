@@ -13,7 +13,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -25,7 +24,7 @@ from torch.utils.data import Dataset
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.base import ShardedSampler
-from lmtemplate.tokenization import digest, document_separator, file_fingerprint
+from lmtemplate.tokenization import atomic_file, digest, document_separator, file_fingerprint, utf8_file
 
 LINES_PER_BATCH = 2048
 
@@ -85,7 +84,7 @@ class Corpus:
                 yield from self._text_batches(path)
 
     def _text_batches(self, path: Path) -> Iterator[tuple[list[str], bool]]:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with utf8_file(path) as f:
             batch: list[str] = []
             for line in f:
                 if self.line_documents and not line.strip():
@@ -97,7 +96,7 @@ class Corpus:
             yield batch, [self.line_documents] * (len(batch) - 1) + [True]
 
     def _jsonl_batches(self, path: Path) -> Iterator[tuple[list[str], bool]]:
-        with open(path, encoding="utf-8") as f:
+        with utf8_file(path) as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -129,18 +128,16 @@ def token_file(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path) -> np.memm
 def _write_tokens(corpus: Corpus, tokenizer: Tokenizer, path: Path, dtype: type) -> None:
     sep = document_separator(tokenizer)
     eos = [] if sep is None else [sep]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for texts, ends in corpus.iter_batches():
-                encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-                ids = [i for enc, end in zip(encodings, ends) for i in (enc.ids + eos if end else enc.ids)]
-                np.asarray(ids if texts else eos, dtype=dtype).tofile(out)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, binary=True) as out:
+        for texts, ends in corpus.iter_batches():
+            encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+            ids = [i for enc, end in zip(encodings, ends) for i in (enc.ids + eos if end else enc.ids)]
+            np.asarray(ids if texts else eos, dtype=dtype).tofile(out)
+
+
+def min_tokens(block_size: int, shuffle: bool) -> int:
+    """The fewest tokens that hold one WindowSampler window: shuffled (training) passes shift the grid, so need more."""
+    return 2 * block_size if shuffle else block_size + 1
 
 
 class TokenWindows(Dataset):
@@ -166,7 +163,7 @@ class WindowSampler(ShardedSampler):
     """
 
     def __init__(self, n_tokens: int, block_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
-        n_windows = (n_tokens - 1 - (block_size - 1 if shuffle else 0)) // block_size
+        n_windows = (n_tokens - 1 - (block_size - 1 if shuffle else 0)) // block_size  # see min_tokens
         if n_windows < world_size:
             raise ConfigError(
                 f"the data holds {n_tokens} tokens: too few for one window of model.block_size={block_size} "

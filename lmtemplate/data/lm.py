@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
+from lmtemplate.config import ConfigError
 from lmtemplate.data.base import DataModule
-from lmtemplate.data.corpus import Corpus, TokenWindows, WindowSampler, expand_glob, token_file
+from lmtemplate.data.corpus import Corpus, TokenWindows, WindowSampler, expand_glob, min_tokens, token_file
 from lmtemplate.data.demo.text import write_demo_corpus
 from lmtemplate.tokenization import build_tokenizer
 
@@ -35,16 +36,31 @@ class TextDataModule(DataModule):
         self.tokenizer = build_tokenizer(cfg.tokenizer, train, cache)
         tokens = token_file(train, self.tokenizer, cache)
 
-        def tokens_of(key: str) -> np.memmap:
-            return token_file(Corpus(expand_glob(getattr(d, key), f"data.{key}"), d.text_field, d.line_documents),
-                              self.tokenizer, cache)
+        def split(key: str, train: bool = False) -> tuple[np.memmap, list[Path]]:
+            files = expand_glob(getattr(d, key), f"data.{key}")
+            return self._checked(token_file(Corpus(files, d.text_field, d.line_documents), self.tokenizer, cache),
+                                 f"data.{key}", files, train), files
 
         if d.val is None:
             cut = int(len(tokens) * (1 - d.val_fraction))
-            self.train_tokens, self.val_tokens = tokens[:cut], tokens[cut:]
+            self.train_tokens = self._checked(tokens[:cut], "data.train", train_files, train=True)
+            self.val_tokens = self._checked(tokens[cut:], f"the last data.val_fraction={d.val_fraction} of data.train",
+                                            train_files, train=False)
         else:
-            self.train_tokens, self.val_tokens = tokens, tokens_of("val")
-        self.test_tokens = self.val_tokens if d.test is None else tokens_of("test")
+            self.train_tokens = self._checked(tokens, "data.train", train_files, train=True)
+            self.val_tokens, _ = split("val")
+        self.test_tokens = self.val_tokens if d.test is None else split("test")[0]
+
+    def _checked(self, tokens: np.ndarray, split: str, files: list[Path], train: bool) -> np.ndarray:
+        """A split must hold one window of model.block_size, checked now: before a run directory exists."""
+        need = min_tokens(self.block_size, shuffle=train)
+        if len(tokens) < need:
+            raise ConfigError(
+                f"{split} ({', '.join(map(str, files))}) holds {len(tokens)} token{'s' * (len(tokens) != 1)}: too few for one "
+                f"{'training' if train else 'evaluation'} window of model.block_size={self.block_size}, which needs "
+                f"{need}; add text or lower model.block_size"
+            )
+        return tokens
 
     def windows(self, tokens: np.ndarray, train: bool) -> DataLoader:
         rank, world = self.rank()

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from lmtemplate.config import ConfigError
 from lmtemplate.data.base import ExampleData, SplitsConfig, pad
 from lmtemplate.data.demo.qa import write_demo_qa
+from lmtemplate.tokenization import read_utf8
 
 
 @dataclass
@@ -121,9 +122,9 @@ def read_squad(path: Path, need_answers: bool = True) -> list[QAExample]:
     ``{"id", "question", "context", "answers"}`` per line. Every answer is checked against its context."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read it as UTF-8 text ({e})") from None
+        text = read_utf8(path)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e})") from None
     examples = []
     if path.suffix == ".jsonl":
         for n, line in enumerate(text.splitlines(), 1):

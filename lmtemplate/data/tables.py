@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Union
 
 from lmtemplate.config import ConfigError
+from lmtemplate.tokenization import utf8_file
 
 # A row as a format reader yields it: the values by column name, or what is wrong with the row.
 _Record = Union[dict[str, object], str]
@@ -105,7 +106,7 @@ def _problem(
 
 def _tsv_fields(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of each non-blank line; only "\\n" ends a line, so a stray "\\r" stays in its field."""
-    with open(path, encoding="utf-8-sig", newline="\n") as f:
+    with utf8_file(path, newline="\n") as f:
         for line_no, line in enumerate(f, 1):
             line = line.removesuffix("\n").removesuffix("\r")
             if line:
@@ -114,7 +115,7 @@ def _tsv_fields(path: Path) -> Iterator[tuple[int, list[str]]]:
 
 def _csv_fields(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number of the row's first line, fields) of each non-blank CSV row."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with utf8_file(path, newline="") as f:
         reader = csv.reader(f)
         start = 1
         try:
@@ -155,7 +156,7 @@ def _delimited(
 def _jsonl_records(path: Path) -> Iterator[tuple[int, _Record]]:
     """Each non-blank line as a dict, or what is wrong with it; the keys are checked later, per record."""
     empty = True
-    with open(path, encoding="utf-8-sig", newline="\n") as f:
+    with utf8_file(path, newline="\n") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
                 continue

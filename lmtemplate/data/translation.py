@@ -29,7 +29,7 @@ from lmtemplate.config import ConfigError
 from lmtemplate.data.base import ExampleData, ShardedSampler, SplitsConfig, Texts, pad
 from lmtemplate.data.demo.translation import write_demo_translation
 from lmtemplate.data.tables import read_table
-from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, load_tokenizer
+from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, load_tokenizer, read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def split_files(spec: Optional[str], src_lang: str, tgt_lang: str) -> list[Path]
 
 def _lines(path: Path) -> list[str]:
     """The file's lines; only "\\n" ends one (str.splitlines would also split at U+2028 and misalign the sides)."""
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_utf8(path)
     return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
 
 

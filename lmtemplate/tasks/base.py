@@ -19,6 +19,7 @@ from torch import nn
 from lmtemplate.config import ConfigError
 from lmtemplate.models.backbone import load_backbone
 from lmtemplate.models.gpt import GPT
+from lmtemplate.tokenization import read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ class Task(L.LightningModule):
 
     def read_predict_inputs(self, path: Path) -> list:
         """``predict --input FILE``: the inputs in the file (default: its lines)."""
-        return Path(path).read_text(encoding="utf-8").splitlines()
+        return read_utf8(Path(path)).splitlines()
 
     def format_predictions(self, rows: list[dict]) -> str:
         """The text of the predictions file (default: one JSON object per line)."""

@@ -1,0 +1,315 @@
+"""Bad input of every kind, for every task: exit code 2, a message that names the file (and line) or the key,
+no traceback, and no new run directory. Each case fails before any training. docs/errors.md lists them.
+
+A case is (argv, files, expected): ``files`` are written in an empty working directory first (bytes as they
+are, text as UTF-8); the message must hold every ``expected`` substring.
+"""
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmtemplate.cli import EXIT_CONFIG, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("clean_registry")
+
+TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=16", "tokenizer.vocab_size=300",
+        "trainer.accelerator=cpu", "trainer.max_steps=2", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", "data.demo_lines=50"]
+LATIN1 = "le café est chaud\n".encode("latin-1")  # é (0xe9) at byte 6 of the line
+SENTENCES = "".join(f"the dog number {i} runs to the small red house and back again\n" for i in range(40))
+TSV = "text\tlabel\n" + "".join(f"good film {i}\tpos\nbad film {i}\tneg\n" for i in range(10))
+
+
+def truncated_checkpoint() -> bytes:
+    whole = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, whole)
+    return whole.getvalue()[: len(whole.getvalue()) // 2]
+
+
+def squad(question: str = "who sat?", answer: str = "the cat", start: int = 0) -> str:
+    qa = {"id": "q1", "question": question, "answers": [{"text": answer, "answer_start": start}]}
+    return json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "the cat sat on the mat.", "qas": [qa]}]}]})
+
+
+def plugin(task: str, config: str = "M", post_init: str = "", body: str = "pass") -> str:
+    """A plugin task on the text data module, its config class ``config``'s defaults checked by ``post_init``."""
+    return f'''
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+
+from lmtemplate import register_task
+from lmtemplate.config import ConfigError
+from lmtemplate.data.corpus import TextDataConfig
+from lmtemplate.data.lm import TextDataModule
+from lmtemplate.tokenization import TokenizerConfig
+
+
+@dataclass
+class {config}:
+    block_size: int = 16
+    width: int = 0
+
+    def __post_init__(self):
+        {post_init or "pass"}
+
+
+@dataclass
+class Cfg:
+    model: {config} = field(default_factory={config})
+    data: TextDataConfig = field(default_factory=TextDataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+
+@register_task("{task}", config=Cfg, datamodule=TextDataModule)
+class Task(L.LightningModule):
+    monitor = ("val/loss", "min")
+
+    def __init__(self, cfg, datamodule):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        {body}
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", self.w.sum())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+'''
+
+
+BAD_DEFAULT = plugin("bad_default", post_init='raise ConfigError(f"model.width: expected >= 1, got {self.width}")')
+BIGRAM = ["-c", "configs/plugins/bigram-demo.yaml", "data.demo_lines=50", "tokenizer.vocab_size=300",
+          "trainer.accelerator=cpu"]
+CKPT_RUN = {"outputs/demo/version_0/config.yaml": "task: causal_lm\n", "outputs/demo/version_0/checkpoints/notes.txt": ""}
+
+CASES = {
+    # configs
+    "unknown key in a file": (["fit", "-c", "typo.yaml"], {"typo.yaml": "model:\n  n_layr: 2\n"},
+                              ["unknown key 'model.n_layr' in typo.yaml", "n_layer"]),
+    "unknown key on the command line": (["fit", "data.batchsize=4"], {}, ["unknown key 'data.batchsize'", "batch_size"]),
+    "wrong type": (["fit", "model.n_layer=abc"], {}, ["model.n_layer", "'abc'"]),
+    "bad YAML": (["fit", "-c", "broken.yaml"], {"broken.yaml": "model:\n  n_layer: [1\n  n_head: 2\n"},
+                 ["broken.yaml, line 3", "not valid YAML"]),
+    "extends cycle": (["fit", "-c", "a.yaml"], {"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"},
+                      ["extends cycle", "a.yaml -> ", "b.yaml"]),
+    "missing -c file": (["fit", "-c", "nope.yaml"], {}, ["config file not found: nope.yaml"]),
+    "missing extends parent": (["fit", "-c", "orphan.yaml"], {"orphan.yaml": "extends: gone.yaml\n"},
+                               ["config file not found: gone.yaml (named in extends: of", "orphan.yaml)"]),
+    "unknown task": (["fit", "task=causal"], {}, ["unknown task 'causal' (key 'task')", "causal_lm"]),
+    "override without =": (["fit", "model.n_layer"], {}, ["'model.n_layer'", "expected key=value"]),
+    "causal_lm: bad optim.schedule": (["fit", "optim.schedule=sawtooth"], {}, ["optim.schedule: 'sawtooth'"]),
+    "causal_lm: bad model.positions": (["fit", "model.positions=spiral"], {}, ["model.positions: 'spiral'"]),
+    "causal_lm: bad tokenizer.kind": (["fit", "tokenizer.kind=morse"], {}, ["tokenizer.kind: 'morse'"]),
+    "causal_lm: generate.top_p > 1": (["fit", "generate.top_p=2"], {}, ["generate.top_p", "got 2"]),
+    "masked_lm: masking.rate > 1": (["fit", "task=masked_lm", "masking.rate=1.5"], {}, ["masking.rate", "1.5"]),
+    "classification: bad best.metric": (["fit", "task=classification", "best.metric=val/bleu"], {},
+                                        ["best.metric: 'val/bleu'"]),
+    "qa: answer.max_answer_length 0": (["fit", "task=qa", "answer.max_answer_length=0"], {},
+                                       ["answer.max_answer_length", "got 0"]),
+    "translation: decode.beam_size 0": (["fit", "task=translation", "decode.beam_size=0"], {},
+                                        ["decode.beam_size", "got 0"]),
+    "translation: label_smoothing 1": (["fit", "task=translation", "optim.label_smoothing=1"], {},
+                                       ["optim.label_smoothing", "got 1"]),
+    "bad fsdp.sharding_strategy": (["fit", "fsdp.sharding_strategy=HALF"], {}, ["fsdp.sharding_strategy: 'HALF'"]),
+    # trainer settings
+    "unknown trainer key": (["fit", "-c", "t.yaml"], {"t.yaml": "trainer:\n  max_step: 5\n"},
+                            ["unknown key 'trainer.max_step' in t.yaml", "max_steps"]),
+    "owned trainer key": (["fit", "trainer.logger=false"], {}, ["trainer.logger (in the command line) is set by lmtemplate"]),
+    "gpu accelerator without a GPU": (["fit", "trainer.accelerator=gpu"], {},
+                                      ["trainer.accelerator: 'gpu' is not available", "(in the command line)"]),
+    "gpu.yaml without a GPU": (["fit", "-c", "gpu.yaml"], {"gpu.yaml": "trainer:\n  accelerator: gpu\n  devices: 1\n"},
+                               ["trainer.accelerator", "(in gpu.yaml)"]),
+    "ddp.yaml without a GPU": (["fit", "-c", "ddp.yaml"],
+                               {"ddp.yaml": "trainer:\n  accelerator: gpu\n  devices: -1\n  strategy: ddp\n"},
+                               ["trainer.accelerator", "(in ddp.yaml)"]),
+    "bad precision": (["fit", "trainer.precision=bf17"], {}, ["trainer:", "'bf17'"]),
+    # text corpora (causal_lm, masked_lm)
+    "causal_lm: glob matching nothing": (["fit", "data.train=texts/*.txt"], {}, ["data.train: no file matches 'texts/*.txt'"]),
+    "causal_lm: empty .txt": (["fit", *TINY, "data.train=empty.txt", "data.val=val.txt"],
+                              {"empty.txt": "", "val.txt": SENTENCES}, ["data.train (empty.txt)", "model.block_size=16"]),
+    "causal_lm: .txt shorter than one window": (["fit", *TINY, "data.train=short.txt"], {"short.txt": "a few words\n"},
+                                                ["data.train (short.txt) holds", "model.block_size=16"]),
+    "causal_lm: val_fraction too small": (["fit", *TINY, "data.train=long.txt", "data.val_fraction=0.01"],
+                                          {"long.txt": SENTENCES},
+                                          ["the last data.val_fraction=0.01 of data.train (long.txt)", "block_size=16"]),
+    "causal_lm: non-UTF-8 .txt": (["fit", *TINY, "data.train=latin.txt", "data.val=val.txt"],
+                                  {"latin.txt": SENTENCES.encode() + LATIN1, "val.txt": SENTENCES},
+                                  ["latin.txt, line 41: not valid UTF-8 (byte 0xe9 at byte offset"]),
+    "causal_lm: bad JSON line in .jsonl": (["fit", *TINY, "data.train=c.jsonl"], {"c.jsonl": '{"text": "a"}\n{"text": \n'},
+                                           ["c.jsonl, line 2"]),
+    "causal_lm: .jsonl without the text field": (["fit", *TINY, "data.train=c.jsonl"], {"c.jsonl": '{"body": "a"}\n'},
+                                                 ["c.jsonl, line 1", "'text' (data.text_field)"]),
+    "causal_lm: non-UTF-8 .jsonl": (["fit", *TINY, "data.train=c.jsonl"], {"c.jsonl": b'{"text": "caf\xe9"}\n'},
+                                    ["c.jsonl, line 1: not valid UTF-8 (byte 0xe9 at byte offset 13"]),
+    "masked_lm: empty .txt": (["fit", "task=masked_lm", *TINY, "data.train=empty.txt", "data.val=val.txt"],
+                              {"empty.txt": "", "val.txt": SENTENCES}, ["data.train (empty.txt)", "model.block_size=16"]),
+    "masked_lm: non-UTF-8 .txt": (["fit", "task=masked_lm", *TINY, "data.train=latin.txt", "data.val=val.txt"],
+                                  {"latin.txt": LATIN1, "val.txt": SENTENCES}, ["latin.txt, line 1: not valid UTF-8"]),
+    # tables (classification)
+    "classification: missing train file": (["fit", "task=classification", "data.train=nope.tsv", "data.val=val.tsv"],
+                                           {"val.tsv": TSV}, ["data.train: file not found: nope.tsv"]),
+    "classification: train without val": (["fit", "task=classification", "data.train=train.tsv"], {"train.tsv": TSV},
+                                          ["data.val: a validation file is required"]),
+    "classification: empty .tsv": (["fit", "task=classification", "data.train=train.tsv", "data.val=val.tsv"],
+                                   {"train.tsv": "", "val.tsv": TSV}, ["train.tsv: the file is empty"]),
+    "classification: .tsv without the label column": (
+        ["fit", "task=classification", "data.train=train.tsv", "data.val=val.tsv"],
+        {"train.tsv": "text\tstars\ngood\t5\n", "val.tsv": TSV},
+        ["train.tsv, line 1: the header has no column 'label' (set data.label_column)"]),
+    "classification: .tsv row with a missing field": (
+        ["fit", "task=classification", "data.train=train.tsv", "data.val=val.tsv"],
+        {"train.tsv": "text\tlabel\ngood\tpos\nbad film\n", "val.tsv": TSV}, ["train.tsv, line 3: expected 2 fields"]),
+    "classification: non-UTF-8 .tsv": (["fit", "task=classification", "data.train=train.tsv", "data.val=val.tsv"],
+                                       {"train.tsv": b"text\tlabel\ncaf\xe9\tpos\n", "val.tsv": TSV},
+                                       ["train.tsv, line 2: not valid UTF-8 (byte 0xe9 at byte offset 14"]),
+    "classification: non-UTF-8 .csv": (["fit", "task=classification", "data.train=train.csv", "data.val=val.tsv"],
+                                       {"train.csv": b"text,label\ngood,pos\ncaf\xe9,neg\n", "val.tsv": TSV},
+                                       ["train.csv, line 3: not valid UTF-8 (byte 0xe9 at byte offset 23"]),
+    "classification: bad JSON line in .jsonl": (
+        ["fit", "task=classification", "data.train=train.jsonl", "data.val=val.tsv"],
+        {"train.jsonl": '{"text": "good", "label": "pos"}\n{"text": "bad",\n', "val.tsv": TSV},
+        ["train.jsonl, line 2: not valid JSON"]),
+    # SQuAD (qa)
+    "qa: missing val file": (["fit", "task=qa", "data.train=train.json", "data.val=nope.json"], {"train.json": squad()},
+                             ["data.val: file not found: nope.json"]),
+    "qa: SQuAD file not JSON": (["fit", "task=qa", "data.train=train.json", "data.val=val.json"],
+                                {"train.json": '{"data": [\n  {"title": }\n]}', "val.json": squad()},
+                                ["train.json: not valid JSON (line 2"]),
+    "qa: answer_start mismatch": (["fit", "task=qa", "data.train=train.json", "data.val=val.json"],
+                                  {"train.json": squad(start=4), "val.json": squad()},
+                                  ["train.json, article 0, paragraph 0, example q1: answer_start 4"]),
+    "qa: question missing": (["fit", "task=qa", "data.train=train.jsonl", "data.val=val.json"],
+                             {"train.jsonl": '{"id": "a", "context": "the cat", "answers": []}\n', "val.json": squad()},
+                             ["train.jsonl, line 1", "missing field 'question'"]),
+    "qa: non-UTF-8 SQuAD JSON": (["fit", "task=qa", "data.train=train.json", "data.val=val.json"],
+                                 {"train.json": squad().encode() + b"\n\xff\n", "val.json": squad()},
+                                 ["train.json, line 2: not valid UTF-8 (byte 0xff"]),
+    # parallel text (translation)
+    "translation: misaligned files": (["fit", "task=translation", "data.train=train", "data.val=train"],
+                                      {"train.src": "a\nb\nc\n", "train.tgt": "x\ny\n"},
+                                      ["train.src has 3 lines but train.tgt has 2"]),
+    "translation: missing target file": (["fit", "task=translation", "data.train=train", "data.val=train"],
+                                         {"train.src": "a\n"}, ["data.train: file not found: train.tgt"]),
+    "translation: empty line": (["fit", "task=translation", "data.train=train", "data.val=train"],
+                                {"train.src": "a\n\nc\n", "train.tgt": "x\ny\nz\n"}, ["train.src, line 2: empty line"]),
+    "translation: non-UTF-8 aligned file": (["fit", "task=translation", "data.train=train", "data.val=train"],
+                                            {"train.src": "a\n".encode() + LATIN1, "train.tgt": "x\ny\n"},
+                                            ["train.src, line 2: not valid UTF-8 (byte 0xe9 at byte offset 8"]),
+    "translation: table without the target column": (
+        ["fit", "task=translation", "data.train=train.tsv", "data.val=train.tsv"],
+        {"train.tsv": "src\tde\na\tb\n"}, ["train.tsv, line 1: the header has no column 'tgt' (set data.tgt_lang)"]),
+    # checkpoints
+    "missing checkpoint": (["validate", "--ckpt", "nope.ckpt"], {}, ["--ckpt: checkpoint file not found: nope.ckpt"]),
+    "truncated checkpoint": (["validate", "--ckpt", "cut.ckpt"], {"cut.ckpt": truncated_checkpoint()},
+                             ["checkpoint cut.ckpt", "truncated"]),
+    "not a checkpoint": (["validate", "--ckpt", "notes.ckpt"], {"notes.ckpt": "just text\n"},
+                         ["checkpoint notes.ckpt", "not a PyTorch checkpoint file"]),
+    "resume from a truncated checkpoint": (["fit", "--ckpt", "cut.ckpt"], {"cut.ckpt": truncated_checkpoint()},
+                                           ["checkpoint cut.ckpt", "truncated"]),
+    "--ckpt best with no run": (["validate", "--ckpt", "best"], {}, ["no runs under outputs/demo"]),
+    "--ckpt best, run without one": (["test", "--ckpt", "best"], CKPT_RUN,
+                                     ["no best checkpoint in outputs/demo/version_0/checkpoints",
+                                      "no version under outputs/demo has one"]),
+    "predict, missing --input": (["predict", "--input", "nope.txt"], {}, ["--input: file not found: nope.txt"]),
+    # plugins
+    "plugin with a syntax error": (["fit"], {"plugins/syn.py": "x = 1\ny = (\n"},
+                                   ["could not load plugin file plugins/syn.py: SyntaxError", "syn.py, line 2"]),
+    "plugin module that does not exist": (["fit", "plugins=[not_a_module]"], {},
+                                          ["plugins: 'not_a_module' is not a file or folder", "nor a module"]),
+    "plugin file that does not exist": (["fit", "plugins=[extra/mine.py]"], {}, ["plugins: file not found", "mine.py"]),
+    "plugin task name collision": (["fit"], {"plugins/mine.py": plugin("causal_lm")},
+                                   ["two tasks are registered under the name 'causal_lm'", "plugin file plugins/mine.py"]),
+    "plugin with an invalid default": (["fit", "task=bad_default"], {"plugins/bad.py": BAD_DEFAULT},
+                                       ["task 'bad_default' (plugin file plugins/bad.py)", "model.width: expected >= 1"]),
+    "bigram plugin: unknown model key": (["fit", *BIGRAM, "model.n_layer=2"], "bigram",
+                                         ["unknown key 'model.n_layer' in the command line", "block_size"]),
+    "bigram plugin: empty .txt": (["fit", *BIGRAM, "data.train=empty.txt", "data.val=empty.txt"], "bigram",
+                                  ["data.train (empty.txt)", "model.block_size=64"]),
+    "bigram plugin: non-UTF-8 .txt": (["fit", *BIGRAM, "data.train=latin.txt"], "bigram",
+                                      ["latin.txt, line 1: not valid UTF-8 (byte 0xe9 at byte offset 6"]),
+}
+BIGRAM_FILES = {"empty.txt": "", "latin.txt": LATIN1}
+
+
+def run_files(root: Path) -> set[str]:
+    """Every path under outputs/ except the shared cache: what runs leave behind."""
+    outputs = root / "outputs"
+    return {str(p.relative_to(outputs)) for p in outputs.rglob("*") if p.relative_to(outputs).parts[0] != "cache"}
+
+
+def write_files(root: Path, files: dict) -> None:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+
+
+def bigram_files(root: Path) -> dict:
+    shutil.copytree(REPO / "configs" / "plugins", root / "configs" / "plugins")
+    (root / "plugins").mkdir()
+    shutil.copy(REPO / "plugins" / "bigram_lm.py", root / "plugins")
+    return BIGRAM_FILES
+
+
+@pytest.fixture
+def cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(1)
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_bad_input_is_a_clear_error_without_a_run_directory(cwd, capsys, case):
+    argv, files, expected = CASES[case]
+    write_files(cwd, bigram_files(cwd) if files == "bigram" else files)
+    before = run_files(cwd)
+    assert main(argv) == EXIT_CONFIG == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("lmtemplate: error: ")
+    for part in expected:
+        assert part in err, err
+    assert run_files(cwd) == before
+
+
+def test_a_bad_plugin_default_breaks_only_its_own_task(cwd, capsys):
+    write_files(cwd, {"plugins/bad.py": BAD_DEFAULT})
+    assert main(["tasks"]) == 0
+    assert "bad_default" in capsys.readouterr().out
+    assert main(["config", "task=masked_lm"]) == 0
+    assert "task: masked_lm" in capsys.readouterr().out
+
+
+def test_a_fit_failing_before_its_first_checkpoint_leaves_no_run_directory(cwd, capsys):
+    """The error comes from the first training step, after the run directory, config and tokenizer were written."""
+    write_files(cwd, {"plugins/failing.py": plugin("failing", body='raise ConfigError("model.width: too wide to train")')})
+    assert main(["fit", "task=failing", *TINY[4:]]) == 2
+    assert "model.width: too wide to train" in capsys.readouterr().err
+    assert run_files(cwd) == set()
+
+
+def test_a_failing_fit_leaves_a_directory_it_did_not_create(cwd, capsys):
+    write_files(cwd, {"plugins/failing.py": plugin("failing", body='raise ConfigError("model.width: too wide to train")'),
+                      "outputs/demo/version_0/notes.txt": "mine\n"})
+    assert main(["fit", "task=failing", "run.version=0", *TINY[4:]]) == 2
+    assert (cwd / "outputs/demo/version_0/notes.txt").read_text() == "mine\n"
+
+
+def test_docs_errors_md_lists_every_case():
+    table = (REPO / "docs" / "errors.md").read_text(encoding="utf-8").splitlines()
+    rows = [line.split(" | ")[0].removeprefix("| ") for line in table if line.startswith("| ") and " --- " not in line]
+    assert rows[1:] == list(CASES)  # rows[0] is the header
