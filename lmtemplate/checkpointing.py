@@ -43,14 +43,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
-        return read_checkpoint(path, map_location, weights_only=weights_only is not False)
+        return read_checkpoint(path, map_location, weights_only=weights_only is not False, lightning=False)
 
 
-def read_checkpoint(path, map_location="cpu", weights_only: bool = True, mmap: bool = False) -> dict:
+def read_checkpoint(path, map_location="cpu", weights_only: bool = True, mmap: bool = False, lightning: bool = True) -> dict:
     """Load with ``weights_only=True`` unless the caller asks for False, so a checkpoint cannot run code.
 
     Our checkpoints hold only tensors, numbers, strings and plain containers (the task stores its hparams
-    as ``dataclasses.asdict(cfg)``), so they load as they are. A file that is not a whole Lightning
+    as ``dataclasses.asdict(cfg)``), so they load as they are. Unless ``lightning`` is false (Lightning's own
+    temporary weight files), a file that is not a whole Lightning
     checkpoint raises a ConfigError that says what is wrong with it. ``mmap`` reads lazily: a cheap check.
     """
     try:
@@ -59,7 +60,7 @@ def read_checkpoint(path, map_location="cpu", weights_only: bool = True, mmap: b
         raise  # the error names the path
     except Exception as e:
         raise ConfigError(f"checkpoint {path}: {_what_is_wrong(Path(path), e)}") from e
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+    if lightning and (not isinstance(checkpoint, dict) or "state_dict" not in checkpoint):
         raise ConfigError(f"checkpoint {path}: a PyTorch file but not a Lightning checkpoint (it has no 'state_dict')")
     return checkpoint
 

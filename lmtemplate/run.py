@@ -290,7 +290,10 @@ def fit(s: Session) -> dict:
         raise
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
-    metrics = {**results(s, logged, "val"), "step": s.trainer.global_step}
+    step, last = s.trainer.global_step, s.run_dir / "checkpoints" / "last.ckpt"
+    if step == 0 and last.is_file():  # ddp_spawn trained in processes of its own: their checkpoint knows
+        step = read_checkpoint(last, mmap=True)["global_step"]
+    metrics = {**results(s, logged, "val"), "step": step}
     if s.trainer.is_global_zero:
         write_metrics(s.run_dir, metrics)
     return metrics

@@ -43,10 +43,9 @@ def plugin(task: str, config: str = "M", post_init: str = "", body: str = "pass"
     return f'''
 from dataclasses import dataclass, field
 
-import lightning as L
 import torch
 
-from lmtemplate import register_task
+from lmtemplate import Task, register_task
 from lmtemplate.config import ConfigError
 from lmtemplate.data.corpus import TextDataConfig
 from lmtemplate.data.lm import TextDataModule
@@ -70,18 +69,16 @@ class Cfg:
 
 
 @register_task("{task}", config=Cfg, datamodule=TextDataModule)
-class Task(L.LightningModule):
-    monitor = ("val/loss", "min")
-
+class Plugin(Task):
     def __init__(self, cfg, datamodule):
-        super().__init__()
+        super().__init__(cfg)
         self.w = torch.nn.Parameter(torch.zeros(1))
 
     def training_step(self, batch, batch_idx):
         {body}
 
-    def validation_step(self, batch, batch_idx):
-        self.log("val/loss", self.w.sum())
+    def loss(self, batch):
+        return self.w.sum()
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -160,7 +157,7 @@ CASES = {
     "classification: missing train file": (["fit", "task=classification", "data.train=nope.tsv", "data.val=val.tsv"],
                                            {"val.tsv": TSV}, ["data.train: file not found: nope.tsv"]),
     "classification: train without val": (["fit", "task=classification", "data.train=train.tsv"], {"train.tsv": TSV},
-                                          ["data.val: a validation file is required"]),
+                                          ["data.val: a validation set is required"]),
     "classification: empty .tsv": (["fit", "task=classification", "data.train=train.tsv", "data.val=val.tsv"],
                                    {"train.tsv": "", "val.tsv": TSV}, ["train.tsv: the file is empty"]),
     "classification: .tsv without the label column": (

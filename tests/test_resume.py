@@ -31,7 +31,6 @@ CLASSIFICATION = ["-c", str(CONFIGS / "finetune/classification-demo.yaml"), *ENC
                   "data.demo_train=200", "data.demo_val=20"]
 TRANSLATION = ["-c", str(CONFIGS / "finetune/translation-demo.yaml"), *ENCODER, "model.block_size=48",
                "data.demo_train=200", "data.demo_val=20", "decode.val_sentences=4", "decode.beam_size=1"]
-NEEDS_RESUMABLE_SAMPLER = pytest.mark.xfail(reason="needs the resumable example sampler", strict=False)
 
 
 @pytest.fixture(autouse=True)
@@ -121,19 +120,17 @@ def test_stopped_by_sigterm(signalled, stopped):
 
 @pytest.mark.parametrize("packing", [
     "data.packing=true",
-    pytest.param("data.packing=false", marks=NEEDS_RESUMABLE_SAMPLER),
+    "data.packing=false",
 ])
 def test_masked_lm_stopped_between_validations(packing):
     args = [*MASKED_LM, packing] + (["data.line_documents=true"] if packing.endswith("false") else [])
     assert_resumes_exactly(args, 12, ["trainer.max_steps=7"])
 
 
-@NEEDS_RESUMABLE_SAMPLER
 def test_classification_stopped_between_validations():
     assert_resumes_exactly(CLASSIFICATION, 12, ["trainer.max_steps=7"])
 
 
-@NEEDS_RESUMABLE_SAMPLER
 @pytest.mark.parametrize("batching", ["data.batch_tokens=400", "data.batch_tokens=0"])
 def test_translation_stopped_between_validations(batching):
     assert_resumes_exactly([*TRANSLATION, batching], 12, ["trainer.max_steps=7"])
