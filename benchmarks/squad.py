@@ -32,7 +32,7 @@ from pathlib import Path
 from common import ROOT, default_out, environment, print_table, write_json
 
 from lmtemplate import run
-from lmtemplate.data.squad import read_squad
+from lmtemplate.data.squad import read_squad, squad_version
 from lmtemplate.tasks.qa_postprocess import oracle
 from lmtemplate.tasks.squad_metric import squad_scores
 
@@ -64,9 +64,9 @@ def first_words(context: str, k: int) -> str:
     return " ".join(sentence.split()[:k])
 
 
-def baseline(examples, k: int) -> dict[str, float]:
+def baseline(examples, k: int, version: str) -> dict[str, float]:
     golds = {e.id: [t for t, _ in e.answers] for e in examples}
-    return squad_scores({e.id: first_words(e.context, k) for e in examples}, golds)
+    return squad_scores({e.id: first_words(e.context, k) for e in examples}, golds, version)
 
 
 def train(config: Path, overrides: list[str]):
@@ -105,10 +105,11 @@ def main() -> None:
             f"trainer.max_time={{'minutes': {args.finetune_minutes}}}",
             *(["trainer.limit_val_batches=1.0"] if args.quick else []),
         ])
-        ceiling = squad_scores(oracle(eval_examples, fine.datamodule.features["val"]),
-                               {e.id: [t for t, _ in e.answers] for e in eval_examples})
-    k = max(range(1, 11), key=lambda k: baseline(train_examples, k)["f1"])
-    trivial = baseline(eval_examples, k)
+        version = squad_version(eval_json, eval_examples)  # the official script of the data's version scores all rows
+        ceiling = squad_scores(oracle(eval_examples, fine.datamodule.examples["val"]),
+                               {e.id: [t for t, _ in e.answers] for e in eval_examples}, version)
+    k = max(range(1, 11), key=lambda k: baseline(train_examples, k, version)["f1"])
+    trivial = baseline(eval_examples, k, version)
     rows = {
         "learned (pretrained + fine-tuned)": {"exact": metrics["val/exact"], "f1": metrics["val/f1"]},
         f"first {k} words of the first sentence": trivial,

@@ -308,11 +308,13 @@ def _discard_unless_checkpointed(s: Session) -> None:
 def evaluate(s: Session, verb: str) -> dict:
     """Validate or test the checkpoint; metrics.json records them under the verb, with the checkpoint they came
     from (test metrics also at the top level, where fit's validation metrics are)."""
+    step = read_checkpoint(s.checkpoint, mmap=True).get("global_step", 0) if s.checkpoint.is_file() else 0
+    s.trainer.fit_loop.epoch_loop._batches_that_stepped = step  # TensorBoard shows the metrics at the checkpoint's step
     run = s.trainer.validate if verb == "validate" else s.trainer.test
     logged = run(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint, verbose=False)
     metrics = results(s, logged[0] if logged else {}, "val" if verb == "validate" else "test")
     if s.trainer.is_global_zero:
-        source = {"checkpoint": str(s.checkpoint), "step": s.trainer.global_step}
+        source = {"checkpoint": str(s.checkpoint), "step": step}
         write_metrics(s.run_dir, {verb: {**metrics, **source}, **(metrics if verb == "test" else {})})
     return metrics
 

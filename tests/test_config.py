@@ -291,3 +291,12 @@ def test_a_default_that_fails_its_check_names_the_task_without_omegaconf_lines()
         "task 'digits': a default of its config is invalid: model.width: expected digits, got one. "
         "Fix the default in the task's config class"
     )
+
+
+def test_a_task_whose_metric_needs_the_whole_set_validates_all_of_it_unless_told_otherwise(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the repository root, whose ./plugins a config load would register
+    assert load_config([], ["task=qa"]).data.trainer.limit_val_batches == 1.0  # EM / F1 over every question
+    assert load_config([], ["task=translation"]).data.trainer.limit_val_batches == 1.0
+    assert load_config([], []).data.trainer.limit_val_batches == 20  # a mean loss: a sample estimates it
+    assert load_config([], ["task=qa", "trainer.limit_val_batches=3"]).data.trainer.limit_val_batches == 3
+    assert load_config([], ["task=qa"]).data.best.metric == "val/f1"  # the task's first metric picks the best checkpoint

@@ -144,3 +144,27 @@ def test_the_progress_bar_shows_the_version_number():
     trainer = build_trainer(loaded.cfg, run_dir, loaded.task.module, training=False)
     assert get_standard_metrics(trainer)["v_num"] == 3
     assert Path(trainer.logger.log_dir) == run_dir
+
+
+def test_validate_and_test_record_their_checkpoint_and_log_at_its_step():
+    fit()
+    run = Path("outputs/tiny/version_0")
+    fitted = json.loads((run / "metrics.json").read_text())
+    assert main(["test", "run.name=tiny", "--ckpt", "last"]) == 0
+    assert main(["test", "run.name=tiny", "--ckpt", "last"]) == 0  # a second test adds no second point
+    assert main(["validate", "run.name=tiny"]) == 0  # the best checkpoint
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val/loss"] == fitted["val/loss"] and metrics["step"] == 30  # fit's own block stays as it was
+    assert metrics["test"]["checkpoint"].endswith("last.ckpt") and metrics["test"]["step"] == 30
+    best = next(run.glob("checkpoints/best-*.ckpt"))
+    assert metrics["validate"]["checkpoint"].endswith(best.name)
+    assert metrics["validate"]["step"] == int(best.stem.removeprefix("best-"))
+    assert list(scalars(run, "test/loss")) == [30]
+
+
+def test_a_partial_validation_says_so_in_metrics_json():
+    fit("data.batch_size=1", "trainer.limit_val_batches=2", "trainer.max_steps=5", "optim.decay_steps=5")
+    partial = json.loads(Path("outputs/tiny/version_0/metrics.json").read_text())
+    assert partial["val_partial"].startswith("2 of ") and "trainer.limit_val_batches" in partial["val_partial"]
+    fit("data.batch_size=1", "trainer.limit_val_batches=1.0", "trainer.max_steps=5", "optim.decay_steps=5")
+    assert "val_partial" not in json.loads(Path("outputs/tiny/version_1/metrics.json").read_text())

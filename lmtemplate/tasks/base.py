@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import lightning as L
+from lightning.fabric.utilities.types import _Stateful
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
@@ -182,6 +183,13 @@ class Task(L.LightningModule):
     def format_predictions(self, rows: list[dict]) -> str:
         """The text of the predictions file (default: one JSON object per line)."""
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+    def on_train_start(self) -> None:
+        loader = self.trainer.train_dataloader
+        if self.trainer.ckpt_path and not isinstance(loader, _Stateful):
+            log.warning("%s.train_dataloader() is not resumable (no state_dict / load_state_dict): the resumed run starts "
+                        "its epoch from the beginning instead of where the checkpoint stopped; build the loader with "
+                        "lmtemplate.data.base.DataModule.loader to resume exactly", type(self.trainer.datamodule).__name__)
 
     def setup(self, stage: str) -> None:
         """Before training (and before a resumed run's checkpoint restores its own weights): ``model.init_from``."""
