@@ -134,3 +134,24 @@ def test_classification_stopped_between_validations():
 @pytest.mark.parametrize("batching", ["data.batch_tokens=400", "data.batch_tokens=0"])
 def test_translation_stopped_between_validations(batching):
     assert_resumes_exactly([*TRANSLATION, batching], 12, ["trainer.max_steps=7"])
+
+
+def test_a_datamodule_whose_loader_is_not_resumable_is_named_when_a_run_resumes(caplog, clean_registry):
+    """A plugin's own DataLoader has no state to save: resuming mid-epoch restarts its epoch, and the run says so."""
+    Path("plugins").mkdir()
+    Path("plugins/plain.py").write_text(
+        "from torch.utils.data import DataLoader\n"
+        "from lmtemplate import register_task\n"
+        "from lmtemplate.data.lm import TextDataModule\n"
+        "from lmtemplate.tasks.causal_lm import CausalLM, CausalLMConfig\n\n\n"
+        "class PlainData(TextDataModule):\n"
+        "    def train_dataloader(self):\n"
+        "        return DataLoader(list(super().train_dataloader()), batch_size=None)\n\n\n"
+        "@register_task('plain_lm', config=CausalLMConfig, datamodule=PlainData)\n"
+        "class PlainLM(CausalLM):\n"
+        "    pass\n")
+    args = [*CAUSAL, "task=plain_lm", "run.name=plain"]
+    assert main(["fit", *args, "trainer.max_steps=3"]) == 0
+    assert "is not resumable" not in caplog.text
+    assert main(["fit", *args, "trainer.max_steps=6", "--ckpt", "last"]) == 0
+    assert "PlainData.train_dataloader() is not resumable" in caplog.text

@@ -158,8 +158,9 @@ class DataModule(L.LightningDataModule):
         return {"epoch": loop.epoch_progress.current.processed, "batches": loop.epoch_loop.batch_progress.current.processed}
 
     def loader(self, dataset, train: bool, collate_fn=None, sampler: Optional[Sampler] = None,
-               batch_sampler: Optional[Sampler] = None, batch_size: Optional[int] = None) -> DataLoader:
-        """A DataLoader over ``dataset`` (default sampler: a ``ShardedSampler`` of its items)."""
+               batch_sampler: Optional[Sampler] = None) -> DataLoader:
+        """A DataLoader over ``dataset`` (default sampler: a ``ShardedSampler`` of its items); in training, the
+        last partial batch of an epoch is dropped (unless it would be the only one) and the loader resumes."""
         d = self.cfg.data
         rank, world = self.rank()
         if batch_sampler is None and sampler is None:
@@ -169,7 +170,7 @@ class DataModule(L.LightningDataModule):
         options = dict(collate_fn=collate_fn, num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
                        worker_init_fn=worker_init)
         if batch_sampler is None:
-            options.update(sampler=sampler, batch_size=batch_size or d.batch_size, drop_last=train)
+            options.update(sampler=sampler, batch_size=d.batch_size, drop_last=train and len(sampler) >= d.batch_size)
         else:
             options.update(batch_sampler=batch_sampler)
         if train:
@@ -212,8 +213,10 @@ class ExampleData(DataModule):
             self.rows = {split: read[path] for split, path in d.files().items()}
         self.tokenizer = build_tokenizer(cfg.tokenizer, Texts(list(self.texts(self.rows["train"]))), Path(cfg.run.cache_dir))
         self.pad_id = next((i for i in (self.tokenizer.token_to_id(t) for t in ("[PAD]", "<pad>")) if i is not None), 0)
-        encoded = {}
-        self.examples = {split: encoded.setdefault(id(rows), self.encode(rows, split)) for split, rows in self.rows.items()}
+        self.examples: dict[str, list] = {}
+        for split, rows in self.rows.items():  # a test split that is the val file is encoded once
+            same = next((k for k in self.examples if self.rows[k] is rows), None)
+            self.examples[split] = self.examples[same] if same else self.encode(rows, split)
 
     def demo(self) -> dict[str, list]:
         """The built-in demo rows for every split (``data.train`` unset)."""
