@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Optional
 
 import lightning as L
-from lightning.fabric.utilities.types import _Stateful
 import torch
+from lightning.fabric.utilities.types import _Stateful
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
