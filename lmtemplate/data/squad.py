@@ -83,10 +83,8 @@ def _answers(raw, context: str, where: str) -> list[tuple[str, int]]:
             raise ConfigError(f"{where}: each answer should be an object with text and answer_start")
         text, start = _field(a, "text", str, where), _field(a, "answer_start", int, where)
         if context[start: start + len(text)] != text:
-            raise ConfigError(
-                f"{where}: answer_start {start} points at {context[start: start + len(text)]!r} in the context, "
-                f"not at the answer text {text!r}"
-            )
+            raise ConfigError(f"{where}: answer_start {start} points at {context[start: start + len(text)]!r} in the "
+                              f"context, not at the answer text {text!r}")
         out.append((text, start))
     return out
 
@@ -100,7 +98,8 @@ def _example(record: dict, context: str, where: str, need_answers: bool) -> QAEx
     if not question.strip():
         raise ConfigError(f"{where}: empty question")
     if need_answers and "answers" not in record:
-        raise ConfigError(f"{where}: missing field 'answers' (give [] for an unanswerable question, as SQuAD v2.0 does)")
+        raise ConfigError(f"{where}: missing field 'answers' (give [] for an unanswerable question, as SQuAD v2.0 "
+                          "does)")
     answers = _answers(record["answers"], context, where) if "answers" in record else []
     impossible = record.get("is_impossible", False)
     if need_answers and not answers and not impossible and "is_impossible" in record:
@@ -179,10 +178,9 @@ def build_features(examples: list[QAExample], tokenizer: Tokenizer, max_length: 
         head = [cls, *q.ids[:max_query], sep]
         room = max_length - len(head) - 1
         if room < stride:
-            raise ConfigError(
-                f"data.doc_stride ({stride}) is larger than the room left for the context ({room} tokens of "
-                f"max_seq_length {max_length} after a {len(head) - 2}-token question): windows would skip text"
-            )
+            raise ConfigError(f"data.doc_stride ({stride}) is larger than the room left for the context ({room} tokens "
+                              f"of max_seq_length {max_length} after a {len(head) - 2}-token question): windows would "
+                              "skip text")
         span = token_span(c.offsets, ex.answers[0][1], ex.answers[0][1] + len(ex.answers[0][0])) if ex.answers else None
         for lo, hi in windows(len(c.ids), room, stride):
             first = len(head) - lo  # context token k sits at position first + k
@@ -196,18 +194,19 @@ class QADataModule(ExampleData):
     """Rows are ``QAExample``s, examples their windowed ``Feature``s. Training batches are features; evaluation
     and prediction batches hold whole examples with every window (``examples``, ``indices``, ``features``)."""
 
+    def __init__(self, cfg):
+        self.rules: dict[int, str] = {}  # id of a file's examples -> the official script that scores them
+        super().__init__(cfg)
+
     def demo(self) -> dict[str, list]:
         d = self.cfg.data
-        folder = Path(self.cfg.run.cache_dir) / f"demo-qa-{d.demo_train}-{d.demo_val}-{d.demo_unanswerable}-{d.demo_seed}"
+        name = f"demo-qa-{d.demo_train}-{d.demo_val}-{d.demo_unanswerable}-{d.demo_seed}"
+        folder = Path(self.cfg.run.cache_dir) / name
         train, val = folder / "train.json", folder / "val.json"
         if not (train.is_file() and val.is_file()):
             train, val = write_demo_qa(folder, d.demo_train, d.demo_val, d.demo_unanswerable, d.demo_seed)
         rows = {"train": self.read(train), "val": self.read(val)}
         return {**rows, "test": rows["val"]}
-
-    def __init__(self, cfg):
-        self.rules: dict[int, str] = {}  # id of a file's examples -> the official script that scores them
-        super().__init__(cfg)
 
     def read(self, path: Path) -> list[QAExample]:
         examples = read_squad(path)
@@ -224,7 +223,8 @@ class QADataModule(ExampleData):
     def encode(self, rows: list[QAExample], split: str) -> list[Feature]:
         for token in ("[CLS]", "[SEP]", "[PAD]"):
             if self.tokenizer.token_to_id(token) is None:
-                raise ConfigError(f"tokenizer: QA needs a '{token}' token; this tokenizer has none (use kind wordpiece)")
+                raise ConfigError(f"tokenizer: QA needs a '{token}' token; this tokenizer has none "
+                                  "(use kind wordpiece)")
         d, block = self.cfg.data, self.cfg.model.block_size
         if (d.max_seq_length or block) > block:
             raise ConfigError(f"data.max_seq_length ({d.max_seq_length}) exceeds model.block_size ({block})")
@@ -243,7 +243,6 @@ class QADataModule(ExampleData):
             feats = [f for i in indices for f in of[i]]
             return {**self.collate(feats), "indices": indices, "examples": [examples[i] for i in indices],
                     "features": feats}
-
         return self.loader(range(len(examples)), train=False, collate_fn=gather)
 
     def val_dataloader(self) -> DataLoader:
@@ -254,8 +253,6 @@ class QADataModule(ExampleData):
 
     def predict_dataloader(self) -> DataLoader:
         """``predict_inputs``: examples from ``read_predict_inputs``, or dicts with question and context."""
-        examples = [
-            x if isinstance(x, QAExample) else QAExample(str(x.get("id", i)), x["question"], x["context"], [])
-            for i, x in enumerate(self.predict_inputs)
-        ]
+        examples = [x if isinstance(x, QAExample) else QAExample(str(x.get("id", i)), x["question"], x["context"], [])
+                    for i, x in enumerate(self.predict_inputs)]
         return self._by_example(examples, self.encode(examples, "predict"))

@@ -103,7 +103,6 @@ class QuestionAnswering(Task):
                  "null_score": found[ex.id].null_score} for ex in batch["examples"]]
 
     def read_predict_inputs(self, path: Path) -> list[QAExample]:
-        """SQuAD JSON or JSONL; answers are not needed."""
         return read_squad(path, need_answers=False)
 
     def format_predictions(self, rows: list[dict]) -> str:
