@@ -1,35 +1,26 @@
-"""Extractive QA data: SQuAD v1.1 / v2.0 JSON (or JSONL) -> examples -> windowed features.
+"""Extractive QA data (see docs/tasks/qa.md): SQuAD v1.1 / v2.0 JSON or JSONL -> examples -> windowed features.
 
-A feature is ``[CLS] question [SEP] window of the context [SEP]``. A context
-longer than one window is covered by several: they start every ``doc_stride``
-context tokens (BERT's meaning: the step between window starts, so neighbours
-overlap by window - stride tokens). Each context token keeps its character span
-in the original context (the tokenizer's offsets), so a predicted span maps back
-to the exact characters. The training target is the answer's first and last
-token, or ``[CLS]`` (position 0) when the answer is not inside the window or the
-question has none.
-
-Training batches are shuffled features; evaluation and prediction batches hold
-whole examples (every window of each), so an example is always scored from all
-of its windows, whatever part of the set a pass sees.
+A feature is ``[CLS] question [SEP] window of the context [SEP]``; windows start every ``doc_stride`` context
+tokens (BERT's meaning: the step between window starts). Context tokens keep their character offsets, so a
+predicted span maps back to the exact characters. Evaluation and prediction batches hold whole examples (every
+window of each), so an example is always scored from all of its windows, whatever part of the set a pass sees.
 """
 
 from __future__ import annotations
 
 import bisect
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Optional
 
-import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.base import ExampleData, SplitsConfig, pad
+from lmtemplate.data.base import ExampleData, SplitsConfig
 from lmtemplate.data.demo.qa import write_demo_qa
+from lmtemplate.data.tables import read_table
 from lmtemplate.tokenization import read_utf8
 
 
@@ -92,10 +83,8 @@ def _answers(raw, context: str, where: str) -> list[tuple[str, int]]:
             raise ConfigError(f"{where}: each answer should be an object with text and answer_start")
         text, start = _field(a, "text", str, where), _field(a, "answer_start", int, where)
         if context[start: start + len(text)] != text:
-            raise ConfigError(
-                f"{where}: answer_start {start} points at {context[start: start + len(text)]!r} in the context, "
-                f"not at the answer text {text!r}"
-            )
+            raise ConfigError(f"{where}: answer_start {start} points at {context[start: start + len(text)]!r} in the "
+                              f"context, not at the answer text {text!r}")
         out.append((text, start))
     return out
 
@@ -108,38 +97,32 @@ def _example(record: dict, context: str, where: str, need_answers: bool) -> QAEx
     question = _field(record, "question", str, where)
     if not question.strip():
         raise ConfigError(f"{where}: empty question")
+    if need_answers and "answers" not in record:
+        raise ConfigError(f"{where}: missing field 'answers' (give [] for an unanswerable question, as SQuAD v2.0 "
+                          "does)")
+    answers = _answers(record["answers"], context, where) if "answers" in record else []
     impossible = record.get("is_impossible", False)
-    answers = _answers(record["answers"], context, where) if "answers" in record else None
-    if answers is None and need_answers:
-        raise ConfigError(f"{where}: missing field 'answers' (give [] for an unanswerable question, as SQuAD v2.0 does)")
     if need_answers and not answers and not impossible and "is_impossible" in record:
         raise ConfigError(f"{where}: no answers, but is_impossible is false")
-    return QAExample(qid, question, context, [] if impossible else answers or [])
+    return QAExample(qid, question, context, [] if impossible else answers)
 
 
 def read_squad(path: Path, need_answers: bool = True) -> list[QAExample]:
     """SQuAD JSON ``{"data": [{"paragraphs": [{"context", "qas": [...]}]}]}`` or JSONL, one
     ``{"id", "question", "context", "answers"}`` per line. Every answer is checked against its context."""
     path = Path(path)
-    try:
-        text = read_utf8(path)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read it ({e})") from None
     examples = []
-    if path.suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {n}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise ConfigError(f"{where}: expected an object with question, context and answers")
+    if path.suffix == ".jsonl":  # read_table checks the lines are JSON objects; the fields are checked here
+        table = read_table(path, {}, dict.fromkeys(["id", "question", "context", "answers", "is_impossible"], "data"))
+        for line, record in zip(table.lines, table.rows):
+            where = f"{path}, line {line}"
             context = _field(record, "context", str, f"{where}, example {record.get('id', '?')}")
             examples.append(_example(record, context, where, need_answers))
     else:
+        try:
+            text = read_utf8(path)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read it ({e})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -167,21 +150,14 @@ def squad_version(path: Path, examples: list[QAExample]) -> str:
     question is unanswerable or the JSON's ``version`` field says v2.0; otherwise "1.1", JSONL included."""
     if any(not e.answers for e in examples):
         return "2.0"
-    if Path(path).suffix == ".jsonl":
-        return "1.1"
-    declared = str(json.loads(Path(path).read_text(encoding="utf-8")).get("version", "1.1"))
+    declared = "1.1" if Path(path).suffix == ".jsonl" else str(json.loads(read_utf8(Path(path))).get("version", "1.1"))
     return "2.0" if declared.lstrip("v").startswith("2") else "1.1"
 
 
 def windows(n_tokens: int, room: int, stride: int) -> list[tuple[int, int]]:
     """[start, end) token ranges of length <= room, starting every ``stride`` tokens, that cover all n tokens."""
-    out, start = [], 0
-    while True:
-        end = min(start + room, n_tokens)
-        out.append((start, end))
-        if end == n_tokens:
-            return out
-        start += stride
+    starts = range(0, max(n_tokens - room, 0) + stride, stride)  # until the first window that reaches the end
+    return [(start, min(start + room, n_tokens)) for start in starts]
 
 
 def token_span(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
@@ -199,42 +175,33 @@ def build_features(examples: list[QAExample], tokenizer: Tokenizer, max_length: 
     contexts = tokenizer.encode_batch([e.context for e in examples], add_special_tokens=False)
     features = []
     for i, (ex, q, c) in enumerate(zip(examples, questions, contexts)):
-        question = q.ids[:max_query]
-        room = max_length - len(question) - 3
+        head = [cls, *q.ids[:max_query], sep]
+        room = max_length - len(head) - 1
         if room < stride:
-            raise ConfigError(
-                f"data.doc_stride ({stride}) is larger than the room left for the context ({room} tokens of "
-                f"max_seq_length {max_length} after a {len(question)}-token question): windows would skip text"
-            )
+            raise ConfigError(f"data.doc_stride ({stride}) is larger than the room left for the context ({room} tokens "
+                              f"of max_seq_length {max_length} after a {len(head) - 2}-token question): windows would "
+                              "skip text")
         span = token_span(c.offsets, ex.answers[0][1], ex.answers[0][1] + len(ex.answers[0][0])) if ex.answers else None
         for lo, hi in windows(len(c.ids), room, stride):
-            head = [cls, *question, sep]
             first = len(head) - lo  # context token k sits at position first + k
-            start = end = 0
-            if span and lo <= span[0] and span[1] < hi:
-                start, end = first + span[0], first + span[1]
-            features.append(Feature(
-                example=i,
-                input_ids=head + c.ids[lo:hi] + [sep],
-                token_type_ids=[0] * len(head) + [1] * (hi - lo + 1),
-                offsets=[None] * len(head) + list(c.offsets[lo:hi]) + [None],
-                start=start, end=end,
-            ))
+            start, end = (first + span[0], first + span[1]) if span and lo <= span[0] and span[1] < hi else (0, 0)
+            features.append(Feature(i, head + c.ids[lo:hi] + [sep], [0] * len(head) + [1] * (hi - lo + 1),
+                                    [None] * len(head) + c.offsets[lo:hi] + [None], start, end))
     return features
-
-
-def collate(features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
-    return pad([{"input_ids": f.input_ids, "token_type_ids": f.token_type_ids, "start_positions": f.start,
-                 "end_positions": f.end} for f in features], {"input_ids": pad_id})
 
 
 class QADataModule(ExampleData):
     """Rows are ``QAExample``s, examples their windowed ``Feature``s. Training batches are features; evaluation
     and prediction batches hold whole examples with every window (``examples``, ``indices``, ``features``)."""
 
+    def __init__(self, cfg):
+        self.rules: dict[int, str] = {}  # id of a file's examples -> the official script that scores them
+        super().__init__(cfg)
+
     def demo(self) -> dict[str, list]:
         d = self.cfg.data
-        folder = Path(self.cfg.run.cache_dir) / f"demo-qa-{d.demo_train}-{d.demo_val}-{d.demo_unanswerable}-{d.demo_seed}"
+        name = f"demo-qa-{d.demo_train}-{d.demo_val}-{d.demo_unanswerable}-{d.demo_seed}"
+        folder = Path(self.cfg.run.cache_dir) / name
         train, val = folder / "train.json", folder / "val.json"
         if not (train.is_file() and val.is_file()):
             train, val = write_demo_qa(folder, d.demo_train, d.demo_val, d.demo_unanswerable, d.demo_seed)
@@ -246,11 +213,6 @@ class QADataModule(ExampleData):
         self.rules[id(examples)] = squad_version(path, examples)
         return examples
 
-    @functools.cached_property
-    def rules(self) -> dict[int, str]:
-        """Which official script scores each file's questions ("1.1" or "2.0"), by the id of its examples list."""
-        return {}
-
     def version(self, split: str) -> str:
         return self.rules[id(self.rows[split])]
 
@@ -258,26 +220,19 @@ class QADataModule(ExampleData):
         yield from (e.question for e in rows)
         yield from dict.fromkeys(e.context for e in rows)  # each paragraph once, in order
 
-    @property
-    def max_length(self) -> int:
-        length = self.cfg.data.max_seq_length or self.cfg.model.block_size
-        if length > self.cfg.model.block_size:
-            raise ConfigError(f"data.max_seq_length ({length}) exceeds model.block_size ({self.cfg.model.block_size})")
-        return length
-
-    @property
-    def has_unanswerable(self) -> bool:
-        return any(not e.answers for e in self.rows["train"])
-
     def encode(self, rows: list[QAExample], split: str) -> list[Feature]:
         for token in ("[CLS]", "[SEP]", "[PAD]"):
             if self.tokenizer.token_to_id(token) is None:
-                raise ConfigError(f"tokenizer: QA needs a '{token}' token; this tokenizer has none (use kind wordpiece)")
-        d = self.cfg.data
-        return build_features(rows, self.tokenizer, self.max_length, d.doc_stride, d.max_query_length)
+                raise ConfigError(f"tokenizer: QA needs a '{token}' token; this tokenizer has none "
+                                  "(use kind wordpiece)")
+        d, block = self.cfg.data, self.cfg.model.block_size
+        if (d.max_seq_length or block) > block:
+            raise ConfigError(f"data.max_seq_length ({d.max_seq_length}) exceeds model.block_size ({block})")
+        return build_features(rows, self.tokenizer, d.max_seq_length or block, d.doc_stride, d.max_query_length)
 
     def collate(self, features: list[Feature]) -> dict:
-        return collate(features, self.pad_id)
+        return super().collate([{"input_ids": f.input_ids, "token_type_ids": f.token_type_ids,
+                                 "start_positions": f.start, "end_positions": f.end} for f in features])
 
     def _by_example(self, examples: list[QAExample], features: list[Feature]) -> DataLoader:
         of: list[list[Feature]] = [[] for _ in examples]
@@ -286,8 +241,8 @@ class QADataModule(ExampleData):
 
         def gather(indices: list[int]) -> dict:
             feats = [f for i in indices for f in of[i]]
-            return {**self.collate(feats), "indices": indices, "examples": [examples[i] for i in indices], "features": feats}
-
+            return {**self.collate(feats), "indices": indices, "examples": [examples[i] for i in indices],
+                    "features": feats}
         return self.loader(range(len(examples)), train=False, collate_fn=gather)
 
     def val_dataloader(self) -> DataLoader:
@@ -298,8 +253,6 @@ class QADataModule(ExampleData):
 
     def predict_dataloader(self) -> DataLoader:
         """``predict_inputs``: examples from ``read_predict_inputs``, or dicts with question and context."""
-        examples = [
-            x if isinstance(x, QAExample) else QAExample(str(x.get("id", i)), x["question"], x["context"], [])
-            for i, x in enumerate(self.predict_inputs)
-        ]
+        examples = [x if isinstance(x, QAExample) else QAExample(str(x.get("id", i)), x["question"], x["context"], [])
+                    for i, x in enumerate(self.predict_inputs)]
         return self._by_example(examples, self.encode(examples, "predict"))

@@ -1,12 +1,7 @@
-"""Task ``qa``: extractive question answering (SQuAD v1.1 / v2.0) with a start/end span head on an encoder.
-
-``model.init_from`` starts the encoder from a ``masked_lm`` run, with that run's
-tokenizer; the span head starts fresh. Validation and test score whole
-examples: every window of an example is in the same batch (see
-``data/squad.py``), each rank answers its examples, and the answers of all
-ranks are gathered before EM / F1 are computed, so a pass over part of the set
-(the sanity check, ``limit_val_batches``) scores exactly the examples it saw.
-"""
+"""Task ``qa`` (see docs/tasks/qa.md): extractive question answering (SQuAD v1.1 / v2.0), a start/end span head
+on an encoder. Validation and test batches hold whole examples (``data/squad.py``); each rank answers its
+examples and the answers of all ranks are gathered before EM / F1, so a partial pass (the sanity check,
+``limit_val_batches``) and DDP score exactly the examples seen."""
 
 from __future__ import annotations
 
@@ -26,7 +21,7 @@ from lmtemplate.models.backbone import BackboneConfig, build_backbone, hidden_st
 from lmtemplate.models.gpt import Block
 from lmtemplate.registry import register_task
 from lmtemplate.tasks.base import OptimConfig, Task, configure_adamw
-from lmtemplate.tasks.qa_postprocess import AnswerConfig, answer
+from lmtemplate.tasks.qa_postprocess import Answer, AnswerConfig, answer
 from lmtemplate.tasks.squad_metric import squad_scores
 from lmtemplate.tokenization import EncoderTokenizerConfig
 
@@ -59,8 +54,8 @@ class QuestionAnswering(Task):
         super().__init__(cfg)
         self.model = build_backbone(cfg.model, datamodule.tokenizer.get_vocab_size())
         self.head = nn.Linear(cfg.model.n_embd, 2)
-        a = cfg.answer
-        self.allow_null = datamodule.has_unanswerable if a.allow_null is None else a.allow_null
+        has_null = any(not e.answers for e in datamodule.rows["train"])
+        self.allow_null = has_null if cfg.answer.allow_null is None else cfg.answer.allow_null
         self.answers: dict[str, str] = {}  # id -> predicted answer, over the current evaluation pass
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,20 +68,18 @@ class QuestionAnswering(Task):
         start, end = self(batch) if logits is None else logits
         return (F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])) / 2
 
-    def answer_batch(self, batch: dict, start: torch.Tensor, end: torch.Tensor) -> list[tuple[str, object]]:
-        """(example id, Answer) for every example of an evaluation batch, from all of its windows."""
+    def answer_batch(self, batch: dict, start: torch.Tensor, end: torch.Tensor) -> dict[str, Answer]:
+        """The answer to every example of an evaluation batch (by id), from all of its windows."""
         windows: dict[int, list] = {}
-        for i, f in enumerate(batch["features"]):
-            windows.setdefault(f.example, []).append((start[i], end[i], f.offsets))
-        return [
-            (ex.id, answer(ex.context, windows[i], self.cfg.answer, self.allow_null))
-            for i, ex in zip(batch["indices"], batch["examples"])
-        ]
+        for f, s, e in zip(batch["features"], start, end):
+            windows.setdefault(f.example, []).append((s, e, f.offsets))
+        return {ex.id: answer(ex.context, windows[i], self.cfg.answer, self.allow_null)
+                for i, ex in zip(batch["indices"], batch["examples"])}
 
     def evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
         start, end = self(batch)
         self.log(f"{stage}/loss", self.loss(batch, (start, end)), sync_dist=True, batch_size=len(start))
-        self.answers.update((qid, a.text) for qid, a in self.answer_batch(batch, start, end))
+        self.answers.update((qid, a.text) for qid, a in self.answer_batch(batch, start, end).items())
 
     def start_pass(self, stage: str) -> None:
         self.answers = {}
@@ -98,24 +91,18 @@ class QuestionAnswering(Task):
             everyone: list = [None] * dist.get_world_size()
             dist.all_gather_object(everyone, answers)
             answers = {k: v for part in everyone for k, v in part.items()}  # a padded sampler's repeats merge
-        examples = self.trainer.datamodule.rows["val" if stage == "val" else "test"]
-        golds = {e.id: [text for text, _ in e.answers] for e in examples}
+        golds = {e.id: [text for text, _ in e.answers] for e in self.trainer.datamodule.rows[stage]}
         if len(answers) < len(golds) and not self.trainer.sanity_checking:
             log.info("%s: scored %d of %d examples (a partial pass, e.g. limit_%s_batches)", stage, len(answers),
                      len(golds), stage)
-        self.answers = {}
         return squad_scores(answers, golds, self.trainer.datamodule.version(stage)) if answers else {}
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        found = dict(self.answer_batch(batch, *self(batch)))
-        return [
-            {"id": ex.id, "question": ex.question, "answer": found[ex.id].text, "score": found[ex.id].score,
-             "null_score": found[ex.id].null_score}
-            for ex in batch["examples"]
-        ]
+        found = self.answer_batch(batch, *self(batch))
+        return [{"id": ex.id, "question": ex.question, "answer": found[ex.id].text, "score": found[ex.id].score,
+                 "null_score": found[ex.id].null_score} for ex in batch["examples"]]
 
     def read_predict_inputs(self, path: Path) -> list[QAExample]:
-        """SQuAD JSON or JSONL; answers are not needed."""
         return read_squad(path, need_answers=False)
 
     def format_predictions(self, rows: list[dict]) -> str:
@@ -123,5 +110,5 @@ class QuestionAnswering(Task):
         return json.dumps({r["id"]: r["answer"] for r in rows}, ensure_ascii=False, indent=1) + "\n"
 
     def configure_optimizers(self):
-        groups = self.model.param_groups(self.cfg.optim.weight_decay)
-        return configure_adamw(self, groups + [{"params": list(self.head.parameters()), "weight_decay": 0.0}], self.cfg.optim)
+        head = {"params": list(self.head.parameters()), "weight_decay": 0.0}
+        return configure_adamw(self, self.model.param_groups(self.cfg.optim.weight_decay) + [head], self.cfg.optim)

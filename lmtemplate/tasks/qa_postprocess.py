@@ -1,14 +1,6 @@
-"""SQuAD post-processing: the start/end logits of an example's windows -> its answer, as characters of its context.
-
-For each window, the ``n_best`` highest start and end logits among the context's
-tokens make the candidate spans; a span that is reversed or longer than
-``max_answer_length`` tokens is dropped (a span cannot cross into the question:
-only context tokens are candidates). The best span of all windows, scored by
-start + end logit, is cut from the original context by the tokens' character
-offsets. With ``allow_null`` (SQuAD v2.0) the answer is empty when the null
-score (the smallest ``[CLS]`` start + end logit over the windows) beats the best
-span by more than ``null_threshold``.
-"""
+"""SQuAD post-processing (see docs/tasks/qa.md): the start/end logits of an example's windows -> its answer, cut
+from its context by the tokens' character offsets. Only context tokens are candidates, so a span never crosses into
+the question; the null score of an example is the smallest ``[CLS]`` start + end logit over its windows."""
 
 from __future__ import annotations
 
@@ -24,7 +16,7 @@ from lmtemplate.config import ConfigError
 class AnswerConfig:
     n_best: int = 20  # start and end candidates per window
     max_answer_length: int = 30  # tokens
-    allow_null: Optional[bool] = None  # may answer "no answer" (SQuAD v2.0); None: when the training data has such questions
+    allow_null: Optional[bool] = None  # may answer "no answer" (SQuAD v2.0); None: if the training data has any
     null_threshold: float = 0.0  # no answer when null score - best span score > this
 
     def __post_init__(self) -> None:
@@ -43,10 +35,9 @@ class Answer:
 def best_span(start: torch.Tensor, end: torch.Tensor, offsets: list, n_best: int, max_length: int):
     """(score, first char, last char) of one window's best span, or None; ``offsets`` is None outside the context."""
     context = torch.tensor([o is not None for o in offsets], device=start.device)
-    n = len(offsets)
-    start, end = start[:n].float().masked_fill(~context, float("-inf")), end[:n].float().masked_fill(~context, float("-inf"))
+    start, end = (t[:len(offsets)].float().masked_fill(~context, float("-inf")) for t in (start, end))
     k = min(n_best, int(context.sum()))
-    starts, ends = ([(v, i) for v, i in zip(*(x.tolist() for x in t.topk(k)))] for t in (start, end))
+    starts, ends = (list(zip(*(x.tolist() for x in t.topk(k)))) for t in (start, end))
     best = None
     for s_score, s in starts:
         for e_score, e in ends:
@@ -60,13 +51,10 @@ def answer(context: str, windows: list[tuple[torch.Tensor, torch.Tensor, list]],
     """The answer to one example from all of its windows' (start logits, end logits, offsets)."""
     null = min(float(s[0] + e[0]) for s, e, _ in windows)
     spans = [best_span(s, e, offsets, cfg.n_best, cfg.max_answer_length) for s, e, offsets in windows]
-    spans = [x for x in spans if x is not None]
-    if not spans:
+    best = max((x for x in spans if x is not None), default=None)
+    if best is None or allow_null and null - best[0] > cfg.null_threshold:
         return Answer("", null, null)
-    score, lo, hi = max(spans)
-    if allow_null and null - score > cfg.null_threshold:
-        return Answer("", null, null)
-    return Answer(context[lo:hi], score, null)
+    return Answer(context[best[1]:best[2]], best[0], null)
 
 
 def oracle(examples: list, features: list) -> dict[str, str]:

@@ -1,14 +1,8 @@
-"""Exact match and F1 as the official SQuAD evaluation scripts compute them (v1.1 and v2.0).
+"""Exact match and F1 as the official SQuAD evaluation scripts compute them (v1.1 and v2.0), as percentages.
 
-Answers are normalised first: lower case, punctuation removed, the articles
-a / an / the removed, white space collapsed. Each question scores the best over
-its gold answers; a question without gold answers (v2.0) is right only when the
-prediction is empty. Scores are percentages, as the leaderboard reports them.
-
-The two scripts differ where an answer normalises to nothing (a gold answer
-".", a prediction "the"). v1.1 keeps such gold answers, and its F1 of two empty
-answers is 0; v2.0 drops them (a question left without any is scored against the
-empty answer), and its F1 of two empty answers is 1. Exact match is the same in both.
+The two scripts differ where an answer normalises to nothing (a gold answer ".", a prediction "the"). v1.1 keeps
+such gold answers, and its F1 of two empty answers is 0; v2.0 drops them (a question left without any is scored
+against the empty answer), and its F1 of two empty answers is 1. Exact match is the same in both.
 """
 
 from __future__ import annotations
@@ -58,16 +52,15 @@ def squad_scores(predictions: dict[str, str], golds: dict[str, list[str]], versi
     """``exact`` and ``f1`` over the questions in ``predictions`` by the rule of the official script
     ``version`` ("1.1" or "2.0"); with unanswerable questions among them also ``HasAns_*`` / ``NoAns_*``
     (the v2.0 script's split). Every value is a Python float."""
-    rows = {"all": [], "HasAns": [], "NoAns": []}
+    rows = {"": [], "HasAns_": [], "NoAns_": []}  # the key prefix of each split's scores
     for qid, prediction in predictions.items():
         answers = scored_golds(golds[qid], version)
         row = (max(exact_match(prediction, a) for a in answers), max(f1(prediction, a, version) for a in answers))
-        rows["all"].append(row)
-        rows["HasAns" if golds[qid] else "NoAns"].append(row)
+        rows[""].append(row)
+        rows["HasAns_" if golds[qid] else "NoAns_"].append(row)
     out = {}
-    for split, values in rows.items():
-        if values and (split == "all" or rows["NoAns"]):
-            prefix = "" if split == "all" else f"{split}_"
+    for prefix, values in rows.items():
+        if values and (not prefix or rows["NoAns_"]):
             out[f"{prefix}exact"] = 100 * sum(v[0] for v in values) / len(values)
             out[f"{prefix}f1"] = 100 * sum(v[1] for v in values) / len(values)
     return out

@@ -1,7 +1,7 @@
-"""Demo data for question answering, in SQuAD format: paragraphs of facts about a person (where they live,
-their job, birth year, what they own) among distractor sentences holding values of the same kinds, and questions
-whose answers are spans (some of several words, some with non-ASCII letters), or optionally questions about facts
-the paragraph does not state (unanswerable)."""
+"""Demo data for question answering, in SQuAD format: paragraphs of facts about a person (where they live, their
+job, birth year, what they own) among distractors (sentences holding a value of the same kind that is not about the
+person) and fillers, so answering needs the question's kind and the candidate's own sentence. Answers are spans (some
+of several words, some with non-ASCII letters); optionally questions ask for a fact not stated (unanswerable)."""
 
 from __future__ import annotations
 
@@ -40,14 +40,12 @@ DISTRACTORS = {
 
 def _fact_value(rng: random.Random, fact: str, used: set) -> str:
     while True:
-        if fact == "city":
-            v = rng.choice(CITIES)
-        elif fact == "job":
-            v = rng.choice(JOBS)
-        elif fact == "year":
+        if fact == "year":
             v = str(rng.randint(1940, 2010))
-        else:
+        elif fact == "thing":
             v = f"{' '.join(rng.sample(THING_ADJECTIVES, rng.randint(1, 2)))} {rng.choice(THINGS)}"
+        else:
+            v = rng.choice(CITIES if fact == "city" else JOBS)
         if v not in used:  # a value occurs once per paragraph, so every question has one answer
             used.add(v)
             return v
@@ -59,14 +57,8 @@ def _fill(template: str, person: str, value: str) -> str:
 
 
 def demo_qa(n: int, seed: int, unanswerable: float = 0.0) -> list[dict]:
-    """``n`` questions as SQuAD paragraphs ``{"context", "qas": [{"id", "question", "answers", "is_impossible"}]}``.
-
-    A paragraph states 2-4 facts about one person, among distractors: sentences
-    holding a value of the same kind (another city, year, ...) that is not about
-    the person, and fillers. Answering needs the question's kind and the
-    candidate's own sentence; unanswerable questions ask for a fact the
-    paragraph does not state.
-    """
+    """``n`` questions as SQuAD paragraphs ``{"context", "qas": [{"id", "question", "answers", "is_impossible"}]}``;
+    a paragraph states 2-4 facts about one person."""
     rng = random.Random(seed)
     paragraphs, count = [], 0
     while count < n:
@@ -90,20 +82,21 @@ def demo_qa(n: int, seed: int, unanswerable: float = 0.0) -> list[dict]:
             start = context.index(sentence) + sentence.index(v, len(person))
             qas.append({"question": FACTS[f][1].format(p=person), "answers": [{"text": v, "answer_start": start}],
                         "is_impossible": False})
-        for qa in qas:
-            qa["id"] = f"demo-{seed}-{count}"
-            count += 1
+        for i, qa in enumerate(qas, count):
+            qa["id"] = f"demo-{seed}-{i}"
+        count += len(qas)
         paragraphs.append({"context": context, "qas": qas})
     return paragraphs
 
 
-def write_demo_qa(folder, n_train: int, n_val: int, unanswerable: float, seed: int) -> tuple[pathlib.Path, pathlib.Path]:
+def write_demo_qa(folder, n_train: int, n_val: int, unanswerable: float, seed: int) -> tuple[pathlib.Path, ...]:
     """Write ``train.json`` and ``val.json`` (SQuAD v2.0 format; v1.1 readers ignore ``is_impossible``) of
     demo_qa data into ``folder``, drawn with seeds ``2 * seed`` and ``2 * seed + 1``; returns both paths."""
     folder = pathlib.Path(folder)
     paths = folder / "train.json", folder / "val.json"
     for path, n, split_seed in zip(paths, (n_train, n_val), (2 * seed, 2 * seed + 1)):
         paragraphs = demo_qa(n, split_seed, unanswerable)
-        articles = [{"title": f"demo {i // 20}", "paragraphs": paragraphs[i: i + 20]} for i in range(0, len(paragraphs), 20)]
+        articles = [{"title": f"demo {i // 20}", "paragraphs": paragraphs[i: i + 20]}
+                    for i in range(0, len(paragraphs), 20)]
         atomic_write_text(path, json.dumps({"version": "v2.0", "data": articles}, ensure_ascii=False) + "\n")
     return paths
