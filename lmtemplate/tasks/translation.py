@@ -1,10 +1,6 @@
 """Task ``translation``: an encoder-decoder trained by teacher forcing, scored by BLEU and chrF of its decoded outputs.
 
-BLEU is sacreBLEU's corpus BLEU (13a tokenization, no smoothing) and chrF is
-sacreBLEU's chrF (character 6-grams, beta 2), both on detokenized text and
-reported on a 0-100 scale, as papers do, equal to sacreBLEU's in float64 (see
-``text_metrics.py``). The validation loss is plain cross-entropy per target
-token; the training loss is label-smoothed.
+BLEU and chrF are sacreBLEU's, on detokenized text and on a 0-100 scale as papers report them (``text_metrics.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torchmetrics import MetricCollection
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.translation import (
@@ -93,7 +90,7 @@ class Translation(Task):
                                  dm.tokenizer.get_vocab_size())
         self.tokenizer, self.source_tokenizer = dm.tokenizer, dm.source_tokenizer
         self.bos_id, self.eos_id = dm.bos_id, dm.eos_id
-        self.bleu, self.chrf = per_stage(BLEU()), per_stage(ChrF())
+        self.corpus_metrics = per_stage(MetricCollection({"bleu": BLEU(), "chrf": ChrF()}, compute_groups=False))
         self.samples: list[tuple[str, str, str]] = []
 
     def setup(self, stage: str) -> None:
@@ -133,8 +130,7 @@ class Translation(Task):
         hypotheses = self.translate(batch["input_ids"][rows], batch["attention_mask"][rows],
                                     d.beam_size if stage == "test" else d.val_beam_size)
         sources, references = [batch["sources"][i] for i in keep], [batch["references"][i] for i in keep]
-        self.bleu[stage].update(hypotheses, [[r] for r in references])
-        self.chrf[stage].update(hypotheses, [[r] for r in references])
+        self.corpus_metrics[stage].update(hypotheses, [[r] for r in references])
         if stage == "val":
             self.samples += list(zip(sources, references, hypotheses))[: d.samples - len(self.samples)]
 
@@ -142,14 +138,12 @@ class Translation(Task):
         self.samples = []
 
     def pass_scores(self, stage: str) -> dict[str, float]:
-        bleu, chrf = self.bleu[stage], self.chrf[stage]
-        scores = corpus_scores(bleu, chrf) if bleu.update_called else {}
-        bleu.reset()
-        chrf.reset()
+        metrics = self.corpus_metrics[stage]
+        scores = corpus_scores(metrics["bleu"], metrics["chrf"]) if metrics["bleu"].update_called else {}
+        metrics.reset()
         return scores
 
     def text_samples(self) -> list[tuple[str, str, str]]:
-        """(source, reference, hypothesis) triples of the last validation."""
         return self.samples
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
