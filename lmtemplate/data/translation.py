@@ -54,8 +54,6 @@ class TranslationTokenizerConfig(TokenizerConfig):
 
 @dataclass
 class TranslationDataConfig(SplitsConfig):
-    """A split is a prefix of aligned text files, or a table (see above); no ``train``: the built-in demo data."""
-
     src_lang: str = "src"  # the source side: suffix of the text files, or the table's column
     tgt_lang: str = "tgt"
     max_tokens: int = 100  # training pairs with more source or target tokens (or more than model.block_size - 2) are dropped
@@ -78,7 +76,6 @@ class TranslationDataConfig(SplitsConfig):
 
 
 def split_files(spec: Optional[str], src_lang: str, tgt_lang: str) -> list[Path]:
-    """The files a split key names: the table itself, or the two aligned text files."""
     if spec is None:
         return []
     if Path(spec).suffix in TABLES:
@@ -87,8 +84,7 @@ def split_files(spec: Optional[str], src_lang: str, tgt_lang: str) -> list[Path]
 
 
 def _lines(path: Path) -> list[str]:
-    """The file's stripped lines; only "\\n" ends one (str.splitlines would also split at U+2028 and misalign
-    the sides)."""
+    """Stripped lines; only "\\n" ends one (str.splitlines would also split at U+2028 and misalign the sides)."""
     text = read_utf8(path)
     return [line.strip() for line in text.removesuffix("\n").split("\n")] if text else []
 
@@ -101,10 +97,8 @@ def read_pairs(spec: str, src_lang: str, tgt_lang: str) -> list[tuple[str, str]]
         return [(str(row[src_lang]).strip(), str(row[tgt_lang]).strip()) for row in table.rows]
     sides = [_lines(path) for path in files]
     if len(sides[0]) != len(sides[1]):
-        raise ConfigError(
-            f"{files[0]} has {len(sides[0])} lines but {files[1]} has {len(sides[1])}: aligned files must have one "
-            "line per sentence pair, line i of one translating line i of the other"
-        )
+        raise ConfigError(f"{files[0]} has {len(sides[0])} lines but {files[1]} has {len(sides[1])}: aligned files "
+                          "must have one line per sentence pair, line i of one translating line i of the other")
     for path, lines in zip(files, sides):
         if "" in lines:
             raise ConfigError(f"{path}, line {lines.index('') + 1}: empty line; every line must hold a sentence "
@@ -115,10 +109,9 @@ def read_pairs(spec: str, src_lang: str, tgt_lang: str) -> list[tuple[str, str]]
 class TokenBatches(ShardedSampler):
     """Training batches of similar-length pairs, each at most ``max_tokens`` padded source + target tokens.
 
-    Each pass sorts the pairs by length (ties broken at random), cuts them into
-    batches and shuffles the batches, with a new seed every pass (epoch); rank r
-    of w takes every w-th batch. Only the tie-breaking and order change between
-    passes, so the number of batches is the same in every one.
+    Each pass sorts the pairs by length (ties broken at random), cuts them into batches and shuffles the batches,
+    with a new seed every pass (epoch); rank r of w takes every w-th batch. Only the tie-breaking and order change
+    between passes, so the number of batches is the same in every one.
     """
 
     def __init__(self, sizes: list[tuple[int, int]], max_tokens: int, seed: int, rank: int = 0, world: int = 1):
