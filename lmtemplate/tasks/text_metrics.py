@@ -7,11 +7,10 @@ computes the score from them with sacreBLEU's formula in float64; torchmetrics c
 ``ChrF`` is sacreBLEU's chrF (character 6-grams, beta 2, no word n-grams) with its own integer counts, because
 torchmetrics' ``CHRFScore`` counts differently:
 
-- white space: sacreBLEU removes every character ``str.split`` splits on (``str.isspace``: tab, U+0085, U+00A0,
-  U+2009, U+2028, U+3000, ...) before taking character n-grams; torchmetrics strips those only at the ends and
-  removes only U+0020 inside, so "120\\xa0cm" keeps n-grams with U+00A0 in them;
-- a reference too short for an order: sacreBLEU counts no hypothesis n-grams of that order for the sentence,
-  torchmetrics counts them all;
+- white space: sacreBLEU removes every ``str.isspace`` character (tab, U+0085, U+00A0, U+2009, U+2028, U+3000, ...)
+  before taking character n-grams; torchmetrics strips them at the ends but removes only U+0020 inside, so
+  "120\\xa0cm" keeps n-grams with U+00A0 in them;
+- a reference too short for an order: sacreBLEU counts no hypothesis n-grams of that order, torchmetrics all;
 - a hypothesis without a match (an empty one among them): sacreBLEU still counts its reference's n-grams,
   torchmetrics drops them;
 - the score: sacreBLEU takes the F-score of the precision and recall averaged over the orders both sides have

@@ -5,8 +5,7 @@ BLEU and chrF are sacreBLEU's, on detokenized text and on a 0-100 scale as paper
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -14,9 +13,8 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.translation import (
-    IGNORE, SOURCE_TOKENIZER, TranslationDataConfig, TranslationDataModule, TranslationTokenizerConfig,
-)
+from lmtemplate.data.translation import (IGNORE, SOURCE_TOKENIZER, TranslationDataConfig, TranslationDataModule,
+                                         TranslationTokenizerConfig)
 from lmtemplate.models.backbone import build_model
 from lmtemplate.models.beam_search import beam_search, greedy
 from lmtemplate.models.gpt import Block
@@ -86,7 +84,7 @@ class Translation(Task):
         src_vocab = dm.source_tokenizer.get_vocab_size()
         if 0 < m.src_vocab_size < src_vocab:
             raise ConfigError(f"model.src_vocab_size: {m.src_vocab_size} is smaller than the tokenizer's vocabulary ({src_vocab})")
-        self.model = build_model(Seq2Seq, dataclasses.replace(m, src_vocab_size=m.src_vocab_size or src_vocab),
+        self.model = build_model(Seq2Seq, replace(m, src_vocab_size=m.src_vocab_size or src_vocab),
                                  dm.tokenizer.get_vocab_size())
         self.tokenizer, self.source_tokenizer = dm.tokenizer, dm.source_tokenizer
         self.bos_id, self.eos_id = dm.bos_id, dm.eos_id
@@ -126,8 +124,7 @@ class Translation(Task):
         keep = [i for i, n in enumerate(batch["index"].tolist()) if stage == "test" or n < d.val_sentences]
         if not keep:
             return
-        rows = torch.tensor(keep, device=labels.device)
-        hypotheses = self.translate(batch["input_ids"][rows], batch["attention_mask"][rows],
+        hypotheses = self.translate(batch["input_ids"][keep], batch["attention_mask"][keep],
                                     d.beam_size if stage == "test" else d.val_beam_size)
         sources, references = [batch["sources"][i] for i in keep], [batch["references"][i] for i in keep]
         self.corpus_metrics[stage].update(hypotheses, [[r] for r in references])
