@@ -1,24 +1,19 @@
 """Parallel text for translation: aligned files or two-column tables -> batches of source and target ids.
 
-A split is named by one key (``data.train``, ``data.val``, ``data.test``):
-
-* a path prefix of aligned plain-text files ``<prefix>.<src_lang>`` and
-  ``<prefix>.<tgt_lang>``, one sentence per line, line i of one translating
-  line i of the other (Multi30k's ``train.en`` / ``train.de``), or
-* a ``.tsv`` / ``.csv`` / ``.jsonl`` table with the columns ``src_lang`` and ``tgt_lang``.
-
-A source is encoded as ``ids </s>``, a target as ``<s> ids </s>``. Training
-pairs that are too long or too unequal are dropped (and counted); validation and
-test pairs are kept whole, so that BLEU is measured on the full sets.
+A split (``data.train``, ``data.val``, ``data.test``) is a path prefix of aligned plain-text files
+``<prefix>.<src_lang>`` and ``<prefix>.<tgt_lang>``, line i of one translating line i of the other (Multi30k's
+``train.en`` / ``train.de``), or a ``.tsv`` / ``.csv`` / ``.jsonl`` table with the columns ``src_lang`` and
+``tgt_lang``. An example is ``(index, source ids </s>, <s> target ids </s>, source text, target text)``. Training
+pairs that are too long or too unequal are dropped (and counted); validation and test pairs are kept whole, so
+that BLEU is measured on the full sets.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Iterator, Optional
 
@@ -29,7 +24,7 @@ from lmtemplate.config import ConfigError
 from lmtemplate.data.base import ExampleData, ShardedSampler, SplitsConfig, Texts, pad
 from lmtemplate.data.demo.translation import write_demo_translation
 from lmtemplate.data.tables import read_table
-from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, load_tokenizer, read_utf8
+from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +54,6 @@ class TranslationTokenizerConfig(TokenizerConfig):
 
 @dataclass
 class TranslationDataConfig(SplitsConfig):
-    """A split is a prefix of aligned text files, or a table (see above); no ``train``: the built-in demo data."""
-
     src_lang: str = "src"  # the source side: suffix of the text files, or the table's column
     tgt_lang: str = "tgt"
     max_tokens: int = 100  # training pairs with more source or target tokens (or more than model.block_size - 2) are dropped
@@ -83,7 +76,6 @@ class TranslationDataConfig(SplitsConfig):
 
 
 def split_files(spec: Optional[str], src_lang: str, tgt_lang: str) -> list[Path]:
-    """The files a split key names: the table itself, or the two aligned text files."""
     if spec is None:
         return []
     if Path(spec).suffix in TABLES:
@@ -92,9 +84,9 @@ def split_files(spec: Optional[str], src_lang: str, tgt_lang: str) -> list[Path]
 
 
 def _lines(path: Path) -> list[str]:
-    """The file's lines; only "\\n" ends one (str.splitlines would also split at U+2028 and misalign the sides)."""
+    """Stripped lines; only "\\n" ends one (str.splitlines would also split at U+2028 and misalign the sides)."""
     text = read_utf8(path)
-    return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
+    return [line.strip() for line in text.removesuffix("\n").split("\n")] if text else []
 
 
 def read_pairs(spec: str, src_lang: str, tgt_lang: str) -> list[tuple[str, str]]:
@@ -105,25 +97,21 @@ def read_pairs(spec: str, src_lang: str, tgt_lang: str) -> list[tuple[str, str]]
         return [(str(row[src_lang]).strip(), str(row[tgt_lang]).strip()) for row in table.rows]
     sides = [_lines(path) for path in files]
     if len(sides[0]) != len(sides[1]):
-        raise ConfigError(
-            f"{files[0]} has {len(sides[0])} lines but {files[1]} has {len(sides[1])}: aligned files must have one "
-            "line per sentence pair, line i of one translating line i of the other"
-        )
+        raise ConfigError(f"{files[0]} has {len(sides[0])} lines but {files[1]} has {len(sides[1])}: aligned files "
+                          "must have one line per sentence pair, line i of one translating line i of the other")
     for path, lines in zip(files, sides):
-        for i, line in enumerate(lines, 1):
-            if not line.strip():
-                raise ConfigError(f"{path}, line {i}: empty line; every line must hold a sentence "
-                                  "(remove the pair from both files)")
-    return [(a.strip(), b.strip()) for a, b in zip(*sides)]
+        if "" in lines:
+            raise ConfigError(f"{path}, line {lines.index('') + 1}: empty line; every line must hold a sentence "
+                              "(remove the pair from both files)")
+    return list(zip(*sides))
 
 
 class TokenBatches(ShardedSampler):
     """Training batches of similar-length pairs, each at most ``max_tokens`` padded source + target tokens.
 
-    Each pass sorts the pairs by length (ties broken at random), cuts them into
-    batches and shuffles the batches, with a new seed every pass (epoch); rank r
-    of w takes every w-th batch. Only the tie-breaking and order change between
-    passes, so the number of batches is the same in every one.
+    Each pass sorts the pairs by length (ties broken at random), cuts them into batches and shuffles the batches,
+    with a new seed every pass (epoch); rank r of w takes every w-th batch. Only the tie-breaking and order change
+    between passes, so the number of batches is the same in every one.
     """
 
     def __init__(self, sizes: list[tuple[int, int]], max_tokens: int, seed: int, rank: int = 0, world: int = 1):
@@ -132,16 +120,13 @@ class TokenBatches(ShardedSampler):
 
     def batches(self, epoch: int) -> list[list[int]]:
         rng = random.Random(self.seed + epoch)
-        order = sorted(range(len(self.sizes)), key=lambda i: (sum(self.sizes[i]), rng.random()))
-        batches, batch, widths = [], [], (0, 0)
-        for i in order:
-            grown = (max(widths[0], self.sizes[i][0]), max(widths[1], self.sizes[i][1]))
-            if batch and sum(grown) * (len(batch) + 1) > self.max_tokens:
-                batches.append(batch)
-                batch, grown = [], self.sizes[i]
-            batch.append(i)
-            widths = grown
-        batches.append(batch)
+        batches, widths = [[]], (0, 0)  # widths: the longest source and target in the last batch
+        for i in sorted(range(len(self.sizes)), key=lambda j: (sum(self.sizes[j]), rng.random())):
+            widths = tuple(map(max, widths, self.sizes[i]))
+            if batches[-1] and sum(widths) * (len(batches[-1]) + 1) > self.max_tokens:
+                batches.append([])
+                widths = self.sizes[i]
+            batches[-1].append(i)
         rng.shuffle(batches)
         return batches[self.rank: len(batches) // self.world_size * self.world_size or len(batches): self.world_size]
 
@@ -156,16 +141,14 @@ class TokenBatches(ShardedSampler):
 
 
 class TranslationDataModule(ExampleData):
-    """Rows are (source, target) sentence pairs; an example is ``(index, source ids, target ids, source text,
-    target text)``. Training pairs that are too long are dropped (and counted); others are kept whole."""
+    """Rows are (source, target) sentence pairs; examples are tuples (see above)."""
 
     def demo(self) -> dict[str, list]:
         d = self.cfg.data
         folder = Path(self.cfg.run.cache_dir) / f"demo-translation-{d.demo_train}-{d.demo_val}-{d.demo_seed}"
-        train, val = str(folder / "train"), str(folder / "val")
-        if not all(p.is_file() for p in split_files(train, "src", "tgt") + split_files(val, "src", "tgt")):
+        if not all((folder / name).is_file() for name in ("train.src", "train.tgt", "val.src", "val.tgt")):
             write_demo_translation(folder, d.demo_train, d.demo_val, d.demo_seed)
-        rows = {"train": read_pairs(train, "src", "tgt"), "val": read_pairs(val, "src", "tgt")}
+        rows = {split: read_pairs(str(folder / split), "src", "tgt") for split in ("train", "val")}
         return {**rows, "test": rows["val"]}
 
     def read(self, path: Path) -> list[tuple[str, str]]:
@@ -181,47 +164,38 @@ class TranslationDataModule(ExampleData):
         """The target tokenizer when joint; else the one ``tokenizer.source_path`` or the file beside
         ``tokenizer.path`` holds, or one trained on the training sources."""
         t = self.cfg.tokenizer
-        beside = Path(t.path).with_name(SOURCE_TOKENIZER) if t.path else None
         if t.joint:
-            source = self.tokenizer
-        elif t.source_path:
-            source = load_tokenizer(Path(t.source_path))
-        elif beside is not None:
-            if not beside.is_file():
-                raise ConfigError(f"tokenizer.source_path: tokenizer.joint is false and there is no {beside} beside "
-                                  f"tokenizer.path; set tokenizer.source_path to the source side's tokenizer.json")
-            source = load_tokenizer(beside)
-        else:
-            source = build_tokenizer(dataclasses.replace(t, path=None), Texts([s for s, _ in self.rows["train"]]),
-                                     Path(self.cfg.run.cache_dir))
-        return checked(source, "tokenizer.source_path")
-
-    def encode_sources(self, texts: list[str]) -> list[list[int]]:
-        """``ids </s>``, cut to model.block_size."""
-        room = self.cfg.model.block_size - 1
-        return [e.ids[:room] + [self.eos_id] for e in self.source_tokenizer.encode_batch(texts, add_special_tokens=False)]
+            return checked(self.tokenizer, "tokenizer.source_path")
+        path = t.source_path or (str(Path(t.path).with_name(SOURCE_TOKENIZER)) if t.path else None)
+        if path is not None and not Path(path).is_file():  # not source_path: the config checks it
+            raise ConfigError(f"tokenizer.source_path: tokenizer.joint is false and there is no {path} beside "
+                              f"tokenizer.path; set tokenizer.source_path to the source side's tokenizer.json")
+        sources = Texts([s for s, _ in self.rows["train"]])  # trained on only when there is no path
+        return checked(build_tokenizer(replace(t, path=path), sources, Path(self.cfg.run.cache_dir)),
+                       "tokenizer.source_path")
 
     def encode(self, pairs: list, split: str) -> list[tuple]:
+        """Sources and targets cut to model.block_size; a prediction input is a source with an empty target."""
         checked(self.tokenizer, "tokenizer")
         self.bos_id, self.eos_id = (self.tokenizer.token_to_id(t) for t in SPECIALS[1:])
         if split == "predict":
-            return [(i, src, [self.bos_id, self.eos_id], text, "")
-                    for i, (src, text) in enumerate(zip(self.encode_sources(pairs), pairs))]
+            pairs = [(text, "") for text in pairs]
         d, room = self.cfg.data, self.cfg.model.block_size
         longest = min(d.max_tokens, room - 2)  # <s> and </s> take two places
-        sources = self.encode_sources([s for s, _ in pairs])
-        targets = [e.ids for e in self.tokenizer.encode_batch([t for _, t in pairs], add_special_tokens=False)]
+        sources = self.source_tokenizer.encode_batch([s for s, _ in pairs], add_special_tokens=False)
+        targets = self.tokenizer.encode_batch([t for _, t in pairs], add_special_tokens=False)
         examples = []
         for i, ((src_text, tgt_text), src, tgt) in enumerate(zip(pairs, sources, targets)):
-            n, m = len(src) - 1, len(tgt)
+            n, m = len(src.ids), len(tgt.ids)
             if split == "train" and (max(n, m) > longest or max(n, m) > d.max_ratio * max(1, min(n, m))):
                 continue
-            examples.append((i, src, [self.bos_id] + tgt[: room - 1] + [self.eos_id], src_text, tgt_text))
+            source, target = src.ids[: room - 1] + [self.eos_id], [self.bos_id] + tgt.ids[: room - 1] + [self.eos_id]
+            examples.append((i, source, target, src_text, tgt_text))
         if split == "train" and len(examples) < len(pairs):
             log.warning("%s: dropped %d of %d training pairs longer than %d tokens (data.max_tokens, model.block_size - 2) "
                         "or with a length ratio above data.max_ratio=%g", d.train or "demo", len(pairs) - len(examples),
                         len(pairs), longest, d.max_ratio)
-        if not examples:
+        if not examples and split != "predict":
             raise ConfigError(f"{d.train}: no training pair is left after the length filter (data.max_tokens, "
                               "data.max_ratio)")
         return examples
@@ -233,12 +207,11 @@ class TranslationDataModule(ExampleData):
         return {**out, "sources": [b[3] for b in batch], "references": [b[4] for b in batch]}
 
     def train_dataloader(self) -> DataLoader:
-        d, examples = self.cfg.data, self.examples["train"]
-        if not d.batch_tokens:
+        if not self.cfg.data.batch_tokens:
             return super().train_dataloader()
-        rank, world = self.rank()
+        examples = self.examples["train"]
         sizes = [(len(e[1]), len(e[2]) - 1) for e in examples]
-        batches = TokenBatches(sizes, d.batch_tokens, self.cfg.run.seed, rank, world)
+        batches = TokenBatches(sizes, self.cfg.data.batch_tokens, self.cfg.run.seed, *self.rank())
         return self.loader(examples, train=True, collate_fn=self.collate, batch_sampler=batches)
 
 

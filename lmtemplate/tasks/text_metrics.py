@@ -1,26 +1,20 @@
 """Corpus BLEU and chrF equal to sacreBLEU's, as float64 on its 0-100 scale.
 
-``BLEU`` keeps torchmetrics' ``SacreBLEUScore`` statistics (13a tokenization,
-no smoothing: matching and total n-gram counts and the two lengths, summed
-across ranks) and computes the score from them with sacreBLEU's formula in
-float64; torchmetrics computes it in float32. Its counts are float32 tensors,
-exact up to 2**24 n-grams per order.
+``BLEU`` keeps torchmetrics' ``SacreBLEUScore`` statistics (13a tokenization, no smoothing: matching and total
+n-gram counts and the two lengths, summed across ranks, float32 and so exact up to 2**24 n-grams per order) and
+computes the score from them with sacreBLEU's formula in float64; torchmetrics computes it in float32.
 
-``ChrF`` is sacreBLEU's chrF (character 6-grams, beta 2, no word n-grams) with
-its own integer counts, because torchmetrics' ``CHRFScore`` counts differently:
+``ChrF`` is sacreBLEU's chrF (character 6-grams, beta 2, no word n-grams) with its own integer counts, because
+torchmetrics' ``CHRFScore`` counts differently:
 
-- white space: sacreBLEU removes every character ``str.split`` splits on
-  (``str.isspace``: U+0020, tab and the other ASCII controls, U+0085, U+00A0,
-  U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000) before taking
-  character n-grams; torchmetrics strips those only at the ends and removes
-  only U+0020 inside, so "120\\xa0cm" keeps n-grams with U+00A0 in them;
-- a reference too short for an order: sacreBLEU counts no hypothesis n-grams
-  of that order for the sentence, torchmetrics counts them all;
-- a hypothesis without a match (an empty one among them): sacreBLEU still
-  counts its reference's n-grams, torchmetrics drops them;
-- the score: sacreBLEU takes the F-score of the precision and recall averaged
-  over the orders both sides have n-grams of, torchmetrics averages per-order
-  F-scores.
+- white space: sacreBLEU removes every ``str.isspace`` character (tab, U+0085, U+00A0, U+2009, U+2028, U+3000, ...)
+  before taking character n-grams; torchmetrics strips them at the ends but removes only U+0020 inside, so
+  "120\\xa0cm" keeps n-grams with U+00A0 in them;
+- a reference too short for an order: sacreBLEU counts no hypothesis n-grams of that order, torchmetrics all;
+- a hypothesis without a match (an empty one among them): sacreBLEU still counts its reference's n-grams,
+  torchmetrics drops them;
+- the score: sacreBLEU takes the F-score of the precision and recall averaged over the orders both sides have
+  n-grams of, torchmetrics averages per-order F-scores.
 """
 
 from __future__ import annotations
@@ -39,50 +33,26 @@ CHRF_ORDER = 6  # character n-grams
 CHRF_BETA = 2  # recall weighs beta times as much as precision
 
 
-def bleu_from_counts(matches: Sequence[float], totals: Sequence[float], hyp_len: float, ref_len: float) -> float:
-    """sacreBLEU's corpus BLEU without smoothing: 0 when an order has no match, otherwise the brevity penalty
-    times the geometric mean of the n-gram precisions (as percentages)."""
-    if not all(matches):
-        return 0.0
-    penalty = 1.0 if hyp_len >= ref_len else math.exp(1 - ref_len / hyp_len)
-    precisions = [100.0 * m / t for m, t in zip(matches, totals)]
-    return penalty * math.exp(sum(math.log(p) for p in precisions) / len(precisions))
-
-
-def char_ngrams(text: str) -> list[Counter]:
-    """Character n-grams of orders 1 to 6 of ``text`` with every white space character removed, as sacreBLEU
-    removes them."""
-    chars = "".join(text.split())
-    return [Counter(chars[i: i + n] for i in range(len(chars) - n + 1)) for n in range(1, CHRF_ORDER + 1)]
-
-
-def chrf_counts(hypothesis: list[Counter], reference: list[Counter]) -> list[tuple[int, int, int]]:
-    """(hypothesis, reference, matching) n-gram counts of each order; no hypothesis n-grams count for an
-    order the reference has none of."""
-    return [
-        (sum(h.values()) if r else 0, sum(r.values()), sum(min(c, r[g]) for g, c in h.items() if g in r))
-        for h, r in zip(hypothesis, reference)
-    ]
+def chrf_counts(hypothesis: str, reference: str) -> list[tuple[int, int, int]]:
+    """(hypothesis, reference, matching) character n-gram counts of each order, white space removed; no
+    hypothesis n-grams count for an order the reference has none of."""
+    hyp, ref = "".join(hypothesis.split()), "".join(reference.split())
+    counts = []
+    for n in range(1, CHRF_ORDER + 1):
+        h, r = (Counter(chars[i: i + n] for i in range(len(chars) - n + 1)) for chars in (hyp, ref))
+        counts.append((h.total() if r else 0, r.total(), (h & r).total()))
+    return counts
 
 
 def chrf_from_counts(counts: Sequence[Sequence[float]]) -> float:
     """sacreBLEU's chrF from (hypothesis, reference, matching) counts per order: the F-beta score of the
     precision and recall averaged over the orders that both sides have n-grams of."""
     ratios = [(m / h, m / r) for h, r, m in counts if h > 0 and r > 0]
-    if not ratios:
-        return 0.0
-    precision = sum(p for p, _ in ratios) / len(ratios)
-    recall = sum(r for _, r in ratios) / len(ratios)
+    precision, recall = (sum(column) / len(ratios) for column in zip(*ratios)) if ratios else (0.0, 0.0)
     if precision + recall == 0:
         return 0.0
     factor = CHRF_BETA ** 2
     return 100 * ((1 + factor) * precision * recall / (factor * precision + recall))
-
-
-def sentence_chrf_counts(hypothesis: str, references: Sequence[str]) -> list[tuple[int, int, int]]:
-    """The counts against the reference that scores best alone (the first of equals), as sacreBLEU picks it."""
-    hyp = char_ngrams(hypothesis)
-    return max((chrf_counts(hyp, char_ngrams(ref)) for ref in references), key=chrf_from_counts)
 
 
 class BLEU(SacreBLEUScore):
@@ -92,9 +62,15 @@ class BLEU(SacreBLEUScore):
         super().__init__(n_gram=BLEU_ORDER, tokenize="13a", smooth=False, **kwargs)
 
     def compute(self) -> Tensor:
-        score = bleu_from_counts(self.numerator.tolist(), self.denominator.tolist(), self.preds_len.item(),
-                                 self.target_len.item())
-        return torch.tensor(score, dtype=torch.float64)
+        """0 when an order has no match, otherwise the brevity penalty times the geometric mean of the n-gram
+        precisions (as percentages)."""
+        matches, totals = self.numerator.tolist(), self.denominator.tolist()
+        hyp_len, ref_len = self.preds_len.item(), self.target_len.item()
+        if not all(matches):
+            return torch.tensor(0.0, dtype=torch.float64)
+        penalty = 1.0 if hyp_len >= ref_len else math.exp(1 - ref_len / hyp_len)
+        log_precisions = [math.log(100.0 * m / t) for m, t in zip(matches, totals)]
+        return torch.tensor(penalty * math.exp(sum(log_precisions) / len(log_precisions)), dtype=torch.float64)
 
 
 class ChrF(Metric):
@@ -111,7 +87,8 @@ class ChrF(Metric):
     def update(self, preds: Sequence[str], target: Sequence[Sequence[str]]) -> None:
         if len(preds) != len(target):
             raise ValueError(f"chrF: {len(preds)} hypotheses but {len(target)} reference lists")
-        rows = [sentence_chrf_counts(hypothesis, references) for hypothesis, references in zip(preds, target)]
+        # against the reference that scores best alone (the first of equals), as sacreBLEU picks it
+        rows = [max((chrf_counts(hyp, ref) for ref in refs), key=chrf_from_counts) for hyp, refs in zip(preds, target)]
         if rows:
             self.counts += torch.tensor(rows, device=self.counts.device).sum(0)
 
@@ -120,6 +97,5 @@ class ChrF(Metric):
 
 
 def corpus_scores(bleu: BLEU, chrf: ChrF) -> dict[str, float]:
-    """``bleu`` and ``chrf`` of everything the two metrics were updated with (on every rank), as Python floats
-    on sacreBLEU's 0-100 scale."""
+    """``bleu`` and ``chrf`` of all the metrics were updated with (on every rank), as floats on the 0-100 scale."""
     return {"bleu": bleu.compute().item(), "chrf": chrf.compute().item()}

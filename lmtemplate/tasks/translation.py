@@ -1,25 +1,20 @@
 """Task ``translation``: an encoder-decoder trained by teacher forcing, scored by BLEU and chrF of its decoded outputs.
 
-BLEU is sacreBLEU's corpus BLEU (13a tokenization, no smoothing) and chrF is
-sacreBLEU's chrF (character 6-grams, beta 2), both on detokenized text and
-reported on a 0-100 scale, as papers do, equal to sacreBLEU's in float64 (see
-``text_metrics.py``). The validation loss is plain cross-entropy per target
-token; the training loss is label-smoothed.
+BLEU and chrF are sacreBLEU's, on detokenized text and on a 0-100 scale as papers report them (``text_metrics.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torchmetrics import MetricCollection
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.translation import (
-    IGNORE, SOURCE_TOKENIZER, TranslationDataConfig, TranslationDataModule, TranslationTokenizerConfig,
-)
+from lmtemplate.data.translation import (IGNORE, SOURCE_TOKENIZER, TranslationDataConfig, TranslationDataModule,
+                                         TranslationTokenizerConfig)
 from lmtemplate.models.backbone import build_model
 from lmtemplate.models.beam_search import beam_search, greedy
 from lmtemplate.models.gpt import Block
@@ -89,11 +84,11 @@ class Translation(Task):
         src_vocab = dm.source_tokenizer.get_vocab_size()
         if 0 < m.src_vocab_size < src_vocab:
             raise ConfigError(f"model.src_vocab_size: {m.src_vocab_size} is smaller than the tokenizer's vocabulary ({src_vocab})")
-        self.model = build_model(Seq2Seq, dataclasses.replace(m, src_vocab_size=m.src_vocab_size or src_vocab),
+        self.model = build_model(Seq2Seq, replace(m, src_vocab_size=m.src_vocab_size or src_vocab),
                                  dm.tokenizer.get_vocab_size())
         self.tokenizer, self.source_tokenizer = dm.tokenizer, dm.source_tokenizer
         self.bos_id, self.eos_id = dm.bos_id, dm.eos_id
-        self.bleu, self.chrf = per_stage(BLEU()), per_stage(ChrF())
+        self.corpus_metrics = per_stage(MetricCollection({"bleu": BLEU(), "chrf": ChrF()}, compute_groups=False))
         self.samples: list[tuple[str, str, str]] = []
 
     def setup(self, stage: str) -> None:
@@ -129,12 +124,10 @@ class Translation(Task):
         keep = [i for i, n in enumerate(batch["index"].tolist()) if stage == "test" or n < d.val_sentences]
         if not keep:
             return
-        rows = torch.tensor(keep, device=labels.device)
-        hypotheses = self.translate(batch["input_ids"][rows], batch["attention_mask"][rows],
+        hypotheses = self.translate(batch["input_ids"][keep], batch["attention_mask"][keep],
                                     d.beam_size if stage == "test" else d.val_beam_size)
         sources, references = [batch["sources"][i] for i in keep], [batch["references"][i] for i in keep]
-        self.bleu[stage].update(hypotheses, [[r] for r in references])
-        self.chrf[stage].update(hypotheses, [[r] for r in references])
+        self.corpus_metrics[stage].update(hypotheses, [[r] for r in references])
         if stage == "val":
             self.samples += list(zip(sources, references, hypotheses))[: d.samples - len(self.samples)]
 
@@ -142,14 +135,12 @@ class Translation(Task):
         self.samples = []
 
     def pass_scores(self, stage: str) -> dict[str, float]:
-        bleu, chrf = self.bleu[stage], self.chrf[stage]
-        scores = corpus_scores(bleu, chrf) if bleu.update_called else {}
-        bleu.reset()
-        chrf.reset()
+        metrics = self.corpus_metrics[stage]
+        scores = corpus_scores(metrics["bleu"], metrics["chrf"]) if metrics["bleu"].update_called else {}
+        metrics.reset()
         return scores
 
     def text_samples(self) -> list[tuple[str, str, str]]:
-        """(source, reference, hypothesis) triples of the last validation."""
         return self.samples
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:

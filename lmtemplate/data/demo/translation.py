@@ -1,5 +1,4 @@
-"""Demo data for translation: English sentences and a made-up language with its own word order and agreement;
-see ``demo_translation``."""
+"""Demo data for translation: English and a made-up language with its own word order and agreement."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ import random
 
 from lmtemplate.tokenization import atomic_write_text
 
-# The demo translation data set (write_demo_translation): see demo_translation.
 DEMO_NOUNS = {  # English noun -> the made-up language's noun
     "dog": "hundo", "cat": "mizo", "bird": "pajaro", "horse": "kavalo", "girl": "nina", "boy": "nino",
     "farmer": "bonero", "teacher": "lerero", "ball": "balo", "apple": "pomo", "book": "libro", "box": "kesto",
@@ -25,8 +23,7 @@ DEMO_PREPOSITIONS = {"in": "en", "near": "apud", "under": "sub", "behind": "mala
 
 def _demo_phrases(rng: random.Random) -> tuple[list[str], list[str], bool]:
     """One noun phrase: English ``det [adj] noun[s]``, made-up ``det noun[en] [adj[s]]``, and whether it is plural."""
-    noun, plural = rng.choice(list(DEMO_NOUNS)), rng.random() < 0.4
-    definite = rng.random() < 0.6
+    noun, plural, definite = rng.choice(list(DEMO_NOUNS)), rng.random() < 0.4, rng.random() < 0.6
     en = ["the" if definite else ("some" if plural else "a")]
     xx = [("los" if plural else "lo") if definite else ("unos" if plural else "un")]
     en_noun = noun + ("es" if noun.endswith("x") else "s") if plural else noun
@@ -40,14 +37,11 @@ def _demo_phrases(rng: random.Random) -> tuple[list[str], list[str], bool]:
 def demo_translation(n: int, seed: int) -> list[tuple[str, str]]:
     """``n`` (English, made-up language) sentence pairs, deterministic in ``(n, seed)``.
 
-    English ``subject verb object [preposition noun-phrase]`` becomes
-    ``[preposition noun-phrase ,] subject object verb``: the prepositional phrase
-    moves to the front and the verb to the end; adjectives follow their noun.
-    Words map one to one, and number agrees: a plural noun takes -en, its
-    determiner and adjective change (lo/los, un/unos, -s), and the verb ends in
-    -a after a singular subject and -an after a plural one, wherever the subject
-    ended up. For example ``the small dogs chase a ball near the river`` ->
-    ``apud lo rivo , los hundoen petas un balo chasan``.
+    English ``subject verb object [preposition noun-phrase]`` becomes ``[preposition noun-phrase ,] subject object
+    verb``: the prepositional phrase moves to the front and the verb to the end; adjectives follow their noun. Words
+    map one to one, and number agrees: a plural noun takes -en, its determiner and adjective change (lo/los, un/unos,
+    -s), and the verb ends in -a after a singular subject and -an after a plural one, wherever the subject ended up.
+    For example ``the small dogs chase a ball near the river`` -> ``apud lo rivo , los hundoen petas un balo chasan``.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -65,16 +59,10 @@ def demo_translation(n: int, seed: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def write_demo_translation(folder, n_train: int, n_val: int, seed: int) -> tuple[pathlib.Path, pathlib.Path]:
-    """Write aligned ``train.src`` / ``train.tgt`` and ``val.src`` / ``val.tgt`` of demo_translation data into ``folder``.
-
-    The splits are drawn with seeds ``2 * seed`` and ``2 * seed + 1``; each file is
-    written atomically. Returns the two prefixes (``folder/train``, ``folder/val``).
-    """
-    folder = pathlib.Path(folder)
-    prefixes = folder / "train", folder / "val"
-    for prefix, n, split_seed in zip(prefixes, (n_train, n_val), (2 * seed, 2 * seed + 1)):
+def write_demo_translation(folder: pathlib.Path, n_train: int, n_val: int, seed: int) -> None:
+    """Aligned ``train.src`` / ``train.tgt`` and ``val.src`` / ``val.tgt`` in ``folder``, the splits drawn with seeds
+    ``2 * seed`` and ``2 * seed + 1``; each file is written atomically."""
+    for split, n, split_seed in (("train", n_train, 2 * seed), ("val", n_val, 2 * seed + 1)):
         pairs = demo_translation(n, split_seed)
         for side, suffix in enumerate(("src", "tgt")):
-            atomic_write_text(prefix.with_suffix(f".{suffix}"), "".join(pair[side] + "\n" for pair in pairs))
-    return prefixes
+            atomic_write_text(folder / f"{split}.{suffix}", "".join(pair[side] + "\n" for pair in pairs))
