@@ -34,8 +34,7 @@ class SimilarityConfig:
 class SimilarityData(ExampleData):
     def demo(self) -> dict[str, list]:
         """Pairs of 5-word sentences; the score is the number of words they share (0-5)."""
-        d, rows = self.cfg.data, []
-        rng = random.Random(d.demo_seed)
+        d, rows, rng = self.cfg.data, [], random.Random(self.cfg.data.demo_seed)
         for shared in (rng.randint(0, 5) for _ in range(d.demo_train + d.demo_val)):
             a = rng.sample(WORDS, 5)
             b = rng.sample(a[:shared] + rng.sample([w for w in WORDS if w not in a], 5 - shared), 5)
