@@ -43,7 +43,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
-        return read_checkpoint(path, map_location, weights_only=weights_only is not False, lightning=False)
+        # ddp_spawn hands the trained weights back to the main process in a plain state dict, ".temp.ckpt"
+        whole = Path(path).name != ".temp.ckpt"
+        return read_checkpoint(path, map_location, weights_only=weights_only is not False, lightning=whole)
 
 
 def read_checkpoint(path, map_location="cpu", weights_only: bool = True, mmap: bool = False, lightning: bool = True) -> dict:
@@ -51,7 +53,7 @@ def read_checkpoint(path, map_location="cpu", weights_only: bool = True, mmap: b
 
     Our checkpoints hold only tensors, numbers, strings and plain containers (the task stores its hparams
     as ``dataclasses.asdict(cfg)``), so they load as they are. Unless ``lightning`` is false (Lightning's own
-    temporary weight files), a file that is not a whole Lightning
+    temporary weight file), a file that is not a whole Lightning
     checkpoint raises a ConfigError that says what is wrong with it. ``mmap`` reads lazily: a cheap check.
     """
     try:

@@ -158,19 +158,20 @@ class Session:
     module: L.LightningModule
     trainer: L.Trainer
     created: Optional[Path] = None  # the topmost folder this fit made for run_dir; removed if it fails before a checkpoint
+    step: int = 0  # the checkpoint's global step
 
 
 def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[str] = None) -> Session:
     loaded = load_config(files, overrides) if files else None
-    checkpoint = None
+    checkpoint, step = None, 0
     if ckpt:
         # last / best live in the run the config names; without -c, the run.* overrides name it.
         named = None
         if ckpt in ("last", "best"):
             named = (loaded or load_config([], [o for o in overrides if o.startswith("run.")])).cfg
         checkpoint = resolve_checkpoint(ckpt, named)
-        if checkpoint.is_file():
-            read_checkpoint(checkpoint, mmap=True)  # a broken file fails now, before a run directory is made
+        if checkpoint.is_file():  # a broken file fails now, before a run directory is made
+            step = read_checkpoint(checkpoint, mmap=True).get("global_step", 0)
     run_dir = run_dir_of(checkpoint) if checkpoint else None
     if loaded is None:
         # No -c: continue with the config the run was trained with, so task keys among the overrides
@@ -194,7 +195,7 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
         atomic_write_text(run_dir / "config.yaml", C.to_yaml(loaded.data))
         if isinstance(datamodule.tokenizer, Tokenizer):
             save_tokenizer(datamodule.tokenizer, run_dir / "tokenizer.json")
-    return Session(loaded, run_dir, checkpoint, datamodule, module, trainer, created)
+    return Session(loaded, run_dir, checkpoint, datamodule, module, trainer, created, step)
 
 
 def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources: list[C.Source] = ()) -> L.Trainer:
@@ -308,13 +309,12 @@ def _discard_unless_checkpointed(s: Session) -> None:
 def evaluate(s: Session, verb: str) -> dict:
     """Validate or test the checkpoint; metrics.json records them under the verb, with the checkpoint they came
     from (test metrics also at the top level, where fit's validation metrics are)."""
-    step = read_checkpoint(s.checkpoint, mmap=True).get("global_step", 0) if s.checkpoint.is_file() else 0
-    s.trainer.fit_loop.epoch_loop._batches_that_stepped = step  # TensorBoard shows the metrics at the checkpoint's step
+    s.trainer.fit_loop.epoch_loop._batches_that_stepped = s.step  # TensorBoard shows the metrics at the checkpoint's step
     run = s.trainer.validate if verb == "validate" else s.trainer.test
     logged = run(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint, verbose=False)
     metrics = results(s, logged[0] if logged else {}, "val" if verb == "validate" else "test")
     if s.trainer.is_global_zero:
-        source = {"checkpoint": str(s.checkpoint), "step": step}
+        source = {"checkpoint": str(s.checkpoint), "step": s.step}
         write_metrics(s.run_dir, {verb: {**metrics, **source}, **(metrics if verb == "test" else {})})
     return metrics
 

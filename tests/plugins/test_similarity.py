@@ -42,3 +42,7 @@ def test_the_plugin_trains_under_ddp_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "outputs/similarity-demo/version_0/metrics.json").read_text())
     assert metrics["step"] == 800 and metrics["val/pearson"] > 0.5, metrics
+
+
+def test_the_example_stays_small_enough_to_read_in_one_sitting():
+    assert len((REPO / "plugins" / "similarity.py").read_text().splitlines()) <= 80
