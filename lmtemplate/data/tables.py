@@ -17,13 +17,10 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional
 
 from lmtemplate.config import ConfigError
 from lmtemplate.tokenization import utf8_file
-
-_Record = Union[dict[str, object], str]  # a row as a format reader yields it: its values by column, or its problem
-
 
 @dataclass
 class Table:
@@ -102,8 +99,8 @@ def _csv_fields(path: Path) -> Iterator[tuple[int, list[str]]]:
             raise ConfigError(f"{path}, line {start}: not valid CSV: {e}") from None
 
 
-def _delimited(path: Path, columns: dict[str, str], wanted: dict[str, str]) -> Iterator[tuple[int, _Record]]:
-    """Check the header of a TSV/CSV file, then yield its rows as dicts of the wanted columns."""
+def _delimited(path: Path, columns: dict[str, str], wanted: dict[str, str]) -> Iterator[tuple[int, dict | str]]:
+    """Check the header of a TSV/CSV file, then yield its rows as dicts of the wanted columns, or their problems."""
     lines = _tsv_fields(path) if path.suffix == ".tsv" else _csv_fields(path)
     header_line, header = next(lines, (None, None))
     if header is None:
@@ -126,7 +123,7 @@ def _delimited(path: Path, columns: dict[str, str], wanted: dict[str, str]) -> I
         raise ConfigError(f"{path}: no data rows after the header (line {header_line}); expected one row per line")
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, _Record]]:
+def _jsonl_records(path: Path) -> Iterator[tuple[int, dict | str]]:
     """Each non-blank line as a dict, or what is wrong with it; the keys are checked later, per record."""
     empty = True
     with utf8_file(path, newline="\n") as f:
