@@ -28,17 +28,14 @@ class MaskingConfig:
         if not 0.0 < self.rate < 1.0:
             raise ConfigError(f"masking.rate: expected a share between 0 and 1, got {self.rate}")
         if self.mask < 0 or self.random < 0 or self.mask + self.random > 1.0:
-            raise ConfigError(
-                f"masking.mask ({self.mask}) and masking.random ({self.random}) must be >= 0 and add up to at most 1"
-            )
+            raise ConfigError(f"masking.mask ({self.mask}) and masking.random ({self.random}) must be >= 0 "
+                              "and add up to at most 1")
 
 
 def mask_tokens(ids: torch.Tensor, cfg: MaskingConfig, mask_id: int, special_ids: torch.Tensor, vocab_size: int,
                 generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, labels) for token ids (B, T): labels hold the original id at selected positions, IGNORE elsewhere.
-
-    Special tokens ([CLS], [SEP], [PAD], ...) are never selected.
-    """
+    """(inputs, labels) for token ids (B, T): labels hold the original id at selected positions, IGNORE elsewhere;
+    special tokens ([CLS], [SEP], [PAD], ...) are never selected."""
     probs = torch.full(ids.shape, cfg.rate, device=ids.device)
     probs[torch.isin(ids, special_ids)] = 0.0
     selected = torch.bernoulli(probs, generator=generator).bool()

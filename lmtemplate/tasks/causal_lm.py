@@ -1,4 +1,5 @@
-"""Task ``causal_lm``: next-token prediction with a GPT (pretraining), and text generation."""
+"""Task ``causal_lm``: next-token prediction with a GPT (pretraining), and text generation; and ``LanguageModel``,
+what it shares with ``masked_lm``."""
 
 from __future__ import annotations
 
@@ -48,21 +49,39 @@ class CausalLMConfig:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 
 
-@register_task("causal_lm", config=CausalLMConfig, datamodule=TextDataModule)
-class CausalLM(Task):
-    metrics = {"val/loss": "min", "val/ppl": "min"}
+class LanguageModel(Task):
+    """A pretraining task: the loss is the cross-entropy of the logits (N, vocab) and labels (N) that
+    ``scored(batch, generator=None)`` gives (``generator``: for any randomness), logged with perplexity."""
+
     blocks = (Block,)
-    limit_val_batches = 20  # the loss is a mean: a sample of windows estimates it
+    limit_val_batches = 20  # the loss is a mean: a sample of batches estimates it
+
+    @property
+    def flops_per_batch(self) -> int:
+        return self.model.flops_per_token() * self.cfg.data.batch_size * self.cfg.model.block_size
+
+    def loss(self, batch) -> torch.Tensor:
+        return F.cross_entropy(*self.scored(batch))
+
+    def evaluate(self, batch, batch_idx: int, stage: str) -> None:
+        self.log_scores(stage, *self.scored(batch))
+
+    def log_scores(self, stage: str, logits: torch.Tensor, labels: torch.Tensor, batch_size: Optional[int] = None):
+        """Log ``{stage}/loss`` (each batch weighs ``batch_size``, by default its sequences) and ``{stage}/ppl``."""
+        self.ppl[stage].update(logits.float()[None], labels[None])
+        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), prog_bar=True, sync_dist=True, batch_size=batch_size)
+        self.log(f"{stage}/ppl", self.ppl[stage])
+
+
+@register_task("causal_lm", config=CausalLMConfig, datamodule=TextDataModule)
+class CausalLM(LanguageModel):
+    metrics = {"val/loss": "min", "val/ppl": "min"}
 
     def __init__(self, cfg: CausalLMConfig, datamodule: TextDataModule):
         super().__init__(cfg)
         self.tokenizer = datamodule.tokenizer
         self.model = build_model(GPT, cfg.model, self.tokenizer.get_vocab_size())
         self.ppl = per_stage(Perplexity())
-
-    @property
-    def flops_per_batch(self) -> int:
-        return self.model.flops_per_token() * self.cfg.data.batch_size * self.cfg.model.block_size
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = super().training_step(batch, batch_idx)
@@ -75,15 +94,9 @@ class CausalLM(Task):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
 
-    def loss(self, batch: torch.Tensor, logits: Optional[torch.Tensor] = None) -> torch.Tensor:
-        logits = self.model(batch[:, :-1]) if logits is None else logits
-        return F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
-
-    def evaluate(self, batch: torch.Tensor, batch_idx: int, stage: str) -> None:
-        logits = self.model(batch[:, :-1])
-        self.ppl[stage].update(logits.float(), batch[:, 1:])
-        self.log(f"{stage}/loss", self.loss(batch, logits), prog_bar=True, sync_dist=True)
-        self.log(f"{stage}/ppl", self.ppl[stage])
+    def scored(self, batch: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every position of the windows, scored on the token after it."""
+        return self.model(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten()
 
     def complete(self, prompt: str, generator: Optional[torch.Generator] = None) -> str:
         """Continue ``prompt`` with the ``generate`` settings; an empty prompt starts a new document."""

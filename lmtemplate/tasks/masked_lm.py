@@ -1,12 +1,10 @@
 """Task ``masked_lm``: BERT-style pretraining of a bidirectional encoder on a text corpus.
 
-The corpus, tokenizer and token cache are the causal LM's. Packed (the
-default), each window becomes ``[CLS]`` + ``block_size - 1`` tokens: documents
-follow each other inside a window, separated by ``[SEP]`` (the first special
-token, which the token file puts between documents). With ``data.packing:
-false`` each document is one padded sequence ``[CLS] ... [SEP]``. Masking runs
-on the batch, on the device: random in training, the same positions at every
-validation.
+The corpus, tokenizer and token cache are the causal LM's. Packed (the default), each window becomes ``[CLS]`` +
+``block_size - 1`` tokens: documents follow each other inside a window, separated by ``[SEP]`` (the first special
+token, which the token file puts between documents). With ``data.packing: false`` each document is one padded
+sequence ``[CLS] ... [SEP]``. Masking runs on the batch, on the device: random in training, the same positions at
+every validation.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
@@ -22,9 +19,9 @@ from lmtemplate.config import ConfigError
 from lmtemplate.data.masking import IGNORE, MaskedLMDataConfig, MaskedLMDataModule, MaskingConfig, mask_tokens
 from lmtemplate.models.backbone import build_model
 from lmtemplate.models.encoder import Encoder, EncoderConfig, MaskedLMHead
-from lmtemplate.models.gpt import Block
 from lmtemplate.registry import register_task
-from lmtemplate.tasks.base import OptimConfig, Task, configure_adamw, per_stage
+from lmtemplate.tasks.base import OptimConfig, configure_adamw, per_stage
+from lmtemplate.tasks.causal_lm import LanguageModel
 from lmtemplate.tokenization import ENCODER_SPECIALS, EncoderTokenizerConfig
 
 
@@ -38,10 +35,8 @@ class MaskedLMConfig:
 
 
 @register_task("masked_lm", config=MaskedLMConfig, datamodule=MaskedLMDataModule)
-class MaskedLM(Task):
+class MaskedLM(LanguageModel):
     metrics = {"val/loss": "min", "val/accuracy": "max", "val/ppl": "min"}
-    blocks = (Block,)
-    limit_val_batches = 20  # the loss and accuracy are means: a sample of batches estimates them
 
     def __init__(self, cfg: MaskedLMConfig, datamodule: MaskedLMDataModule):
         super().__init__(cfg)
@@ -57,34 +52,25 @@ class MaskedLM(Task):
         self.accuracy = per_stage(MulticlassAccuracy(self.model.cfg.vocab_size, average="micro"))
         self.ppl = per_stage(Perplexity())
 
-    @property
-    def flops_per_batch(self) -> int:
-        return self.model.flops_per_token() * self.cfg.data.batch_size * self.cfg.model.block_size
-
     def sequences(self, window: torch.Tensor) -> torch.Tensor:
         """[CLS] + the first block_size - 1 tokens of each window."""
         cls = torch.full_like(window[:, :1], self.cls_id)
         return torch.cat([cls, window[:, : self.cfg.model.block_size - 1]], dim=1)
 
-    def _step(self, batch, generator=None):
-        """Loss, logits and labels at the selected positions of packed windows (a tensor) or padded documents (a dict)."""
-        ids, attention = (batch["input_ids"], batch["attention_mask"]) if isinstance(batch, dict) else (self.sequences(batch), None)
-        inputs, labels = mask_tokens(ids, self.cfg.masking, self.mask_id, self.special_ids, self.model.cfg.vocab_size, generator)
+    def scored(self, batch, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and labels at the masked positions of packed windows (a tensor) or padded documents (a dict)."""
+        ids = batch["input_ids"] if isinstance(batch, dict) else self.sequences(batch)
+        attention = batch["attention_mask"] if isinstance(batch, dict) else None
+        inputs, labels = mask_tokens(ids, self.cfg.masking, self.mask_id, self.special_ids, self.model.cfg.vocab_size,
+                                     generator)
         selected = labels != IGNORE
-        logits = self.mlm_head(self.model(inputs, attention)[selected])  # the vocabulary projection only where it is scored
-        labels = labels[selected]
-        return F.cross_entropy(logits, labels), logits, labels
-
-    def loss(self, batch) -> torch.Tensor:
-        return self._step(batch)[0]
+        return self.mlm_head(self.model(inputs, attention)[selected]), labels[selected]  # the vocabulary only there
 
     def evaluate(self, batch, batch_idx: int, stage: str) -> None:
         generator = torch.Generator(device=self.device).manual_seed(batch_idx)  # the same masks at every validation
-        loss, logits, labels = self._step(batch, generator)
+        logits, labels = self.scored(batch, generator)
         self.accuracy[stage].update(logits, labels)
-        self.ppl[stage].update(logits.float()[None], labels[None])
-        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(labels))
-        self.log(f"{stage}/ppl", self.ppl[stage])
+        self.log_scores(stage, logits, labels, batch_size=len(labels))  # every masked token weighs the same
         self.log(f"{stage}/accuracy", self.accuracy[stage], prog_bar=True)
 
     def configure_optimizers(self):

@@ -8,7 +8,6 @@ import random
 
 from lmtemplate.tokenization import atomic_write_text
 
-# The demo sentiment data set (write_demo_classification): see demo_sentiment.
 SUBJECTS = {  # subject -> the copula that agrees with it
     "film": "was", "movie": "was", "plot": "was", "story": "was", "ending": "was", "music": "was",
     "script": "was", "acting": "was", "actors": "were", "jokes": "were", "characters": "were", "songs": "were",
@@ -40,20 +39,15 @@ def _review(rng: random.Random, positive: bool) -> str:
 
 
 def demo_sentiment(n: int, seed: int) -> list[tuple[str, str]]:
-    """Return ``n`` movie-review-like ``(text, label)`` pairs, deterministic in ``(n, seed)``.
+    """``n`` movie-review-like ``(text, label)`` pairs, deterministic in ``(n, seed)``.
 
-    Each text is one clause ``the <subject> was|were [not] [intensifier]
-    <adjective>``, or two clauses joined by ``but`` (of opposite meanings) or
-    ``and`` (of the same meaning), e.g. ``the plot was dull but the actors were
-    not bad``. The rule that decides the label: **the last clause decides**; it
-    is positive when its adjective is in POSITIVE and there is no ``not``
-    before it, or its adjective is in NEGATIVE and there is a ``not``; the label
-    is "positive" or "negative" accordingly. So the label is a function of the
-    text, and of word order: which clause comes last and which adjective a
-    ``not`` belongs to, which a bag of words cannot see.
-
-    Exactly half the examples (rounded up) are positive, in shuffled order.
-    Words are lowercase and separated by single spaces (37 words in all).
+    A text is one clause ``the <subject> was|were [not] [intensifier] <adjective>``, or two joined by ``but``
+    (of opposite meanings) or ``and`` (of the same), e.g. ``the plot was dull but the actors were not bad``.
+    **The last clause decides** the label: "positive" when its adjective is in POSITIVE and no ``not`` precedes
+    it, or is in NEGATIVE after a ``not``; else "negative". So the label is a function of the text and of its word
+    order (which clause comes last, which adjective a ``not`` belongs to), which a bag of words cannot see.
+    Exactly half the examples (rounded up) are positive, in shuffled order; words are lowercase, separated by
+    single spaces (37 words in all).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -64,15 +58,10 @@ def demo_sentiment(n: int, seed: int) -> list[tuple[str, str]]:
 
 
 def write_demo_classification(folder, n_train: int, n_val: int, seed: int) -> tuple[pathlib.Path, pathlib.Path]:
-    """Write ``train.tsv`` and ``val.tsv`` (header ``text<TAB>label``) of demo_sentiment data into ``folder``.
-
-    The two splits are drawn with different seeds derived from ``seed``
-    (``2 * seed`` and ``2 * seed + 1``), so they differ; short single-clause
-    texts can still occur in both. Each file is written atomically. Returns
-    (train path, val path).
-    """
+    """Write ``train.tsv`` and ``val.tsv`` (header ``text<TAB>label``) of demo_sentiment data into ``folder``, each
+    atomically. The splits' seeds are ``2 * seed`` and ``2 * seed + 1``, so they differ (short single-clause texts
+    can still occur in both). Returns (train path, val path)."""
     folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     paths = folder / "train.tsv", folder / "val.tsv"
     for path, n, split_seed in zip(paths, (n_train, n_val), (2 * seed, 2 * seed + 1)):
         rows = "".join(f"{text}\t{label}\n" for text, label in demo_sentiment(n, split_seed))

@@ -1,25 +1,18 @@
 """Built-in demo corpus: a tiny English-like grammar a small LM can learn in minutes.
 
-Each line is a short paragraph of 1-4 sentences; words and punctuation are
-separated by single spaces and drawn from a ~130-word vocabulary, so a
-~512-token byte-level BPE keeps every word whole. What a model can learn:
+Each line is a paragraph of 1-4 sentences; words and punctuation, separated by single spaces, come from a ~130-word
+vocabulary, so a ~512-token byte-level BPE keeps every word whole. What a model can learn:
 
-* agreement -- ``the old dogs near the cat run .`` /
-  ``the cat that the dogs chase sleeps today .``  The main verb agrees in
-  number with the head noun, not with the nearer "attractor" noun inside the
-  prepositional phrase or relative clause (whose own verb agrees with its own
-  subject).
-* dialogue -- ``anna says " the boxes fall . " to ben .``  balanced quotes
-  around an agreement sentence.
-* brackets -- ``ben writes ( red [ box ( tree ) ] fox ) .``  balanced, nested
-  ``( )`` and ``[ ]`` up to depth 4.
-* counting -- ``cara counts : four five six seven .``  number words counting
-  up by one (from one to twenty).
+* agreement -- ``the old dogs near the cat run .`` / ``the cat that the dogs chase sleeps today .``: the main verb
+  agrees with the head noun, not with the nearer "attractor" noun of a prepositional phrase or relative clause
+  (whose own verb agrees with its own subject).
+* dialogue -- ``anna says " the boxes fall . " to ben .``: balanced quotes around an agreement sentence.
+* brackets -- ``ben writes ( red [ box ( tree ) ] fox ) .``: balanced, nested ``( )`` and ``[ ]`` up to depth 4.
+* counting -- ``cara counts : four five six seven .``: number words counting up by one (from one to twenty).
 * long range -- a paragraph that opens with ``dora :`` ends with ``bye dora .``
 
-Lines are generated sequentially from a single ``random.Random(seed)``, so the
-output is deterministic in ``seed`` and prefix-stable: the first k lines of
-``demo_lines(n, s)`` equal ``demo_lines(k, s)``.
+Lines come one after another from a single ``random.Random(seed)``, so the output is deterministic in ``seed`` and
+prefix-stable: ``demo_lines(n, s)[:k] == demo_lines(k, s)`` for ``k <= n``.
 """
 
 from __future__ import annotations
@@ -30,20 +23,12 @@ import random
 from lmtemplate.tokenization import atomic_write_text
 
 # singular -> plural
-NOUNS = {
-    "dog": "dogs", "cat": "cats", "bird": "birds", "tree": "trees",
-    "girl": "girls", "boy": "boys", "box": "boxes", "car": "cars",
-    "king": "kings", "fox": "foxes", "house": "houses", "child": "children",
-}
+NOUNS = {"dog": "dogs", "cat": "cats", "bird": "birds", "tree": "trees", "girl": "girls", "boy": "boys", "box": "boxes",
+         "car": "cars", "king": "kings", "fox": "foxes", "house": "houses", "child": "children"}
 # plural (base) form -> singular form
-INTRANSITIVE = {
-    "sleep": "sleeps", "run": "runs", "sing": "sings",
-    "wait": "waits", "fall": "falls", "smile": "smiles",
-}
-TRANSITIVE = {
-    "chase": "chases", "see": "sees", "like": "likes",
-    "follow": "follows", "help": "helps", "watch": "watches",
-}
+INTRANSITIVE = {"sleep": "sleeps", "run": "runs", "sing": "sings", "wait": "waits", "fall": "falls", "smile": "smiles"}
+TRANSITIVE = {"chase": "chases", "see": "sees", "like": "likes", "follow": "follows", "help": "helps",
+              "watch": "watches"}
 ADJECTIVES = ["old", "small", "red", "blue", "happy", "quiet", "big", "green"]
 PREPOSITIONS = ["near", "behind", "under", "with", "beside"]
 ADVERBS = ["today", "again", "slowly", "here", "now"]
@@ -111,13 +96,9 @@ def _counting(rng: random.Random) -> list[str]:
     return [rng.choice(NAMES), "counts", ":", *NUMBERS[start:start + length], "."]
 
 
-_KINDS = [_agreement, _dialogue, _brackets, _counting]
-_WEIGHTS = [0.5, 0.2, 0.15, 0.15]
-
-
 def _paragraph(rng: random.Random) -> str:
     words: list[str] = []
-    for kind in rng.choices(_KINDS, _WEIGHTS, k=rng.randint(1, 4)):
+    for kind in rng.choices([_agreement, _dialogue, _brackets, _counting], [0.5, 0.2, 0.15, 0.15], k=rng.randint(1, 4)):
         words += kind(rng)
     if rng.random() < 0.3:  # long-range dependency: the opening name returns at the end
         name = rng.choice(NAMES)
@@ -126,10 +107,7 @@ def _paragraph(rng: random.Random) -> str:
 
 
 def demo_lines(n_lines: int, seed: int = 0) -> list[str]:
-    """Return ``n_lines`` demo paragraphs (no newlines inside), deterministic in ``seed``.
-
-    Prefix-stable: ``demo_lines(n, s)[:k] == demo_lines(k, s)`` for ``k <= n``.
-    """
+    """``n_lines`` demo paragraphs (no newlines inside), deterministic in ``seed`` and prefix-stable."""
     if n_lines < 0:
         raise ValueError(f"n_lines must be >= 0, got {n_lines}")
     rng = random.Random(seed)
@@ -137,11 +115,7 @@ def demo_lines(n_lines: int, seed: int = 0) -> list[str]:
 
 
 def write_demo_corpus(path, n_lines: int = 25000, seed: int = 0) -> pathlib.Path:
-    """Write ``demo_lines(n_lines, seed)`` to ``path`` (UTF-8, one per line) atomically.
-
-    Parent directories are created; the text goes to a temporary file in the same
-    folder which is then ``os.replace``-d onto ``path``. Returns ``path``.
-    """
+    """Write ``demo_lines(n_lines, seed)`` to ``path``, one per line, atomically (parent folders are created)."""
     path = pathlib.Path(path)
     atomic_write_text(path, "".join(line + "\n" for line in demo_lines(n_lines, seed)))
     return path
