@@ -198,5 +198,6 @@ def init_source(init_from: str) -> tuple[Path, Optional[Path]]:
     if path.is_dir() and path.suffix != ".ckpt":
         path = path / "checkpoints" / "last.ckpt"
     if not path.is_file():
-        raise ConfigError(f"model.init_from: no checkpoint file at {path} (give a run directory or a .ckpt file)")
+        raise ConfigError(f"model.init_from: no checkpoint file at {path} (give a run directory, a .ckpt file "
+                          "or a Hugging Face model folder with a config.json)")
     return path, path.parent.parent if path.parent.name == "checkpoints" else None

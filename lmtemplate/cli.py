@@ -4,6 +4,7 @@
     python -m lmtemplate validate|test [-c FILE ...] [--ckpt ...] [key=value ...]
     python -m lmtemplate predict [-c FILE ...] [--ckpt ...] (--prompt TEXT | --input FILE | --question Q --context C)
                                  [--output FILE] [key=value ...]
+    python -m lmtemplate export --ckpt last|best|PATH --output DIR [run.name=... run.version=...]
     python -m lmtemplate config [-c FILE ...] [key=value ...]
     python -m lmtemplate tasks [-c FILE ...]
 """
@@ -39,6 +40,8 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--question", help="qa: one question, answered from --context")
     pred.add_argument("--context", help="qa: the passage that --question is answered from")
     pred.add_argument("--output", metavar="FILE", help="where predictions go (default: in the run directory)")
+    export = verbs.add_parser("export", parents=[common, ckpt], help="write a checkpoint as a Hugging Face model folder")
+    export.add_argument("--output", metavar="DIR", required=True, help="the folder: config.json, model.safetensors, tokenizer.json")
     verbs.add_parser("config", parents=[common], help="print the resolved config that fit would run")
     verbs.add_parser("tasks", parents=[common], help="list registered tasks and where each came from")
     return p
@@ -133,11 +136,22 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from lmtemplate import run
+
+    if args.config:
+        raise ConfigError("export: the model is the checkpoint's, described by its run's config.yaml; drop -c")
+    architecture = run.export(args.ckpt or "best", args.overrides, Path(args.output))
+    print(f"{architecture} written to {args.output}")
+    return 0
+
+
 VERBS = {
     "fit": cmd_fit,
     "validate": cmd_evaluate,
     "test": cmd_evaluate,
     "predict": cmd_predict,
+    "export": cmd_export,
     "config": cmd_config,
     "tasks": cmd_tasks,
 }

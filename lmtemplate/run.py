@@ -11,6 +11,7 @@ Run directory layout (``<run.root>/<run.name>/version_<n>/``)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -31,6 +32,7 @@ from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
 from lmtemplate.callbacks.tensorboard import HParams, TextSamples
 from lmtemplate.callbacks.throughput import TokenThroughput
 from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, RandomState, read_checkpoint
+from lmtemplate.models import hf
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
 from lmtemplate.tasks.base import Task
 from lmtemplate.tokenization import atomic_write_text, resolve_tokenizer, save_tokenizer
@@ -58,7 +60,9 @@ def load_config(files: list[str], overrides: list[str]) -> Loaded:
         task = get_task(str(C.peek(sources, "task", C.CommonConfig.task)))
     except C.ConfigError as e:
         raise C.ConfigError(f"{e} (in {C.source_of('task', sources)})") from None
-    data = C.compose(C.schema_for(task.config, f"task '{task.name}' ({task.source})"), sources)
+    schema = C.schema_for(task.config, f"task '{task.name}' ({task.source})")
+    sources = hf.with_checkpoint_fields(schema, sources, task.name)  # a Hugging Face model's shape, under the rest
+    data = C.compose(schema, sources)
     if "limit_val_batches" not in data.trainer:
         data.trainer.limit_val_batches = task.module.limit_val_batches
     metrics = task.module.metrics
@@ -329,3 +333,22 @@ def predict(s: Session, inputs: list | Path, output: Optional[Path] = None) -> t
     if s.trainer.is_global_zero:
         atomic_write_text(path, s.module.format_predictions(rows))
     return rows, path
+
+
+def export(ckpt: str, overrides: list[str], output: Path) -> str:
+    """Write the checkpoint's model as a Hugging Face model folder (``models/hf.py``); returns its architecture.
+
+    The model is described by the run's config.yaml (its shape) and the checkpoint (its weights, vocabulary size
+    and labels); the tokenizer is the run's tokenizer.json.
+    """
+    named = load_config([], [o for o in overrides if o.startswith("run.")]).cfg if ckpt in ("last", "best") else None
+    checkpoint = resolve_checkpoint(ckpt, named)
+    run_dir = run_dir_of(checkpoint)
+    config, tokenizer = (run_dir / "config.yaml", run_dir / "tokenizer.json") if run_dir else (None, None)
+    if run_dir is None or not config.is_file() or not tokenizer.is_file():
+        raise C.ConfigError(f"export: {checkpoint} is not inside a run directory with its config.yaml and "
+                            "tokenizer.json, which describe its model and its token ids")
+    loaded = load_config([str(config)], [])
+    state = read_checkpoint(checkpoint)
+    model = dataclasses.asdict(loaded.cfg.model)
+    return hf.export(loaded.task.name, model, state["state_dict"], state.get("labels"), tokenizer, output)

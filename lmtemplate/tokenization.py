@@ -175,7 +175,10 @@ def char_tokenizer(cfg: TokenizerConfig, texts: Iterator[str]) -> Tokenizer:
 
 
 def document_separator(tok: Tokenizer) -> Optional[int]:
-    """The id of the first special token, which separates documents in a token file; None if there is none."""
+    """The id of [SEP] if the tokenizer has it (BERT's vocabulary puts [PAD] first), else of the first special
+    token: it separates documents in a token file; None if there is none."""
+    if tok.token_to_id("[SEP]") is not None:
+        return tok.token_to_id("[SEP]")
     specials = sorted((i, t.content) for i, t in tok.get_added_tokens_decoder().items() if t.special)
     return specials[0][0] if specials else None
 
@@ -183,15 +186,23 @@ def document_separator(tok: Tokenizer) -> Optional[int]:
 def resolve_tokenizer(cfg, run_dir: Optional[Path]) -> None:
     """Decide, once per run, which tokenizer it uses, by setting ``tokenizer.path``: the run's own (a checkpoint
     goes with its tokenizer), else the one ``tokenizer.path`` names, else that of the run ``model.init_from``
-    names (a backbone reads only its own token ids); left unset, the datamodule trains one on its training text."""
+    names (a backbone reads only its own token ids), or the tokenizer.json (else vocab.txt) of the Hugging Face
+    model it names; left unset, the datamodule trains one on its training text."""
     tok, model = getattr(cfg, "tokenizer", None), getattr(cfg, "model", None)
     if not isinstance(tok, TokenizerConfig):
         return
     own = run_dir / "tokenizer.json" if run_dir is not None else None
+    init_from = getattr(model, "init_from", None)
     if own is not None and own.is_file():
         tok.path = str(own)
-    elif tok.path is None and getattr(model, "init_from", None):
-        checkpoint, init_run = init_source(model.init_from)
+    elif tok.path is None and init_from and (Path(init_from) / "config.json").is_file():  # a Hugging Face model
+        found = [p for p in (Path(init_from) / "tokenizer.json", Path(init_from) / "vocab.txt") if p.is_file()]
+        if not found:
+            raise ConfigError(f"model.init_from: {init_from} has neither tokenizer.json nor vocab.txt; "
+                              "set tokenizer.path to the tokenizer it was trained with")
+        tok.path = str(found[0])
+    elif tok.path is None and init_from:
+        checkpoint, init_run = init_source(init_from)
         found = init_run / "tokenizer.json" if init_run else None
         if found is None or not found.is_file():
             raise ConfigError(f"model.init_from: {checkpoint} is not inside a run directory with a tokenizer.json; "
@@ -200,10 +211,38 @@ def resolve_tokenizer(cfg, run_dir: Optional[Path]) -> None:
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
+    """A tokenizer.json, or a BERT vocab.txt; without the padding and truncation a Hugging Face tokenizer.json may
+    set for every encoding (the data readers pad and truncate themselves)."""
+    if Path(path).name == "vocab.txt":
+        return vocab_tokenizer(Path(path))
     try:
-        return Tokenizer.from_file(str(path))
+        tok = Tokenizer.from_file(str(path))
     except Exception as e:
         raise ConfigError(f"{path}: not a tokenizer.json file that the tokenizers library can load ({e})") from None
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+def vocab_tokenizer(path: Path) -> Tokenizer:
+    """BERT's WordPiece tokenizer from its vocab.txt (one piece a line, the line number its id), cased or uncased as
+    the tokenizer_config.json next to it says (``do_lower_case``, true when absent, as for BertTokenizer)."""
+    with utf8_file(path) as f:
+        vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+    if UNKNOWN_PIECE not in vocab:
+        raise ConfigError(f"{path}: a WordPiece vocabulary needs an {UNKNOWN_PIECE} line")
+    settings_file = path.with_name("tokenizer_config.json")
+    settings = json.loads(read_utf8(settings_file)) if settings_file.is_file() else {}
+    lowercase = settings.get("do_lower_case", True)
+    strip_accents = settings.get("strip_accents")
+    tok = Tokenizer(models.WordPiece(vocab, unk_token=UNKNOWN_PIECE))
+    tok.normalizer = normalizers.BertNormalizer(
+        lowercase=lowercase, strip_accents=lowercase if strip_accents is None else strip_accents,
+        handle_chinese_chars=settings.get("tokenize_chinese_chars", True))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.add_special_tokens([t for t in ENCODER_SPECIALS if t in vocab])
+    return tok
 
 
 def save_tokenizer(tok: Tokenizer, path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -17,6 +18,7 @@ from torch import nn
 
 from lmtemplate.checkpointing import init_source, read_checkpoint
 from lmtemplate.config import ConfigError
+from lmtemplate.models import hf
 from lmtemplate.models.encoder import Encoder, EncoderConfig
 from lmtemplate.models.gpt import GPT, GPTConfig
 
@@ -60,19 +62,24 @@ def hidden_states(model: nn.Module, batch: dict) -> torch.Tensor:
 
 
 def load_backbone(backbone: nn.Module, init_from: str, arch: str) -> None:
-    """Copy the pretraining run's ``model.*`` weights into ``backbone``; any missing, extra or reshaped
-    parameter is an error that names it (the config's shape or ``model.arch`` differs from the run's)."""
-    checkpoint, run_dir = init_source(init_from)
-    state = read_checkpoint(checkpoint)["state_dict"]
-    source = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-    config = run_dir / "config.yaml" if run_dir else None
-    task = OmegaConf.load(config).get("task", "?") if config and config.is_file() else "?"
+    """Copy the pretraining run's ``model.*`` weights, or a Hugging Face model's (``models/hf.py``), into
+    ``backbone``; any missing, extra or reshaped parameter is an error that names it (the config's shape or
+    ``model.arch`` differs from the run's)."""
+    if hf.is_pretrained_dir(init_from):
+        checkpoint, config = Path(init_from), None
+        source, task = hf.backbone_state(checkpoint, backbone.cfg.block_size)
+    else:
+        checkpoint, run_dir = init_source(init_from)
+        state = read_checkpoint(checkpoint)["state_dict"]
+        source = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+        config = run_dir / "config.yaml" if run_dir else None
+        task = f"a {OmegaConf.load(config).get('task', '?') if config and config.is_file() else '?'} run"
     own = backbone.state_dict()
     missing, extra = [k for k in own if k not in source], [k for k in source if k not in own]
     if missing or extra:
         first = f"'{missing[0]}' is not in the checkpoint" if missing else f"the checkpoint's '{extra[0]}' is not in this model"
         raise ConfigError(
-            f"model.init_from: {checkpoint} (a {task} run) does not fit this backbone (model.arch={arch}): {first} "
+            f"model.init_from: {checkpoint} ({task}) does not fit this backbone (model.arch={arch}): {first} "
             f"({len(missing)} missing, {len(extra)} unexpected parameters). A masked_lm run needs model.arch=encoder, "
             "a causal_lm run model.arch=decoder, and the same model.positions / model.type_vocab_size / model.bias"
         )

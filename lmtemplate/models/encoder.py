@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lmtemplate.models.gpt import GPT, Block, GPTConfig, add_positions, position_table
+from lmtemplate.models.gpt import GPT, Block, GPTConfig, add_positions, optional_norm, position_table
 
 
 @dataclass
@@ -43,9 +43,10 @@ class Encoder(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.pos_emb = position_table(cfg)
         self.type_emb = nn.Embedding(cfg.type_vocab_size, cfg.n_embd) if cfg.type_vocab_size else None
+        self.emb_ln = optional_norm(cfg, cfg.embedding_norm)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, causal=False) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_f = optional_norm(cfg, cfg.final_norm)
         GPT.init_weights(self, cfg.n_layer)
 
     def forward(self, idx, attention_mask=None, token_type_ids=None):
@@ -55,7 +56,7 @@ class Encoder(nn.Module):
         x, rope = add_positions(self, self.tok_emb(idx))
         if self.type_emb is not None:
             x = x + self.type_emb(torch.zeros_like(idx) if token_type_ids is None else token_type_ids)
-        x = self.drop(x)
+        x = self.drop(self.emb_ln(x))
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         for block in self.blocks:
             if self.cfg.activation_checkpointing and self.training:
@@ -79,7 +80,7 @@ class MaskedLMHead(nn.Module):
     def __init__(self, cfg: EncoderConfig, embedding: nn.Embedding):
         super().__init__()
         self.dense = nn.Linear(cfg.n_embd, cfg.n_embd)
-        self.ln = nn.LayerNorm(cfg.n_embd)
+        self.ln = nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps)
         self.embedding = embedding  # tied: shares its weight with the encoder's token embedding
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
 

@@ -1,6 +1,8 @@
 """A decoder-only GPT: pre-LayerNorm blocks, learned or rotary positions, tied output head, KV-cached sampling.
 
-The attention and the block serve the bidirectional encoder (``models/encoder.py``) too.
+The attention and the block serve the bidirectional encoder (``models/encoder.py``) too. The options ``norm``,
+``norm_eps``, ``embedding_norm``, ``final_norm`` and ``gelu`` exist so that BERT and GPT-2 checkpoints
+(``models/hf.py``) compute here exactly what they compute in ``transformers``; their defaults are GPT-2's layout.
 """
 
 import math
@@ -13,6 +15,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 POSITIONS = ("learned", "rotary")
+NORMS = ("pre", "post")
+GELUS = ("tanh", "exact")
 
 
 @dataclass
@@ -29,7 +33,12 @@ class GPTConfig:
     positions: str = "learned"  # learned: a position embedding table; rotary: queries and keys rotated (RoPE)
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~1/3 more compute
     compile: bool = False  # the task compiles the model with torch.compile (training and evaluation)
-    init_from: Optional[str] = None  # start from a run directory (its last.ckpt) or checkpoint file of the same shape
+    norm: str = "pre"  # pre: LayerNorm before attention and MLP (GPT-2); post: after each residual sum (BERT)
+    norm_eps: float = 1e-5  # every LayerNorm's epsilon (BERT's is 1e-12)
+    embedding_norm: bool = False  # a LayerNorm on the summed embeddings (BERT)
+    final_norm: bool = True  # a LayerNorm after the last block (pre-LayerNorm models need it; BERT has none)
+    gelu: str = "tanh"  # the MLP's GELU: tanh (the approximation GPT-2 uses) or exact (erf, BERT's)
+    init_from: Optional[str] = None  # a run directory (its last.ckpt), a checkpoint file, or a Hugging Face model folder
 
     def __post_init__(self):
         for name in ("block_size", "n_layer", "n_head", "n_embd"):
@@ -43,6 +52,12 @@ class GPTConfig:
             raise ValueError(f"model.positions: '{self.positions}' is not one of {', '.join(POSITIONS)}")
         if self.positions == "rotary" and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"model.positions: rotary needs an even head size, got {self.n_embd // self.n_head}")
+        if self.norm not in NORMS:
+            raise ValueError(f"model.norm: '{self.norm}' is not one of {', '.join(NORMS)}")
+        if self.gelu not in GELUS:
+            raise ValueError(f"model.gelu: '{self.gelu}' is not one of {', '.join(GELUS)}")
+        if not self.norm_eps > 0:
+            raise ValueError(f"model.norm_eps: expected a positive number, got {self.norm_eps}")
 
 
 class KVCache:
@@ -115,6 +130,15 @@ def rotary_tables(head_dim: int, length: int, device=None, base: float = 10000.0
     return angles.cos(), angles.sin()
 
 
+def layer_norm(cfg: GPTConfig) -> nn.LayerNorm:
+    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+def optional_norm(cfg: GPTConfig, present: bool) -> nn.Module:
+    """A LayerNorm, or an Identity (no parameters, so a model without it has the state dict it always had)."""
+    return layer_norm(cfg) if present else nn.Identity()
+
+
 def position_table(cfg: GPTConfig) -> nn.Embedding | None:
     """The learned position embedding, or None with rotary positions."""
     return nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.positions == "learned" else None
@@ -149,22 +173,28 @@ class MLP(nn.Module):
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
+        self.approximate = "tanh" if cfg.gelu == "tanh" else "none"
 
     def forward(self, x):
-        return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block: attention then MLP, each on a residual branch."""
+    """Transformer block: attention then MLP, each on a residual branch; LayerNorm before each (pre) or after each
+    residual sum (post, BERT's). ln1 goes with attention and ln2 with the MLP either way."""
 
     def __init__(self, cfg: GPTConfig, causal: bool = True):
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.post_norm = cfg.norm == "post"
+        self.ln1 = layer_norm(cfg)
         self.attn = SelfAttention(cfg, causal)
-        self.ln2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln2 = layer_norm(cfg)
         self.mlp = MLP(cfg)
 
     def forward(self, x, cache: KVCache | None = None, mask=None, rope=None):
+        if self.post_norm:
+            x = self.ln1(x + self.attn(x, cache, mask, rope))
+            return self.ln2(x + self.mlp(x))
         x = x + self.attn(self.ln1(x), cache, mask, rope)
         return x + self.mlp(self.ln2(x))
 
@@ -179,9 +209,10 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.pos_emb = position_table(cfg)
+        self.emb_ln = optional_norm(cfg, cfg.embedding_norm)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_f = optional_norm(cfg, cfg.final_norm)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight
         GPT.init_weights(self, cfg.n_layer)
@@ -204,14 +235,14 @@ class GPT(nn.Module):
         return self.lm_head(self.features(idx, caches, start_pos))
 
     def features(self, idx, caches: list[KVCache] | None = None, start_pos: int = 0):
-        """The final hidden states (B, T, n_embd), after the last LayerNorm: what heads read."""
+        """The final hidden states (B, T, n_embd), after the last LayerNorm (if any): what heads read."""
         T = idx.size(1)
         if start_pos + T > self.cfg.block_size:
             raise ValueError(f"sequence of {T} tokens at start_pos {start_pos} exceeds block_size {self.cfg.block_size}")
         if caches is not None and caches[0].length != start_pos:
             raise ValueError(f"start_pos {start_pos} does not match the cache length {caches[0].length}")
         x, rope = add_positions(self, self.tok_emb(idx), start_pos)
-        x = self.drop(x)
+        x = self.drop(self.emb_ln(x))
         for i, block in enumerate(self.blocks):
             if self.cfg.activation_checkpointing and self.training and caches is None:
                 x = checkpoint(block, x, None, None, rope, use_reentrant=False)

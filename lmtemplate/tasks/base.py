@@ -15,11 +15,12 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.types import _Stateful
 from lightning.pytorch.strategies import FSDPStrategy
+import torch.nn.functional as F
 from torch import nn
 
 from lmtemplate.config import ConfigError
 from lmtemplate.models.backbone import load_backbone
-from lmtemplate.models.gpt import GPT
+from lmtemplate.models.gpt import GPT, Block
 from lmtemplate.tokenization import read_utf8
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,30 @@ class Task(L.LightningModule):
             norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_norm)
         if log_now:
             self.log("train/grad_norm", norm)
+
+
+class LanguageModel(Task):
+    """A pretraining task: the loss is the cross-entropy of the logits (N, vocab) and labels (N) that
+    ``scored(batch, generator=None)`` gives (``generator``: for any randomness), logged with perplexity."""
+
+    blocks = (Block,)
+    limit_val_batches = 20  # the loss is a mean: a sample of batches estimates it
+
+    @property
+    def flops_per_batch(self) -> int:
+        return self.model.flops_per_token() * self.cfg.data.batch_size * self.cfg.model.block_size
+
+    def loss(self, batch) -> torch.Tensor:
+        return F.cross_entropy(*self.scored(batch))
+
+    def evaluate(self, batch, batch_idx: int, stage: str) -> None:
+        self.log_scores(stage, *self.scored(batch))
+
+    def log_scores(self, stage: str, logits: torch.Tensor, labels: torch.Tensor, batch_size: Optional[int] = None):
+        """Log ``{stage}/loss`` (each batch weighs ``batch_size``, by default its sequences) and ``{stage}/ppl``."""
+        self.ppl[stage].update(logits.float()[None], labels[None])
+        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), prog_bar=True, sync_dist=True, batch_size=batch_size)
+        self.log(f"{stage}/ppl", self.ppl[stage])
 
 
 def per_stage(metric: nn.Module) -> nn.ModuleDict:

@@ -7,16 +7,15 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torchmetrics.text import Perplexity
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.corpus import TextDataConfig
 from lmtemplate.data.lm import TextDataModule
 from lmtemplate.models.backbone import build_model
-from lmtemplate.models.gpt import GPT, Block, GPTConfig
+from lmtemplate.models.gpt import GPT, GPTConfig
 from lmtemplate.registry import register_task
-from lmtemplate.tasks.base import OptimConfig, Task, per_stage
+from lmtemplate.tasks.base import LanguageModel, OptimConfig, per_stage
 from lmtemplate.tokenization import TokenizerConfig, document_separator
 
 
@@ -47,30 +46,6 @@ class CausalLMConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
-
-
-class LanguageModel(Task):
-    """A pretraining task: the loss is the cross-entropy of the logits (N, vocab) and labels (N) that
-    ``scored(batch, generator=None)`` gives (``generator``: for any randomness), logged with perplexity."""
-
-    blocks = (Block,)
-    limit_val_batches = 20  # the loss is a mean: a sample of batches estimates it
-
-    @property
-    def flops_per_batch(self) -> int:
-        return self.model.flops_per_token() * self.cfg.data.batch_size * self.cfg.model.block_size
-
-    def loss(self, batch) -> torch.Tensor:
-        return F.cross_entropy(*self.scored(batch))
-
-    def evaluate(self, batch, batch_idx: int, stage: str) -> None:
-        self.log_scores(stage, *self.scored(batch))
-
-    def log_scores(self, stage: str, logits: torch.Tensor, labels: torch.Tensor, batch_size: Optional[int] = None):
-        """Log ``{stage}/loss`` (each batch weighs ``batch_size``, by default its sequences) and ``{stage}/ppl``."""
-        self.ppl[stage].update(logits.float()[None], labels[None])
-        self.log(f"{stage}/loss", F.cross_entropy(logits, labels), prog_bar=True, sync_dist=True, batch_size=batch_size)
-        self.log(f"{stage}/ppl", self.ppl[stage])
 
 
 @register_task("causal_lm", config=CausalLMConfig, datamodule=TextDataModule)

