@@ -128,7 +128,8 @@ def test_gpt2_with_scale_by_layer_index_is_refused(tmp_path):
         hf.model_fields(folder)
 
 
-def test_the_shape_comes_from_config_json_and_another_given_shape_names_both(bert_dir):
+def test_the_shape_comes_from_config_json_and_another_given_shape_names_both(bert_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the repository root, whose ./plugins a config load would register
     cfg = load_config([], ["task=classification", f"model.init_from={bert_dir}"]).cfg
     assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.norm, cfg.model.norm_eps) == (2, 32, "post", 1e-12)
     assert load_config([], ["task=classification", f"model.init_from={bert_dir}", "model.block_size=16"]).cfg.model.block_size == 16
