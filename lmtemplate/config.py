@@ -248,7 +248,7 @@ def _check_trainer(trainer: DictConfig, sources: list[Source]) -> None:
     for key in trainer:
         label = next((s.label for s in reversed(sources) if "trainer" in s.data and key in s.data.trainer), "the defaults")
         if key in _OWNED_TRAINER_KEYS:
-            raise ConfigError(f"trainer.{key} (in {label}) is set by lmtemplate itself; see the README's 'Runs' section.")
+            raise ConfigError(f"trainer.{key} (in {label}) is set by lmtemplate itself; see docs/configs.md.")
         if key not in valid:
             raise ConfigError(
                 f"unknown key 'trainer.{key}' in {label}: not an argument of lightning.Trainer."
