@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from lmtemplate.config import ConfigError
 from lmtemplate.data.summarization import (ARCHS, IGNORE, SummarizationDataConfig, SummarizationDataModule,
                                            SummarizationTokenizerConfig)
+from lmtemplate.data.tables import read_table
 from lmtemplate.models.backbone import build_model
 from lmtemplate.models.beam_search import decoder_stepper
 from lmtemplate.models.gpt import GPT, Block, GPTConfig
@@ -28,6 +30,9 @@ from lmtemplate.registry import register_task
 from lmtemplate.tasks.base import OptimConfig, Task, per_stage
 from lmtemplate.tasks.decoding import DecodeConfig, generate
 from lmtemplate.tasks.rouge import ROUGE
+
+
+TABLES = (".jsonl", ".tsv", ".csv")
 
 
 @dataclass
@@ -146,6 +151,14 @@ class Summarization(Task):
 
     def text_samples(self) -> list[tuple[str, str, str]]:
         return self.samples
+
+    def read_predict_inputs(self, path: Path) -> list[str]:
+        """A table's ``data.source_column`` (documents may hold line breaks, as dialogues do), else one document
+        per line of the file."""
+        if Path(path).suffix in TABLES:
+            column = self.cfg.data.source_column
+            return [str(row[column]) for row in read_table(path, {column: "data.source_column"}).rows]
+        return super().read_predict_inputs(path)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         summaries = self.summarize(batch, list(range(len(batch["index"]))), self.cfg.decode.beam_size)
