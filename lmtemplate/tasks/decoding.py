@@ -64,3 +64,10 @@ def generate(stepper: Callable[[int], Step], bos_id: int, eos_id: int, max_lengt
     if beam_size == 1:
         return greedy(stepper(1), bos_id, eos_id, max_lengths, rules)
     return beam_search(stepper(beam_size), bos_id, eos_id, max_lengths, beam_size, d.length_penalty, rules)[0]
+
+
+def pass_rows(batch: dict, stage: str, d: DecodeConfig) -> tuple[list[int], int]:
+    """The rows of an evaluation batch to decode, with the beam size: every row in test with ``decode.beam_size``;
+    in validation the first ``decode.val_sentences`` of the set (by ``index``) with ``decode.val_beam_size``."""
+    rows = [i for i, n in enumerate(batch["index"].tolist()) if stage == "test" or n < d.val_sentences]
+    return rows, d.beam_size if stage == "test" else d.val_beam_size

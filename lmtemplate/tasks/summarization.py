@@ -28,7 +28,7 @@ from lmtemplate.models.gpt import GPT, Block, GPTConfig
 from lmtemplate.models.seq2seq import DecoderBlock, Seq2Seq, Seq2SeqConfig
 from lmtemplate.registry import register_task
 from lmtemplate.tasks.base import OptimConfig, Task, per_stage
-from lmtemplate.tasks.decoding import DecodeConfig, generate
+from lmtemplate.tasks.decoding import DecodeConfig, generate, pass_rows
 from lmtemplate.tasks.rouge import ROUGE
 
 
@@ -129,16 +129,15 @@ class Summarization(Task):
     def evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
         labels = batch["labels"]
         self.log(f"{stage}/loss", self.loss(batch), prog_bar=True, sync_dist=True, batch_size=int((labels != IGNORE).sum()))
-        d = self.cfg.decode
-        keep = [i for i, n in enumerate(batch["index"].tolist()) if stage == "test" or n < d.val_sentences]
+        keep, beam_size = pass_rows(batch, stage, self.cfg.decode)
         if not keep:
             return
-        summaries = self.summarize(batch, keep, d.beam_size if stage == "test" else d.val_beam_size)
+        summaries = self.summarize(batch, keep, beam_size)
         references = [batch["references"][i] for i in keep]
         self.rouge[stage].update(summaries, references)
         if stage == "val":
             triples = [(batch["sources"][i], refs[0], s) for i, refs, s in zip(keep, references, summaries)]
-            self.samples += triples[: d.samples - len(self.samples)]
+            self.samples += triples[: self.cfg.decode.samples - len(self.samples)]
 
     def start_pass(self, stage: str) -> None:
         self.samples = []

@@ -20,7 +20,7 @@ from lmtemplate.models.gpt import Block
 from lmtemplate.models.seq2seq import DecoderBlock, Seq2Seq, Seq2SeqConfig
 from lmtemplate.registry import register_task
 from lmtemplate.tasks.base import OptimConfig, Task, per_stage
-from lmtemplate.tasks.decoding import DecodeConfig, generate
+from lmtemplate.tasks.decoding import DecodeConfig, generate, pass_rows
 from lmtemplate.tasks.text_metrics import BLEU, ChrF, corpus_scores
 from lmtemplate.tokenization import save_tokenizer
 
@@ -96,16 +96,14 @@ class Translation(Task):
     def evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
         labels = batch["labels"]
         self.log(f"{stage}/loss", self.loss(batch), prog_bar=True, sync_dist=True, batch_size=int((labels != IGNORE).sum()))
-        d = self.cfg.decode
-        keep = [i for i, n in enumerate(batch["index"].tolist()) if stage == "test" or n < d.val_sentences]
+        keep, beam_size = pass_rows(batch, stage, self.cfg.decode)
         if not keep:
             return
-        hypotheses = self.translate(batch["input_ids"][keep], batch["attention_mask"][keep],
-                                    d.beam_size if stage == "test" else d.val_beam_size)
+        hypotheses = self.translate(batch["input_ids"][keep], batch["attention_mask"][keep], beam_size)
         sources, references = [batch["sources"][i] for i in keep], [batch["references"][i] for i in keep]
         self.corpus_metrics[stage].update(hypotheses, [[r] for r in references])
         if stage == "val":
-            self.samples += list(zip(sources, references, hypotheses))[: d.samples - len(self.samples)]
+            self.samples += list(zip(sources, references, hypotheses))[: self.cfg.decode.samples - len(self.samples)]
 
     def start_pass(self, stage: str) -> None:
         self.samples = []

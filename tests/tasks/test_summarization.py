@@ -21,6 +21,9 @@ QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=fals
 TINY = ["task=summarization", "model.block_size=64", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
         "trainer.max_steps=2", "trainer.val_check_interval=2", "data.demo_train=100", "data.demo_val=20",
         "data.batch_size=8", "tokenizer.vocab_size=300", "decode.max_len_b=8", "data.max_target_tokens=16", *QUIET]
+PRETRAIN = ["model.block_size=64", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "trainer.max_steps=2",
+            "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "data.demo_lines=300",
+            "tokenizer.vocab_size=300", *QUIET]  # a pretraining run of the fine-tuning runs' shape
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -115,9 +118,7 @@ def test_a_decoder_keeps_the_end_of_a_long_document_and_learns_only_the_summary(
 
 def test_an_encoder_decoder_starts_its_encoder_from_a_masked_lm_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    shape = ["model.block_size=64", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "trainer.max_steps=2",
-             "trainer.val_check_interval=2", "trainer.limit_val_batches=1", *QUIET]
-    assert main(["fit", "task=masked_lm", "run.name=mlm", "data.demo_lines=300", "tokenizer.vocab_size=300", *shape]) == 0
+    assert main(["fit", "task=masked_lm", "run.name=mlm", *PRETRAIN]) == 0
     pre = Path("outputs/mlm/version_0")
     assert main(["fit", *TINY, "run.name=sum", f"model.init_from={pre}", "model.type_vocab_size=2",
                  "optim.lr=1e-9", "optim.min_lr=1e-9"]) == 0
@@ -132,9 +133,7 @@ def test_an_encoder_decoder_starts_its_encoder_from_a_masked_lm_run(tmp_path, mo
 
 def test_a_decoder_starts_from_a_causal_lm_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    shape = ["model.block_size=64", "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "trainer.max_steps=2",
-             "trainer.val_check_interval=2", "trainer.limit_val_batches=1", *QUIET]
-    assert main(["fit", "task=causal_lm", "run.name=gpt", "data.demo_lines=300", "tokenizer.vocab_size=300", *shape]) == 0
+    assert main(["fit", "task=causal_lm", "run.name=gpt", *PRETRAIN]) == 0
     pre = Path("outputs/gpt/version_0")
     assert main(["fit", *TINY, "run.name=sum", f"model.init_from={pre}", "model.arch=decoder",
                  "model.positions=learned", "optim.lr=1e-9", "optim.min_lr=1e-9"]) == 0
