@@ -126,6 +126,10 @@ class SummarizationDataModule(ExampleData):
         """One example per summary in training, one per row (its first summary as the loss's target) otherwise;
         a prediction input is a document alone."""
         self.bos_id, self.eos_id = special_ids(self.tokenizer)
+        d, block = self.cfg.data, self.cfg.model.block_size
+        if self.cfg.model.arch == "decoder" and not 2 <= d.max_target_tokens <= block - 2:
+            raise ConfigError(f"data.max_target_tokens: {d.max_target_tokens} does not fit model.block_size={block}; "
+                              f"expected 2 to {block - 2} (the document takes the rest of the window)")
         if split == "predict":
             rows = [{"source": text, "summaries": [""]} for text in rows]
         pairs = [(i, s) for i, row in enumerate(rows) for s in (row["summaries"] if split == "train" else row["summaries"][:1])]
@@ -143,6 +147,7 @@ class SummarizationDataModule(ExampleData):
         return examples
 
     def _fit(self, ids: list[int], room: int, kind: str, keep_end: bool = False) -> list[int]:
+        """``ids`` cut to ``room`` tokens (its end when ``keep_end``); a cut counts in ``self.cut[kind]``."""
         if len(ids) <= room:
             return ids
         self.cut[kind] += 1

@@ -77,9 +77,6 @@ class Summarization(Task):
         super().__init__(cfg)
         m, vocab = cfg.model, datamodule.tokenizer.get_vocab_size()
         if m.arch == "decoder":
-            if not 2 <= cfg.data.max_target_tokens <= m.block_size - 2:
-                raise ConfigError(f"data.max_target_tokens: {cfg.data.max_target_tokens} does not fit model.block_size="
-                                  f"{m.block_size}; expected 2 to {m.block_size - 2} (the document takes the rest)")
             shape = {f.name: getattr(m, f.name) for f in dataclasses.fields(GPTConfig)}
             self.model = build_model(GPT, GPTConfig(**shape), vocab)
         else:
