@@ -119,6 +119,13 @@ CASES = {
                                         ["decode.beam_size", "got 0"]),
     "translation: label_smoothing 1": (["fit", "task=translation", "optim.label_smoothing=1"], {},
                                        ["optim.label_smoothing", "got 1"]),
+    "summarization: unknown model.arch": (["fit", "task=summarization", "model.arch=encoder"], {},
+                                          ["model.arch: 'encoder' is not one of encoder_decoder, decoder"]),
+    "summarization: summary room too large": (
+        ["fit", "task=summarization", "model.arch=decoder", "model.block_size=64", "data.max_target_tokens=63"], {},
+        ["data.max_target_tokens: 63 does not fit model.block_size=64; expected 2 to 62"]),
+    "summarization: negative no_repeat_ngram_size": (["fit", "task=summarization", "decode.no_repeat_ngram_size=-1"],
+                                                     {}, ["decode.no_repeat_ngram_size: expected >= 0 (0: off), got -1"]),
     "bad fsdp.sharding_strategy": (["fit", "fsdp.sharding_strategy=HALF"], {}, ["fsdp.sharding_strategy: 'HALF'"]),
     # trainer settings
     "unknown trainer key": (["fit", "-c", "t.yaml"], {"t.yaml": "trainer:\n  max_step: 5\n"},

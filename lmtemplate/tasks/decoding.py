@@ -71,3 +71,10 @@ def pass_rows(batch: dict, stage: str, d: DecodeConfig) -> tuple[list[int], int]
     in validation the first ``decode.val_sentences`` of the set (by ``index``) with ``decode.val_beam_size``."""
     rows = [i for i, n in enumerate(batch["index"].tolist()) if stage == "test" or n < d.val_sentences]
     return rows, d.beam_size if stage == "test" else d.val_beam_size
+
+
+def log_target_loss(task, batch: dict, stage: str, ignore: int) -> None:
+    """``{stage}/loss``, weighted by the batch's target tokens (labels other than ``ignore``): the pass's mean
+    is per token, whatever the batches hold."""
+    target_tokens = int((batch["labels"] != ignore).sum())
+    task.log(f"{stage}/loss", task.loss(batch), prog_bar=True, sync_dist=True, batch_size=target_tokens)

@@ -20,7 +20,7 @@ from lmtemplate.models.gpt import Block
 from lmtemplate.models.seq2seq import DecoderBlock, Seq2Seq, Seq2SeqConfig
 from lmtemplate.registry import register_task
 from lmtemplate.tasks.base import OptimConfig, Task, per_stage
-from lmtemplate.tasks.decoding import DecodeConfig, generate, pass_rows
+from lmtemplate.tasks.decoding import DecodeConfig, generate, log_target_loss, pass_rows
 from lmtemplate.tasks.text_metrics import BLEU, ChrF, corpus_scores
 from lmtemplate.tokenization import save_tokenizer
 
@@ -94,8 +94,7 @@ class Translation(Task):
         return [text.strip() for text in self.tokenizer.decode_batch(ids, skip_special_tokens=True)]
 
     def evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
-        labels = batch["labels"]
-        self.log(f"{stage}/loss", self.loss(batch), prog_bar=True, sync_dist=True, batch_size=int((labels != IGNORE).sum()))
+        log_target_loss(self, batch, stage, IGNORE)
         keep, beam_size = pass_rows(batch, stage, self.cfg.decode)
         if not keep:
             return
