@@ -131,3 +131,28 @@ class StepTimer(L.Callback):
         if self._last is not None and self._seen > self.warmup:
             self.times.append(now - self._last - self.excluded)
         self._last, self._seen, self.excluded = now, self._seen + 1, 0.0
+
+
+def max_time(minutes: float) -> str:
+    """A wall-time budget as Lightning's ``trainer.max_time``, ``DD:HH:MM:SS``."""
+    seconds = round(minutes * 60)
+    return f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def head(source: Path, target: Path, lines: int) -> None:
+    """The first ``lines`` lines of ``source`` into ``target`` (a --quick run's small copy of a data file)."""
+    target.write_text("".join(source.read_text(encoding="utf-8").splitlines(True)[:lines]), encoding="utf-8")
+
+
+def learning_curve(run_dir: Path, start: float, tags: dict[str, str]) -> list[dict]:
+    """Validation scores against minutes since ``start`` (a ``time.time()``), from the run's TensorBoard events:
+    a row per logged value of the first tag, ``{"minutes", "step", name: value of tag ...}`` for ``tags``
+    (name -> tag)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next(run_dir.glob("events.out.tfevents.*"))), size_guidance={"scalars": 0})
+    events.Reload()
+    (first, tag), *others = tags.items()
+    values = {name: {e.step: e.value for e in events.Scalars(t)} for name, t in others}
+    return [{"minutes": (e.wall_time - start) / 60, "step": e.step, first: e.value,
+             **{name: by_step.get(e.step) for name, by_step in values.items()}} for e in events.Scalars(tag)]

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, default_out, environment, print_table, write_json
+from common import ROOT, default_out, environment, head, learning_curve, max_time, print_table, write_json
 
 from lmtemplate import run
 
@@ -33,27 +33,6 @@ SPLITS = ("train", "val", "test_2016_flickr")
 # --quick: a small model for 30 steps on the first 2,000 training and 100 validation / test pairs
 QUICK = ["model.n_embd=64", "model.n_layer=1", "model.n_decoder_layer=1", "tokenizer.vocab_size=1000",
          "trainer.max_steps=30", "trainer.max_time=null", "trainer.val_check_interval=15", "decode.val_sentences=100"]
-
-
-def max_time(minutes: float) -> str:
-    """Lightning's ``DD:HH:MM:SS``."""
-    seconds = round(minutes * 60)
-    return f"00:{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def head(source: Path, target: Path, lines: int) -> None:
-    target.write_text("".join(source.read_text(encoding="utf-8").splitlines(True)[:lines]), encoding="utf-8")
-
-
-def learning_curve(run_dir: Path, start: float) -> list[dict]:
-    """Validation BLEU and chrF at each validation, against minutes since training started (TensorBoard events)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(next(run_dir.glob("events.out.tfevents.*"))), size_guidance={"scalars": 0})
-    events.Reload()
-    chrf = {e.step: e.value for e in events.Scalars("val/chrf")}
-    return [{"minutes": (e.wall_time - start) / 60, "step": e.step, "val_bleu": e.value, "val_chrf": chrf.get(e.step)}
-            for e in events.Scalars("val/bleu")]
 
 
 def main() -> None:
@@ -81,7 +60,7 @@ def main() -> None:
         start = time.time()
         metrics = run.fit(session)
         fit_s = time.time() - start
-        curve = learning_curve(session.run_dir, start)
+        curve = learning_curve(session.run_dir, start, {"val_bleu": "val/bleu", "val_chrf": "val/chrf"})
         best = sorted((session.run_dir / "checkpoints").glob("best-*.ckpt"))[-1]
         test = {}
         for name, beam in (("beam 5", 5), ("greedy", 1)):

@@ -24,6 +24,7 @@ TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_siz
         "trainer.enable_model_summary=false", "data.demo_lines=50"]
 LATIN1 = "le café est chaud\n".encode("latin-1")  # é (0xe9) at byte 6 of the line
 SENTENCES = "".join(f"the dog number {i} runs to the small red house and back again\n" for i in range(40))
+SUMMARY = '{"source": "a b c", "summary": "a"}\n'
 TSV = "text\tlabel\n" + "".join(f"good film {i}\tpos\nbad film {i}\tneg\n" for i in range(10))
 
 
@@ -118,6 +119,13 @@ CASES = {
                                         ["decode.beam_size", "got 0"]),
     "translation: label_smoothing 1": (["fit", "task=translation", "optim.label_smoothing=1"], {},
                                        ["optim.label_smoothing", "got 1"]),
+    "summarization: unknown model.arch": (["fit", "task=summarization", "model.arch=encoder"], {},
+                                          ["model.arch: 'encoder' is not one of encoder_decoder, decoder"]),
+    "summarization: summary room too large": (
+        ["fit", "task=summarization", "model.arch=decoder", "model.block_size=64", "data.max_target_tokens=63"], {},
+        ["data.max_target_tokens: 63 does not fit model.block_size=64; expected 2 to 62"]),
+    "summarization: negative no_repeat_ngram_size": (["fit", "task=summarization", "decode.no_repeat_ngram_size=-1"],
+                                                     {}, ["decode.no_repeat_ngram_size: expected >= 0 (0: off), got -1"]),
     "bad fsdp.sharding_strategy": (["fit", "fsdp.sharding_strategy=HALF"], {}, ["fsdp.sharding_strategy: 'HALF'"]),
     # trainer settings
     "unknown trainer key": (["fit", "-c", "t.yaml"], {"t.yaml": "trainer:\n  max_step: 5\n"},
@@ -206,6 +214,24 @@ CASES = {
     "translation: table without the target column": (
         ["fit", "task=translation", "data.train=train.tsv", "data.val=train.tsv"],
         {"train.tsv": "src\tde\na\tb\n"}, ["train.tsv, line 1: the header has no column 'tgt' (set data.tgt_lang)"]),
+    # documents and summaries (summarization)
+    "summarization: table without the source column": (
+        ["fit", "task=summarization", "data.train=train.tsv", "data.val=train.tsv"],
+        {"train.tsv": "document\tsummary\na b\ta\n"}, ["train.tsv, line 1: the header has no column 'source' (set data.source_column)"]),
+    "summarization: empty source": (["fit", "task=summarization", "data.train=train.jsonl", "data.val=train.jsonl"],
+                                     {"train.jsonl": SUMMARY + '{"source": " ", "summary": "a"}\n'},
+                                     ["train.jsonl, line 2: empty text in column 'source' (data.source_column)"]),
+    "summarization: empty summary": (["fit", "task=summarization", "data.train=train.csv", "data.val=train.csv"],
+                                     {"train.csv": "source,summary\na b,a\nc d,\n"},
+                                     ["train.csv, line 3: empty text in column 'summary' (data.target_column)"]),
+    "summarization: reference list not of texts": (
+        ["fit", "task=summarization", "data.train=train.jsonl", "data.val=train.jsonl"],
+        {"train.jsonl": SUMMARY + '{"source": "a b", "summary": ["a", 3]}\n'},
+        ["train.jsonl, line 2: column 'summary' holds ['a', 3]; expected a text or a list of non-empty texts"]),
+    "summarization: row without a summary": (
+        ["fit", "task=summarization", "data.train=train.jsonl", "data.val=val.jsonl", "data.reference_columns=[s1,s2]"],
+        {"train.jsonl": SUMMARY, "val.jsonl": SUMMARY + '{"source": "a b", "s3": "a"}\n'},
+        ["val.jsonl, line 2: no summary: the row has no column 'summary' (data.target_column) nor any of s1, s2"]),
     # checkpoints
     "missing checkpoint": (["validate", "--ckpt", "nope.ckpt"], {}, ["--ckpt: checkpoint file not found: nope.ckpt"]),
     "truncated checkpoint": (["validate", "--ckpt", "cut.ckpt"], {"cut.ckpt": truncated_checkpoint()},

@@ -214,8 +214,8 @@ class ExampleData(DataModule):
         self.tokenizer = build_tokenizer(cfg.tokenizer, Texts(list(self.texts(self.rows["train"]))), Path(cfg.run.cache_dir))
         self.pad_id = next((i for i in (self.tokenizer.token_to_id(t) for t in ("[PAD]", "<pad>")) if i is not None), 0)
         self.examples: dict[str, list] = {}
-        for split, rows in self.rows.items():  # a test split that is the val file is encoded once
-            same = next((k for k in self.examples if self.rows[k] is rows), None)
+        for split, rows in self.rows.items():  # a test split that is the val file is encoded once (not as training)
+            same = next((k for k in self.examples if k != "train" and self.rows[k] is rows), None)
             self.examples[split] = self.examples[same] if same else self.encode(rows, split)
 
     def demo(self) -> dict[str, list]:

@@ -1,15 +1,66 @@
-"""Greedy decoding and batched beam search over a ``step`` function (``Seq2Seq.stepper``).
+"""Greedy decoding (or sampling) and batched beam search over a ``step`` function (``Seq2Seq.stepper``,
+``decoder_stepper`` for a GPT continuing a prompt).
 
 Both start every hypothesis with BOS and end it at EOS, or at the row's
 ``max_lengths`` (tokens generated, EOS included), where EOS is forced. They
-return the generated ids without BOS and EOS.
+return the generated ids without BOS and EOS. ``Rules`` forbid, before the
+limit, EOS before ``min_length`` other tokens and any token that would repeat an
+n-gram of ``no_repeat_ngram_size`` tokens already in the hypothesis (BOS counts,
+as in Hugging Face's ``generate``); the defaults forbid nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
+from lmtemplate.models.gpt import GPT
 from lmtemplate.models.seq2seq import Step
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What decoding may not generate (0: no rule)."""
+
+    min_length: int = 0  # at least this many tokens before EOS, unless the row's limit comes first
+    no_repeat_ngram_size: int = 0  # no n-gram of this many tokens twice in a hypothesis
+
+    def apply(self, logp: torch.Tensor, tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
+        """``logp`` (N, vocab) for the next token of ``tokens`` (N, t) with what the rules forbid at -inf."""
+        if tokens.size(1) <= self.min_length:  # tokens: BOS and those generated so far
+            logp = logp.index_fill(1, torch.tensor([eos_id], device=logp.device), float("-inf"))
+        n = self.no_repeat_ngram_size
+        if n and tokens.size(1) >= n - 1:
+            banned = [(row, token) for row, history in enumerate(tokens.tolist()) for token in _repeats(history, n)]
+            if banned:
+                rows, columns = torch.tensor(banned, device=logp.device).T
+                logp = logp.index_put((rows, columns), torch.tensor(float("-inf"), device=logp.device))
+        return logp
+
+
+def _repeats(history: list[int], n: int) -> set[int]:
+    """The tokens that would end an n-gram already in ``history``: those that followed its last n - 1 tokens."""
+    prefix = tuple(history[len(history) - n + 1:]) if n > 1 else ()
+    return {history[i + n - 1] for i in range(len(history) - n + 1) if tuple(history[i: i + n - 1]) == prefix}
+
+
+def decoder_stepper(model: GPT, prompt: torch.Tensor, copies: int = 1) -> Step:
+    """``Seq2Seq.stepper`` for a GPT continuing ``prompt`` (B, T), prompts of one length (no padding): the KV
+    caches are filled with the prompt once, then each step feeds the newest token (the first: the token that
+    ends the prompt, given as BOS) and follows ``parents`` as beam search reorders its hypotheses."""
+    prompt = prompt.repeat_interleave(copies, 0)
+    caches = model.new_caches(len(prompt))
+    if prompt.size(1):
+        model.features(prompt, caches)
+
+    def step(tokens, parents=None):
+        for cache in caches if parents is not None else ():
+            cache.reorder(parents)
+        return model(tokens, caches, start_pos=caches[0].length)[:, -1]
+
+    return step
 
 
 def _strip(row: list[int], eos_id: int) -> list[int]:
@@ -19,12 +70,14 @@ def _strip(row: list[int], eos_id: int) -> list[int]:
 
 
 @torch.no_grad()
-def greedy(step: Step, bos_id: int, eos_id: int, max_lengths: torch.Tensor) -> list[list[int]]:
-    """The most likely next token at each step, for each row of ``step``; stops once every row has ended."""
+def greedy(step: Step, bos_id: int, eos_id: int, max_lengths: torch.Tensor, rules: Rules = Rules(),
+           choose: Callable[[torch.Tensor], torch.Tensor] = lambda logits: logits.argmax(-1)) -> list[list[int]]:
+    """The most likely next token at each step (or the one ``choose`` picks from the logits (N, vocab), a
+    sample, say), for each row of ``step``; stops once every row has ended."""
     tokens = torch.full((len(max_lengths), 1), bos_id, dtype=torch.long, device=max_lengths.device)
     done = torch.zeros(len(max_lengths), dtype=torch.bool, device=max_lengths.device)
     for t in range(1, int(max_lengths.max()) + 1):
-        nxt = step(tokens[:, -1:], None).argmax(-1)
+        nxt = choose(rules.apply(step(tokens[:, -1:], None).float(), tokens, eos_id))
         nxt = nxt.masked_fill(done | (t >= max_lengths), eos_id)
         done |= nxt == eos_id
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
@@ -35,7 +88,7 @@ def greedy(step: Step, bos_id: int, eos_id: int, max_lengths: torch.Tensor) -> l
 
 @torch.no_grad()
 def beam_search(step: Step, bos_id: int, eos_id: int, max_lengths: torch.Tensor, beam_size: int,
-                length_penalty: float = 1.0) -> tuple[list[list[int]], list[float]]:
+                length_penalty: float = 1.0, rules: Rules = Rules()) -> tuple[list[list[int]], list[float]]:
     """The best of ``beam_size`` hypotheses per source, and its score; ``step`` has ``beam_size`` rows per source.
 
     Each step keeps, per source, the ``beam_size`` highest summed log-probabilities
@@ -59,7 +112,8 @@ def beam_search(step: Step, bos_id: int, eos_id: int, max_lengths: torch.Tensor,
         V = logp.size(-1)
         only_eos = torch.full_like(logp, float("-inf"))
         only_eos[:, eos_id] = 0.0
-        logp = torch.where((t >= limit)[:, None], logp.clamp(max=0.0) + only_eos, logp)  # forced EOS at the limit
+        forced = logp.clamp(max=0.0) + only_eos  # EOS at the limit, whatever the rules say
+        logp = torch.where((t >= limit)[:, None], forced, rules.apply(logp, tokens, eos_id))
         logp = torch.where(ended.view(-1, 1), only_eos, logp)
         top, flat = (scores.view(-1, 1) + logp).view(B, K * V).topk(K, dim=1)
         beam, token = flat // V, flat % V

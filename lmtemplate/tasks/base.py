@@ -21,6 +21,7 @@ from torch import nn
 from lmtemplate.config import ConfigError
 from lmtemplate.models.backbone import load_backbone
 from lmtemplate.models.gpt import GPT, Block
+from lmtemplate.models.seq2seq import Seq2Seq
 from lmtemplate.tokenization import read_utf8
 
 log = logging.getLogger(__name__)
@@ -193,10 +194,12 @@ class Task(L.LightningModule):
                         "lmtemplate.data.base.DataModule.loader to resume exactly", type(self.trainer.datamodule).__name__)
 
     def setup(self, stage: str) -> None:
-        """Before training (and before a resumed run's checkpoint restores its own weights): ``model.init_from``."""
+        """Before training (and before a resumed run's checkpoint restores its own weights): ``model.init_from``,
+        a pretrained GPT or encoder; an encoder-decoder takes it as its encoder (a masked_lm run's)."""
         init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
         if stage == "fit" and init_from:
-            load_backbone(self.model, init_from, "decoder" if isinstance(self.model, GPT) else "encoder")
+            backbone = self.model.encoder if isinstance(self.model, Seq2Seq) else self.model
+            load_backbone(backbone, init_from, "decoder" if isinstance(backbone, GPT) else "encoder")
 
     def configure_optimizers(self):
         """AdamW over the model's parameter groups (no decay on biases and norms), with ``optim``'s schedule."""

@@ -16,33 +16,13 @@ from lmtemplate.config import ConfigError
 from lmtemplate.data.translation import (IGNORE, SOURCE_TOKENIZER, TranslationDataConfig, TranslationDataModule,
                                          TranslationTokenizerConfig)
 from lmtemplate.models.backbone import build_model
-from lmtemplate.models.beam_search import beam_search, greedy
 from lmtemplate.models.gpt import Block
 from lmtemplate.models.seq2seq import DecoderBlock, Seq2Seq, Seq2SeqConfig
 from lmtemplate.registry import register_task
 from lmtemplate.tasks.base import OptimConfig, Task, per_stage
+from lmtemplate.tasks.decoding import DecodeConfig, generate, log_target_loss, pass_rows
 from lmtemplate.tasks.text_metrics import BLEU, ChrF, corpus_scores
 from lmtemplate.tokenization import save_tokenizer
-
-
-@dataclass
-class DecodeConfig:
-    """How outputs are generated: at each validation (on a subset), for ``test`` and for ``predict``."""
-
-    beam_size: int = 4  # test and predict; 1: greedy
-    val_beam_size: int = 1  # at each validation
-    length_penalty: float = 1.0  # beam search ranks ended hypotheses by log-probability / length ** length_penalty
-    max_len_a: float = 1.5  # outputs stop at max_len_a * source tokens + max_len_b tokens (within model.block_size)
-    max_len_b: int = 10
-    val_sentences: int = 500  # BLEU and chrF at each validation on the first N validation pairs
-    samples: int = 4  # (source, reference, hypothesis) triples logged to TensorBoard at each validation
-
-    def __post_init__(self) -> None:
-        for key in ("beam_size", "val_beam_size", "val_sentences", "max_len_b"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"decode.{key}: expected a positive integer, got {getattr(self, key)}")
-        if self.max_len_a < 0 or self.samples < 0:
-            raise ConfigError(f"decode.max_len_a and decode.samples: expected >= 0, got {self.max_len_a}, {self.samples}")
 
 
 @dataclass
@@ -108,28 +88,21 @@ class Translation(Task):
     @torch.no_grad()
     def translate(self, src: torch.Tensor, src_mask: torch.Tensor, beam_size: int) -> list[str]:
         """Detokenized translations of a padded batch of sources; greedy when ``beam_size`` is 1."""
-        d = self.cfg.decode
-        max_lengths = (d.max_len_a * src_mask.sum(1) + d.max_len_b).long().clamp(1, self.model.cfg.block_size)
-        step = self.model.stepper(src, src_mask, copies=beam_size)
-        if beam_size == 1:
-            ids = greedy(step, self.bos_id, self.eos_id, max_lengths)
-        else:
-            ids, _ = beam_search(step, self.bos_id, self.eos_id, max_lengths, beam_size, d.length_penalty)
+        max_lengths = self.cfg.decode.max_lengths(src_mask.sum(1), self.model.cfg.block_size)
+        ids = generate(lambda copies: self.model.stepper(src, src_mask, copies), self.bos_id, self.eos_id, max_lengths,
+                       self.cfg.decode, beam_size)
         return [text.strip() for text in self.tokenizer.decode_batch(ids, skip_special_tokens=True)]
 
     def evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
-        labels = batch["labels"]
-        self.log(f"{stage}/loss", self.loss(batch), prog_bar=True, sync_dist=True, batch_size=int((labels != IGNORE).sum()))
-        d = self.cfg.decode
-        keep = [i for i, n in enumerate(batch["index"].tolist()) if stage == "test" or n < d.val_sentences]
+        log_target_loss(self, batch, stage, IGNORE)
+        keep, beam_size = pass_rows(batch, stage, self.cfg.decode)
         if not keep:
             return
-        hypotheses = self.translate(batch["input_ids"][keep], batch["attention_mask"][keep],
-                                    d.beam_size if stage == "test" else d.val_beam_size)
+        hypotheses = self.translate(batch["input_ids"][keep], batch["attention_mask"][keep], beam_size)
         sources, references = [batch["sources"][i] for i in keep], [batch["references"][i] for i in keep]
         self.corpus_metrics[stage].update(hypotheses, [[r] for r in references])
         if stage == "val":
-            self.samples += list(zip(sources, references, hypotheses))[: d.samples - len(self.samples)]
+            self.samples += list(zip(sources, references, hypotheses))[: self.cfg.decode.samples - len(self.samples)]
 
     def start_pass(self, stage: str) -> None:
         self.samples = []

@@ -1,11 +1,13 @@
-"""The encoder-decoder and its decoding: caches, padding, embeddings, greedy and beam search."""
+"""The encoder-decoder and its decoding: caches, padding, embeddings, greedy and beam search, their rules (minimum
+length, no repeated n-gram), and a GPT continuing prompts through the same search."""
 
 import math
 
 import pytest
 import torch
 
-from lmtemplate.models.beam_search import beam_search, greedy
+from lmtemplate.models.beam_search import Rules, beam_search, decoder_stepper, greedy
+from lmtemplate.models.gpt import GPT, GPTConfig
 from lmtemplate.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
 VOCAB, BOS, EOS = 30, 1, 2
@@ -160,3 +162,45 @@ def test_beam_search_finds_what_greedy_misses_and_respects_the_length_limit():
     assert greedy(table_step(long, 1, []), BOS, EOS, torch.tensor([3])) == [[A, A]]  # EOS forced as the 3rd token
     ids, _ = beam_search(table_step(long, 2, []), BOS, EOS, torch.tensor([3]), beam_size=2)
     assert ids == [[A, A]]
+
+
+def test_a_minimum_length_forbids_an_early_end_but_not_the_limit():
+    table = {(): {EOS: 0.6, A: 0.4}, (A,): {EOS: 0.6, A: 0.4}, (A, A): {EOS: 0.6, B: 0.4}}
+    assert greedy(table_step(table, 1, []), BOS, EOS, torch.tensor([10])) == [[]]
+    assert greedy(table_step(table, 1, []), BOS, EOS, torch.tensor([10]), Rules(min_length=2)) == [[A, A]]
+    ids, _ = beam_search(table_step(table, 2, []), BOS, EOS, torch.tensor([10]), 2, 0.0, Rules(min_length=2))
+    assert ids == [[A, A]]  # p 0.096, above [A A B] (0.064)
+    assert greedy(table_step(table, 1, []), BOS, EOS, torch.tensor([1]), Rules(min_length=2)) == [[]]  # the limit first
+    ids, _ = beam_search(table_step(table, 2, []), BOS, EOS, torch.tensor([2]), 2, 0.0, Rules(min_length=3))
+    assert ids in ([[A]], [[B]])  # EOS forced at the limit, before the minimum: a hypothesis is still found
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_no_repeat_ngram_size_forbids_a_second_copy_of_an_ngram(search):
+    table = {(): {A: 1.0}, (A,): {B: 1.0}, (A, B): {A: 0.9, EOS: 0.1}, (A, B, A): {B: 0.6, EOS: 0.4}}
+
+    def decode(rules):
+        if search == "greedy":
+            return greedy(table_step(table, 1, []), BOS, EOS, torch.tensor([10]), rules)[0]
+        return beam_search(table_step(table, 2, []), BOS, EOS, torch.tensor([10]), 2, 0.0, rules)[0][0]
+
+    assert decode(Rules()) == [A, B, A, B]
+    assert decode(Rules(no_repeat_ngram_size=2)) == [A, B, A]  # a second "A B" is forbidden
+    assert decode(Rules(no_repeat_ngram_size=3)) == [A, B, A, B]  # no trigram repeats here
+    assert decode(Rules(no_repeat_ngram_size=1)) == [A, B]  # no token twice
+
+
+def test_a_gpt_continuing_prompts_through_the_search_equals_its_own_generation():
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(vocab_size=VOCAB, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
+    for weight in gpt.parameters():  # larger weights than GPT-2's initialisation: outputs that differ by prompt
+        torch.nn.init.normal_(weight, std=0.5)
+    prompt = torch.randint(3, VOCAB, (3, 5))
+    sep = torch.full((3, 1), BOS)
+    ours = greedy(decoder_stepper(gpt, prompt), BOS, EOS, torch.tensor([9, 9, 9]))  # 8 tokens, then EOS forced
+    full = gpt.generate(torch.cat([prompt, sep], 1), 8, temperature=0.0, eos_id=EOS, use_cache=False)[:, 6:].tolist()
+    assert ours == [row[: row.index(EOS)] if EOS in row else row for row in full]
+    assert len({tuple(row) for row in ours}) > 1
+    beams, _ = beam_search(decoder_stepper(gpt, prompt, copies=3), BOS, EOS, torch.tensor([8, 8, 8]), 3)
+    assert beams == beam_search(decoder_stepper(gpt, prompt, copies=3), BOS, EOS, torch.tensor([8, 8, 8]), 3)[0]
+    assert all(len(b) <= 8 for b in beams)
