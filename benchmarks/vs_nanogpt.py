@@ -20,7 +20,7 @@ nanoGPT is not part of this project: ``git clone https://github.com/karpathy/nan
 ``data/shakespeare_char/prepare.py`` downloads the text; this script instead writes the files it would write
 (``train.bin``, ``val.bin``, ``meta.pkl``) from ``--data`` when they are missing. The result goes to
 ``outputs/benchmarks/vs_nanogpt.json`` (``--out``) and, with matplotlib (the ``bench`` extra), a bar chart of
-ms/iter by shape beside it (``.png``).
+ms/iter by shape beside it (``.png``, or ``--chart``); ``--plot-only JSON --chart PNG`` redraws it from a result.
 """
 
 from __future__ import annotations
@@ -184,6 +184,7 @@ def plot(result: dict, path: Path) -> Path | None:
         ax.set_ylabel("median ms / iteration")
     fig.suptitle(f"{result['environment']['processor']}, {result['threads']} threads", fontsize=8)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -200,7 +201,13 @@ def main() -> None:
     p.add_argument("--data", default=str(DATA), help="Tiny Shakespeare's input.txt")
     p.add_argument("--quick", action="store_true", help="one round of the baby shape, 30 iterations: a smoke run")
     p.add_argument("--out", default=str(default_out("vs_nanogpt")))
+    p.add_argument("--chart", help="where the chart goes (default: --out with .png); docs/images/vs_nanogpt.png for the docs")
+    p.add_argument("--plot-only", metavar="JSON", help="only draw the chart of an earlier result")
     args = p.parse_args()
+    if args.plot_only:
+        result = json.loads(Path(args.plot_only).read_text())
+        chart = plot(result, Path(args.chart or Path(args.plot_only).with_suffix(".png")))
+        sys.exit(0 if chart else 1)
     root = check_checkout(args.nanogpt)
     data = Path(args.data).resolve()
     prepare_nanogpt_data(root, data)
@@ -221,7 +228,7 @@ def main() -> None:
                        "nanoGPT val loss", "lmtemplate val loss"])
     out = write_json(args.out, result)
     print(f"written to {out}")
-    chart = plot(result, out.with_suffix(".png"))
+    chart = plot(result, Path(args.chart) if args.chart else out.with_suffix(".png"))
     if chart:
         print(f"chart: {chart}")
 
