@@ -178,6 +178,7 @@ def plot(result: dict, path: Path) -> Path | None:
         bars = ax.bar(["nanoGPT", "lmtemplate"], [r["nanogpt_ms_per_iter"], r["lmtemplate_ms_per_iter"]],
                       color=["#999999", "#3b75af"])
         ax.bar_label(bars, fmt="%.1f")
+        ax.set_ylim(0, 1.2 * max(r["nanogpt_ms_per_iter"], r["lmtemplate_ms_per_iter"]))
         s = r["shape"]
         ax.set_title(f"{shape}: {s['n_layer']}x{s['n_embd']}, block {s['block_size']}, batch {s['batch_size']}\n"
                      f"lmtemplate {r['speed_ratio']:.3f}x nanoGPT's speed", fontsize=8)
