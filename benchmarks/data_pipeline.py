@@ -16,6 +16,12 @@ Steps (each measured):
 3. build: ``token_file(Corpus(files), tokenizer, cache_dir)`` in a fresh subprocess, timed; reports MiB/s of
    text, tokens/s, the token file size and the subprocess's peak resident memory (``VmHWM``), plus its
    resident memory sampled while the build runs (streaming: it must not grow with the text processed).
+3b. build speed: in one more subprocess, ``--speed-rounds`` rounds over a ``--speed-mb`` MiB sample of the corpus
+   (the head of each file), each round in turn: the tokenizer's ``encode_batch`` alone over the sample's batches
+   of lines (read beforehand, untimed), then ``token_file`` with 1, 2 and ``--max-workers`` worker processes
+   (``data.tokenize_workers``), each into a fresh cache. Reports token_file's throughput over encode_batch's
+   (1 worker; the target is >= 0.95), the speed-up of each worker count over 1, and whether all builds were
+   byte-identical. The build of step 3 uses the default worker count (one per core from 64 MiB of text).
 4. read: in another fresh subprocess, ``TokenWindows`` + ``WindowSampler(shuffle=True)`` + a
    ``torch.utils.data.DataLoader`` over the memory-mapped token file, as ``TextDataModule`` builds them,
    iterated for ``--batches`` batches (or ``--max-seconds``), with ``VmRSS``/``RssAnon``/``RssFile``
@@ -43,6 +49,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -202,6 +209,52 @@ def child_build(spec: dict) -> dict:
     }
 
 
+# ---------------------------------------------------------------- step 3b: build speed against raw encode_batch (child)
+
+
+def child_speed(spec: dict) -> dict:
+    """In one process, ``rounds`` rounds over the speed sample, in turn: the tokenizer's ``encode_batch`` alone over the
+    sample's batches (read beforehand, untimed), then ``token_file`` (reading, encoding, writing) with each worker
+    count, each into a fresh cache. Returns seconds per round for each, and whether every build was byte-identical."""
+    import hashlib
+
+    from lmtemplate.data.corpus import Corpus, token_file
+    from lmtemplate.tokenization import load_tokenizer
+
+    corpus = Corpus([Path(p) for p in spec["files"]])
+    tok = load_tokenizer(Path(spec["tokenizer"]))
+    batches = [texts for texts, _ in corpus.iter_batches()]
+    times: dict[str, list[float]] = {"encode_batch": [], **{f"workers_{w}": [] for w in spec["workers"]}}
+    digests = set()
+    for r in range(spec["rounds"]):
+        t0 = time.perf_counter()
+        for texts in batches:
+            tok.encode_batch(texts, add_special_tokens=False)
+        times["encode_batch"].append(time.perf_counter() - t0)
+        for w in spec["workers"]:
+            cache = Path(spec["cache_dir"]) / f"speed-{r}-{w}"
+            t0 = time.perf_counter()
+            tokens = token_file(corpus, tok, cache, workers=w)
+            times[f"workers_{w}"].append(time.perf_counter() - t0)
+            digests.add(hashlib.sha256(open(tokens.filename, "rb").read()).hexdigest())
+            del tokens
+            shutil.rmtree(cache)
+    return {"times": times, "identical": len(digests) == 1}
+
+
+def speed_sample(files: list[Path], total_bytes: int, out_dir: Path) -> list[Path]:
+    """The first ``total_bytes / len(files)`` bytes of each file (cut at a line end), as files in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    per_file, out = total_bytes // len(files), []
+    for f in files:
+        with open(f, "rb") as src:
+            head = src.read(per_file)
+        head = head[: head.rfind(b"\n") + 1] or head
+        (out_dir / f.name).write_bytes(head)
+        out.append(out_dir / f.name)
+    return out
+
+
 # ---------------------------------------------------------------- step 4: read windows (child)
 
 
@@ -359,10 +412,33 @@ def summarize(args, gen: dict, tokenizer: dict, build: dict, read: dict, extra: 
     }
 
 
+def summarize_speed(speed: dict) -> dict:
+    """Median seconds of each measure; token_file's throughput over encode_batch's, and each worker count's speed-up."""
+    med = {k: statistics.median(v) for k, v in speed["times"].items()}
+    mib = speed["text_mib"]
+    workers = sorted(int(k.split("_")[1]) for k in med if k.startswith("workers_"))
+    return {
+        "text_mib": round(mib, 2),
+        "rounds": len(speed["times"]["encode_batch"]),
+        "encode_batch_mib_per_s": round(mib / med["encode_batch"], 3),
+        "token_file_mib_per_s": {str(w): round(mib / med[f"workers_{w}"], 3) for w in workers},
+        "ratio_token_file_1_worker_to_encode_batch": round(med["encode_batch"] / med["workers_1"], 3),
+        "speedup_over_1_worker": {str(w): round(med["workers_1"] / med[f"workers_{w}"], 3) for w in workers},
+        "byte_identical": speed["identical"],
+        "seconds": speed["times"],
+    }
+
+
 def table_rows(r: dict) -> list[tuple[str, str, str]]:
     """(stage, measure, value) rows for common.print_table."""
     b, rd, c, t = r["build"], r["read"], r["corpus"], r["tokenizer"]
+    sp = r["build_speed"]
     rows = [
+        ("build speed", f"encode_batch alone ({sp['text_mib']:.1f} MiB sample)", f"{sp['encode_batch_mib_per_s']:.2f} MiB/s"),
+        ("build speed", "token_file, 1 worker / encode_batch", f"{sp['ratio_token_file_1_worker_to_encode_batch']:.3f}"),
+        *[("build speed", f"token_file, {w} worker{'s' if int(w) > 1 else ''}", f"{v:.2f} MiB/s, x{sp['speedup_over_1_worker'][w]:.2f}")
+          for w, v in sp["token_file_mib_per_s"].items()],
+        ("build speed", "byte-identical builds", str(sp["byte_identical"])),
         ("corpus", "text", f"{c['text_mib']:.1f} MiB in {c['files']} files"),
         ("corpus", "generation (not measured pipeline)", f"{c['generate_seconds']:.1f} s, {c['generate_mib_per_s']:.2f} MiB/s"),
         ("tokenizer", "byte-level BPE", f"vocab {t['vocab_size']}, trained on the first {t['sample_mib']:g} MiB in {t['seconds']:.1f} s"),
@@ -401,6 +477,9 @@ def parse_args(argv=None):
     p.add_argument("--batches", type=int, help="batches to read (default 20000; --quick: 500)")
     p.add_argument("--max-seconds", type=float, default=0, help="stop reading after this many seconds (0: no limit)")
     p.add_argument("--sample-every", type=int, help="sample RSS every N batches (default 1000; --quick: 50)")
+    p.add_argument("--speed-mb", type=float, help="MiB of the corpus for the build-speed comparison (default 32; --quick: 4)")
+    p.add_argument("--speed-rounds", type=int, default=2, help="rounds of the build-speed comparison")
+    p.add_argument("--max-workers", type=int, default=os.cpu_count() or 1, help="N of the 1, 2, N worker builds")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--block-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -409,7 +488,8 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, help="the JSON result file (default outputs/benchmarks/data_pipeline.json)")
     p.add_argument("--child", nargs=3, metavar=("KIND", "SPEC", "RESULT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    defaults = dict(size_mb=(20, 1024), files=(4, 8), tokenizer_sample_mb=(2, 20), batches=(500, 20_000), sample_every=(50, 1000))
+    defaults = dict(size_mb=(20, 1024), files=(4, 8), tokenizer_sample_mb=(2, 20), batches=(500, 20_000), sample_every=(50, 1000),
+                    speed_mb=(4, 32))
     for key, (quick, full) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, quick if args.quick else full)
@@ -421,7 +501,7 @@ def main(argv=None) -> int:
     if args.child:
         kind, spec_path, result_path = args.child
         spec = json.loads(Path(spec_path).read_text())
-        result = {"build": child_build, "read": child_read}[kind](spec)
+        result = {"build": child_build, "speed": child_speed, "read": child_read}[kind](spec)
         Path(result_path).write_text(json.dumps(result))
         return 0
 
@@ -447,6 +527,15 @@ def main(argv=None) -> int:
         build = run_child("build", {**shared, "sample_seconds": 0.2 if args.quick else 1.0}, work)
         children_maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux; max over all children
 
+        workers = sorted({1, 2, args.max_workers})
+        print(f"[data_pipeline] build speed: encode_batch alone vs token_file with {workers} workers, "
+              f"{args.speed_rounds} rounds over {args.speed_mb:g} MiB (subprocess)", flush=True)
+        sample = speed_sample(files, int(args.speed_mb * MiB), work / "speed")
+        speed = run_child("speed", {"files": [str(f) for f in sample], "tokenizer": tokenizer["path"],
+                                    "cache_dir": str(work / "speed-cache"), "rounds": args.speed_rounds,
+                                    "workers": workers}, work)
+        speed["text_mib"] = sum(f.stat().st_size for f in sample) / MiB
+
         print(f"[data_pipeline] reading {args.batches} batches from the memory-mapped token file (subprocess)", flush=True)
         read = run_child("read", {**shared, "token_file": build["token_file"], "batches": args.batches,
                                   "batch_size": args.batch_size, "block_size": args.block_size,
@@ -458,6 +547,7 @@ def main(argv=None) -> int:
     extra = {"machine": machine(), "load_before": load_before, "load_after": load_avg(),
              "children_maxrss_mib": round(children_maxrss, 1), "wall": time.perf_counter() - wall0}
     result = summarize(args, gen, tokenizer, build, read, extra)
+    result["build_speed"] = summarize_speed(speed)
     result["work_dir"] = str(work)
     result["work_dir_kept"] = args.keep
     write_json(args.out, result)

@@ -40,6 +40,7 @@ def train(mode: str, steps: int, root: str, quick: bool) -> dict:
     from lightning.fabric.utilities.throughput import get_available_flops
 
     from lmtemplate import run
+    from lmtemplate.callbacks.throughput import peak_bf16_flops
 
     files = [str(CONFIG)] + [str(ROOT / f) for f in MODES[mode] if f.endswith(".yaml")]
     overrides = [o for o in MODES[mode] if not o.endswith(".yaml")] + [
@@ -58,7 +59,7 @@ def train(mode: str, steps: int, root: str, quick: bool) -> dict:
     step_s = median(timer.times)
     cfg = session.loaded.cfg
     tokens = cfg.data.batch_size * cfg.model.block_size
-    peak = get_available_flops(torch.device("cuda"), torch.bfloat16)
+    peak = peak_bf16_flops(torch.cuda.get_device_name()) or get_available_flops(torch.device("cuda"), torch.bfloat16)
     flops = session.module.flops_per_batch
     return {
         "mode": mode,

@@ -34,7 +34,7 @@ from common import StepTimer, default_out, environment, median, print_table, wri
 from lmtemplate import run
 from lmtemplate.data.corpus import TokenWindows, WindowSampler
 from lmtemplate.models.gpt import GPT
-from lmtemplate.tasks.base import warmup_cosine
+from lmtemplate.tasks.base import use_fused, warmup_cosine
 
 
 class PlainLoop:
@@ -45,7 +45,8 @@ class PlainLoop:
         self.model = GPT(session.module.model.cfg)
         self.model.load_state_dict(session.module.model.state_dict())
         decay_steps = cfg.optim.decay_steps or cfg.trainer["max_steps"]
-        self.opt = torch.optim.AdamW(self.model.param_groups(cfg.optim.weight_decay), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+        groups = self.model.param_groups(cfg.optim.weight_decay)
+        self.opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), fused=use_fused(groups, cfg.optim.fused))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: warmup_cosine(s, cfg.optim, decay_steps) / cfg.optim.lr)
         sampler = WindowSampler(len(dm.train_tokens), dm.block_size, shuffle=True, seed=cfg.run.seed)
         loader = DataLoader(TokenWindows(dm.train_tokens, dm.block_size), batch_size=cfg.data.batch_size, sampler=sampler, drop_last=True)

@@ -64,7 +64,7 @@ def build_ours(s: dict):
     from lmtemplate.models.gpt import GPT, GPTConfig
 
     cfg = GPTConfig(vocab_size=s["vocab_size"], block_size=s["block_size"], n_layer=s["n_layer"],
-                    n_head=s["n_head"], n_embd=s["n_embd"], dropout=0.0, bias=True)
+                    n_head=s["n_head"], n_embd=s["n_embd"], dropout=0.0, bias=True, gelu="tanh")  # GPT-2's GELU, as theirs
     return GPT(cfg).train()
 
 

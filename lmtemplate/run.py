@@ -24,7 +24,7 @@ import lightning as L
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 
 from lmtemplate import config as C
@@ -72,6 +72,17 @@ def load_config(files: list[str], overrides: list[str]) -> Loaded:
         raise C.ConfigError(f"best.metric: '{data.best.metric}' is not one of {', '.join(metrics)} "
                             f"(in {C.source_of('best.metric', sources)})")
     return Loaded(data, C.to_object(data, sources), task, sources)
+
+
+def load_saved_config(config: Path, overrides: list[str]) -> Loaded:
+    """A run's saved config.yaml, meaning what it meant when it was written: a model section without ``gelu`` comes
+    from before that option, when every model used the tanh GELU (the default is now the exact one)."""
+    loaded = load_config([str(config)], overrides)
+    model = OmegaConf.load(config).get("model")
+    if (isinstance(model, DictConfig) and "gelu" not in model and hasattr(loaded.cfg.model, "gelu")
+            and not any(o.split("=", 1)[0].lstrip("+") == "model.gelu" for o in overrides)):
+        loaded = load_config([str(config)], ["model.gelu=tanh", *overrides])
+    return loaded
 
 
 def run_root(cfg) -> Path:
@@ -181,7 +192,7 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
         # No -c: continue with the config the run was trained with, so task keys among the overrides
         # (answer.*, decode.*) are checked against its task.
         own = run_dir / "config.yaml" if run_dir is not None else None
-        loaded = load_config([str(own)] if own is not None and own.is_file() else [], overrides)
+        loaded = load_saved_config(own, overrides) if own is not None and own.is_file() else load_config([], overrides)
     cfg = loaded.cfg
     resolve_tokenizer(cfg, run_dir)
     if run_dir is None:
@@ -348,7 +359,7 @@ def export(ckpt: str, overrides: list[str], output: Path) -> str:
     if run_dir is None or not config.is_file() or not tokenizer.is_file():
         raise C.ConfigError(f"export: {checkpoint} is not inside a run directory with its config.yaml and "
                             "tokenizer.json, which describe its model and its token ids")
-    loaded = load_config([str(config)], [])
+    loaded = load_saved_config(config, [])
     state = read_checkpoint(checkpoint)
     model = dataclasses.asdict(loaded.cfg.model)
     return hf.export(loaded.task.name, model, state["state_dict"], state.get("labels"), tokenizer, output)

@@ -168,3 +168,16 @@ def test_a_partial_validation_says_so_in_metrics_json():
     assert partial["val_partial"].startswith("2 of ") and "trainer.limit_val_batches" in partial["val_partial"]
     fit("data.batch_size=1", "trainer.limit_val_batches=1.0", "trainer.max_steps=5", "optim.decay_steps=5")
     assert "val_partial" not in json.loads(Path("outputs/tiny/version_1/metrics.json").read_text())
+
+
+def test_a_saved_config_from_before_model_gelu_keeps_the_tanh_gelu(tmp_path):
+    """Runs saved before model.gelu existed all used the tanh GELU: their config.yaml still means that."""
+    from lmtemplate.run import load_saved_config
+
+    old = tmp_path / "config.yaml"
+    old.write_text("task: causal_lm\nmodel:\n  n_layer: 2\n")
+    assert load_saved_config(old, []).cfg.model.gelu == "tanh"
+    assert load_saved_config(old, ["model.gelu=exact"]).cfg.model.gelu == "exact"
+    new = tmp_path / "new.yaml"
+    new.write_text("task: causal_lm\nmodel:\n  n_layer: 2\n  gelu: exact\n")
+    assert load_saved_config(new, []).cfg.model.gelu == "exact"

@@ -34,11 +34,11 @@ class TextDataModule(DataModule):
             train_files = expand_glob(d.train, "data.train")
         train = Corpus(train_files, d.text_field, d.line_documents)
         self.tokenizer = build_tokenizer(cfg.tokenizer, train, cache)
-        tokens = token_file(train, self.tokenizer, cache)
+        tokens = token_file(train, self.tokenizer, cache, d.tokenize_workers)
 
         def split(key: str, train: bool = False) -> tuple[np.memmap, list[Path]]:
             files = expand_glob(getattr(d, key), f"data.{key}")
-            return self._checked(token_file(Corpus(files, d.text_field, d.line_documents), self.tokenizer, cache),
+            return self._checked(token_file(Corpus(files, d.text_field, d.line_documents), self.tokenizer, cache, d.tokenize_workers),
                                  f"data.{key}", files, train), files
 
         if d.val is None:

@@ -222,10 +222,10 @@ def head_state(folder: Path, module: str) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------------------------------------- export
 
-BERT_OPTIONS = {"positions": "learned", "bias": True, "norm": "post", "embedding_norm": True, "final_norm": False,
-                "gelu": "exact"}
-GPT2_OPTIONS = {"positions": "learned", "bias": True, "norm": "pre", "embedding_norm": False, "final_norm": True,
-                "gelu": "tanh"}
+BERT_OPTIONS = {"positions": "learned", "bias": True, "norm": "post", "embedding_norm": True, "final_norm": False}
+GPT2_OPTIONS = {"positions": "learned", "bias": True, "norm": "pre", "embedding_norm": False, "final_norm": True}
+# model.gelu -> the activation name both GPT-2's and BERT's transformers configs accept for it (ACT2FN)
+ACTIVATIONS = {"exact": "gelu", "tanh": "gelu_new"}
 EXPORTS = {"causal_lm": "GPT2LMHeadModel", "masked_lm": "BertForMaskedLM", "classification": "BertForSequenceClassification"}
 
 
@@ -266,7 +266,7 @@ def _check_exportable(task: str, model: dict, options: dict, architecture: str) 
 def _gpt2_config(model: dict, vocab_size: int) -> dict:
     return {"model_type": "gpt2", "vocab_size": vocab_size, "n_positions": model["block_size"],
             "n_embd": model["n_embd"], "n_layer": model["n_layer"], "n_head": model["n_head"], "n_inner": None,
-            "activation_function": "gelu_new", "layer_norm_epsilon": model["norm_eps"],
+            "activation_function": ACTIVATIONS[model.get("gelu", "tanh")], "layer_norm_epsilon": model["norm_eps"],
             "resid_pdrop": model["dropout"], "embd_pdrop": model["dropout"], "attn_pdrop": model["dropout"],
             "tie_word_embeddings": True, "bos_token_id": None, "eos_token_id": None}
 
@@ -274,7 +274,7 @@ def _gpt2_config(model: dict, vocab_size: int) -> dict:
 def _bert_config(model: dict, vocab_size: int, labels: Optional[list[str]]) -> dict:
     config = {"model_type": "bert", "vocab_size": vocab_size, "hidden_size": model["n_embd"],
               "num_hidden_layers": model["n_layer"], "num_attention_heads": model["n_head"],
-              "intermediate_size": 4 * model["n_embd"], "hidden_act": "gelu",
+              "intermediate_size": 4 * model["n_embd"], "hidden_act": ACTIVATIONS[model.get("gelu", "tanh")],
               "max_position_embeddings": model["block_size"], "type_vocab_size": model["type_vocab_size"],
               "layer_norm_eps": model["norm_eps"], "position_embedding_type": "absolute",
               "hidden_dropout_prob": model["dropout"], "attention_probs_dropout_prob": model["dropout"],

@@ -42,6 +42,11 @@ def test_quick_run_streams_the_build_and_reads_with_flat_memory(tmp_path):
     # Python ints far more. Observed growth is ~2-3 MiB (the tokenizer's word cache filling up).
     assert build["rss_growth_10pct_to_end_mib"] < 12
 
+    speed = data["build_speed"]  # encode_batch alone, then token_file with 1, 2 and N workers, over a 4 MiB sample
+    assert speed["byte_identical"] and speed["rounds"] == 2
+    assert speed["encode_batch_mib_per_s"] > 0 and speed["ratio_token_file_1_worker_to_encode_batch"] > 0.3
+    assert {"1", "2"} <= set(speed["speedup_over_1_worker"]) and speed["speedup_over_1_worker"]["1"] == 1.0
+
     read = data["read"]
     assert read["batches"] == 500 and read["batches_per_s"] > 0 and read["tokens_per_s"] > 0
     assert read["rss_mib"]["after_first_interval"]["batches"] == 50 and read["rss_mib"]["end"]["batches"] == 500

@@ -114,3 +114,57 @@ def test_line_documents_puts_a_separator_after_every_non_empty_line(tmp_path):
     sep = document_separator(tok)
     docs = [d[:-1] for d in np.split(tokens, np.flatnonzero(tokens == sep) + 1) if len(d)]
     assert [tok.decode(d.tolist()) for d in docs] == ["the first line", "the second one", "third"]
+
+
+def _reference_tokens(corpus, tok) -> bytes:
+    """The token file as the first implementation wrote it: encode_batch per batch, ids flattened in Python."""
+    sep = document_separator(tok)
+    eos = [] if sep is None else [sep]
+    out = []
+    for texts, ends in corpus.iter_batches():
+        encodings = tok.encode_batch(texts, add_special_tokens=False)
+        ids = [i for enc, end in zip(encodings, ends) for i in (enc.ids + eos if end else enc.ids)]
+        out.append(np.asarray(ids if texts else eos, dtype=np.uint16).tobytes())
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("line_documents", [False, True])
+def test_parallel_build_is_byte_identical_to_the_serial_one(tmp_path, line_documents):
+    """Workers tokenize batches side by side; the file is the serial build's (and the first implementation's),
+    byte for byte: whole-file and line documents, JSONL, an empty file, a file that fills its batches exactly."""
+    from lmtemplate.data.corpus import LINES_PER_BATCH
+
+    texts = {
+        "a.txt": "".join(f"line {i}: the quick brown fox jumps over {i % 7} lazy dogs\n" for i in range(5000)),
+        "b.jsonl": "\n".join(json.dumps({"text": f"record {i} \u00e9t\u00e9 hello"}) for i in range(3000)) + "\n",
+        "c.txt": "",
+        "d.txt": "".join(f"exact {i}\n" for i in range(LINES_PER_BATCH)),
+        "e.txt": "no newline at the end\n\n\nafter blank lines",
+    }
+    for name, text in texts.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    corpus = Corpus(sorted(tmp_path.glob("*.*")), line_documents=line_documents)
+    tok = build_tokenizer(TokenizerConfig(vocab_size=300), corpus, tmp_path / "tok")
+    serial = token_file(corpus, tok, tmp_path / "serial", workers=1)
+    parallel = token_file(corpus, tok, tmp_path / "parallel", workers=2)
+    assert open(serial.filename, "rb").read() == open(parallel.filename, "rb").read() == _reference_tokens(corpus, tok)
+
+
+def test_the_build_logs_its_progress(files, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from lmtemplate.data import corpus as corpus_module
+
+    monkeypatch.setattr(corpus_module, "PROGRESS_SECONDS", 0.0)  # every batch
+    with caplog.at_level(logging.INFO, logger="lmtemplate.data.corpus"):
+        tokenize(files, tmp_path)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("MiB of text" in m and "MiB/s" in m and "left" in m for m in lines), lines
+    assert "built" in lines[-1]
+
+
+def test_default_workers_are_one_for_a_small_corpus_and_a_process_per_core_for_a_large_one():
+    from lmtemplate.data.corpus import MAX_WORKERS, PARALLEL_BYTES, default_workers
+
+    assert default_workers(1000) == 1
+    assert 1 <= default_workers(PARALLEL_BYTES) <= min(MAX_WORKERS, os.cpu_count())
