@@ -44,7 +44,6 @@ def test_demo_config_learns_the_demo_data_and_summarizes_line_for_line(tmp_path,
     assert main(["predict", "--ckpt", str(run), "--input", "docs.txt", "--output", "out.txt", *QUIET]) == 0
     lines = Path("out.txt").read_text().split("\n")
     assert len(lines) == 4 and lines[1] == lines[3] == ""
-    facts = rows[0]["summary"].split()
     assert lines[0] == rows[0]["summary"]
     assert main(["predict", "--ckpt", str(run), "--prompt", rows[2]["source"], "--output", "one.txt", *QUIET]) == 0
     assert len(Path("one.txt").read_text().split("\n")) == 2
