@@ -20,6 +20,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 
 from lmtemplate.checkpointing import init_source
 from lmtemplate.config import ConfigError
+from lmtemplate.models import hf
 
 KINDS = ("bpe", "wordpiece", "char")
 UNKNOWN_CHAR = "<unk>"  # char tokenizers map characters unseen in training here
@@ -195,7 +196,7 @@ def resolve_tokenizer(cfg, run_dir: Optional[Path]) -> None:
     init_from = getattr(model, "init_from", None)
     if own is not None and own.is_file():
         tok.path = str(own)
-    elif tok.path is None and init_from and (Path(init_from) / "config.json").is_file():  # a Hugging Face model
+    elif tok.path is None and hf.is_pretrained_dir(init_from):
         found = [p for p in (Path(init_from) / "tokenizer.json", Path(init_from) / "vocab.txt") if p.is_file()]
         if not found:
             raise ConfigError(f"model.init_from: {init_from} has neither tokenizer.json nor vocab.txt; "

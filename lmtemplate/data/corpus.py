@@ -203,7 +203,10 @@ def _encoded(corpus: Corpus, tokenizer: Tokenizer, dtype, workers: int, progress
         pool = context.Pool(workers, _start_worker, (tokenizer.to_str(), np.dtype(dtype).str))
     finally:
         for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
     with pool:
         pending: collections.deque = collections.deque()
         for texts, ends in corpus.iter_batches():
