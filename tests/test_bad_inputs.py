@@ -112,6 +112,8 @@ CASES = {
     "causal_lm: generate.top_p > 1": (["fit", "generate.top_p=2"], {}, ["generate.top_p", "got 2"]),
     "masked_lm: masking.rate > 1": (["fit", "task=masked_lm", "masking.rate=1.5"], {}, ["masking.rate", "1.5"]),
     "causal_lm: data.tokenize_workers 0": (["fit", "data.tokenize_workers=0"], {}, ["data.tokenize_workers", "got 0"]),
+    "classification: data.batch_tokens < 0": (["fit", "task=classification", "data.batch_tokens=-5"], {},
+                                               ["data.batch_tokens", "got -5"]),
     "similarity plugin: bad best.metric": (["fit", f"plugins=[{REPO}/plugins/similarity.py]", "task=similarity",
                                             "best.metric=val/f1"], {}, ["best.metric: 'val/f1' is not one of val/pearson"]),
     "classification: bad best.metric": (["fit", "task=classification", "best.metric=val/bleu"], {},

@@ -11,6 +11,7 @@ sharding, exact mid-epoch resume and pad-to-longest batches.
 from __future__ import annotations
 
 import hashlib
+import random
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ class SplitsConfig:
     val: Optional[str] = None  # required with train
     test: Optional[str] = None  # None: the validation file
     batch_size: int = 32
+    batch_tokens: int = 0  # > 0: training batches of similar-length examples with up to this many padded tokens
     num_workers: int = 0
     demo_train: int = 3000  # examples of the built-in demo data, when there is no data.train
     demo_val: int = 300
@@ -51,6 +53,9 @@ class SplitsConfig:
                     raise ConfigError(f"data.{key}: file not found: {path} ({self.formats}; relative to {Path.cwd()})")
         if self.batch_size < 1:
             raise ConfigError(f"data.batch_size: expected a positive integer, got {self.batch_size}")
+        if self.batch_tokens < 0:
+            raise ConfigError(f"data.batch_tokens: expected 0 (batches of data.batch_size) or a positive number of "
+                              f"tokens, got {self.batch_tokens}")
 
     def paths(self, spec: Optional[str]) -> list[Path]:
         """The files a split key names."""
@@ -93,6 +98,40 @@ class ShardedSampler(Sampler[int]):
         mine = order[self.rank : len(self) * self.world_size : self.world_size]
         skip, self.skip = self.skip, 0
         return map(int, mine[skip:].numpy())  # 8 bytes an item until used, not a list of Python ints
+
+
+class TokenBatches(ShardedSampler):
+    """Training batches of similar-length examples, each at most ``max_tokens`` padded tokens (all sizes summed).
+
+    Each pass sorts the examples by length (ties broken at random), cuts them into batches and shuffles the batches,
+    with a new seed every pass (epoch); rank r of w takes every w-th batch. Only the tie-breaking and order change
+    between passes, so the number of batches is the same in every one.
+    """
+
+    def __init__(self, sizes: list[tuple[int, ...]], max_tokens: int, seed: int, rank: int = 0, world: int = 1):
+        super().__init__(len(sizes), True, seed, rank, world)
+        self.sizes, self.max_tokens = sizes, max_tokens
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed + epoch)
+        batches, widths = [[]], (0,) * len(self.sizes[0] if self.sizes else ())  # the last batch's longest of each size
+        for i in sorted(range(len(self.sizes)), key=lambda j: (sum(self.sizes[j]), rng.random())):
+            widths = tuple(map(max, widths, self.sizes[i]))
+            if batches[-1] and sum(widths) * (len(batches[-1]) + 1) > self.max_tokens:
+                batches.append([])
+                widths = self.sizes[i]
+            batches[-1].append(i)
+        rng.shuffle(batches)
+        return batches[self.rank: len(batches) // self.world_size * self.world_size or len(batches): self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        """This epoch's batches (after the skipped ones of a resumed epoch); the next pass is the next epoch."""
+        batches = self.batches(self.epoch)[self.skip:]
+        self.epoch, self.skip = self.epoch + 1, 0
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return len(self.batches(0))
 
 
 class ResumableLoader(DataLoader):
@@ -237,8 +276,14 @@ class ExampleData(DataModule):
     def collate(self, rows: list[dict]) -> dict:
         return pad(rows, {"input_ids": self.pad_id, **self.pad_values})
 
+    def sizes(self, examples: list) -> list[tuple[int, ...]]:
+        """What ``data.batch_tokens`` counts of each example: its ``input_ids`` (and ``decoder_input_ids``)."""
+        return [(len(e["input_ids"]), len(e.get("decoder_input_ids", ()))) for e in examples]
+
     def train_dataloader(self) -> DataLoader:
-        return self.loader(self.examples["train"], train=True, collate_fn=self.collate)
+        examples, budget = self.examples["train"], self.cfg.data.batch_tokens
+        batches = TokenBatches(self.sizes(examples), budget, self.cfg.run.seed, *self.rank()) if budget else None
+        return self.loader(examples, train=True, collate_fn=self.collate, batch_sampler=batches)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader(self.examples["val"], train=False, collate_fn=self.collate)

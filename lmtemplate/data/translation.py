@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import ClassVar, Iterator, Optional
 
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.base import ExampleData, ShardedSampler, SplitsConfig, Texts, pad
+from lmtemplate.data.base import ExampleData, SplitsConfig, Texts, pad
 from lmtemplate.data.demo.translation import write_demo_translation
 from lmtemplate.data.tables import read_table
 from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, read_utf8
@@ -59,7 +58,6 @@ class TranslationDataConfig(SplitsConfig):
     max_tokens: int = 100  # training pairs with more source or target tokens (or more than model.block_size - 2) are dropped
     max_ratio: float = 3.0  # ...and those whose longer side has more than max_ratio times the tokens of the shorter
     batch_size: int = 64  # sentence pairs per batch (validation, test and predict always count sentences)
-    batch_tokens: int = 0  # > 0: training batches of similar-length pairs with up to this many padded src + tgt tokens
     demo_train: int = 6000
     formats: ClassVar[str] = ("a split is a prefix of aligned files <prefix>.<data.src_lang> and <prefix>.<data.tgt_lang>, "
                               "or a .tsv/.csv/.jsonl table")
@@ -104,40 +102,6 @@ def read_pairs(spec: str, src_lang: str, tgt_lang: str) -> list[tuple[str, str]]
             raise ConfigError(f"{path}, line {lines.index('') + 1}: empty line; every line must hold a sentence "
                               "(remove the pair from both files)")
     return list(zip(*sides))
-
-
-class TokenBatches(ShardedSampler):
-    """Training batches of similar-length pairs, each at most ``max_tokens`` padded source + target tokens.
-
-    Each pass sorts the pairs by length (ties broken at random), cuts them into batches and shuffles the batches,
-    with a new seed every pass (epoch); rank r of w takes every w-th batch. Only the tie-breaking and order change
-    between passes, so the number of batches is the same in every one.
-    """
-
-    def __init__(self, sizes: list[tuple[int, int]], max_tokens: int, seed: int, rank: int = 0, world: int = 1):
-        super().__init__(len(sizes), True, seed, rank, world)
-        self.sizes, self.max_tokens = sizes, max_tokens
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        rng = random.Random(self.seed + epoch)
-        batches, widths = [[]], (0, 0)  # widths: the longest source and target in the last batch
-        for i in sorted(range(len(self.sizes)), key=lambda j: (sum(self.sizes[j]), rng.random())):
-            widths = tuple(map(max, widths, self.sizes[i]))
-            if batches[-1] and sum(widths) * (len(batches[-1]) + 1) > self.max_tokens:
-                batches.append([])
-                widths = self.sizes[i]
-            batches[-1].append(i)
-        rng.shuffle(batches)
-        return batches[self.rank: len(batches) // self.world_size * self.world_size or len(batches): self.world_size]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        """This epoch's batches (after the skipped ones of a resumed epoch); the next pass is the next epoch."""
-        batches = self.batches(self.epoch)[self.skip:]
-        self.epoch, self.skip = self.epoch + 1, 0
-        return iter(batches)
-
-    def __len__(self) -> int:
-        return len(self.batches(0))
 
 
 class TranslationDataModule(ExampleData):
@@ -206,13 +170,8 @@ class TranslationDataModule(ExampleData):
                   {"input_ids": self.pad_id, "decoder_input_ids": self.pad_id, "labels": IGNORE})
         return {**out, "sources": [b[3] for b in batch], "references": [b[4] for b in batch]}
 
-    def train_dataloader(self) -> DataLoader:
-        if not self.cfg.data.batch_tokens:
-            return super().train_dataloader()
-        examples = self.examples["train"]
-        sizes = [(len(e[1]), len(e[2]) - 1) for e in examples]
-        batches = TokenBatches(sizes, self.cfg.data.batch_tokens, self.cfg.run.seed, *self.rank())
-        return self.loader(examples, train=True, collate_fn=self.collate, batch_sampler=batches)
+    def sizes(self, examples: list[tuple]) -> list[tuple[int, int]]:
+        return [(len(e[1]), len(e[2]) - 1) for e in examples]
 
 
 def checked(tok: Tokenizer, key: str) -> Tokenizer:

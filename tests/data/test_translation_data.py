@@ -8,7 +8,8 @@ import torch
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.demo.translation import DEMO_ADJECTIVES, DEMO_PREPOSITIONS, demo_translation
-from lmtemplate.data.translation import IGNORE, TokenBatches, TranslationDataModule
+from lmtemplate.data.base import TokenBatches
+from lmtemplate.data.translation import IGNORE, TranslationDataModule
 from lmtemplate.run import load_config
 
 

@@ -96,6 +96,26 @@ def test_reference_columns_replace_the_target_column_where_a_row_has_them(tmp_pa
     assert dm.rows["test"] == [{"source": "a b c", "summaries": ["a", "b", "c"]}]
 
 
+@pytest.mark.parametrize("arch", ["encoder_decoder", "decoder"])
+def test_batch_tokens_groups_documents_of_similar_length_within_the_budget(tmp_path, arch):
+    """data.batch_tokens (shared by every ExampleData task) on documents of 5 to 60 words: every example once per
+    epoch, each padded batch within the budget, and far less padding than batches of data.batch_size."""
+    cfg = load_config([], [*TINY, f"run.cache_dir={tmp_path}", f"model.arch={arch}", "model.block_size=128",
+                           "data.batch_tokens=600"]).cfg
+    dm = SummarizationDataModule(cfg)
+    dm.examples["train"] = [{**e, "input_ids": e["input_ids"][: 5 + i % 56]} for i, e in enumerate(dm.examples["train"])]
+    batches = list(dm.train_dataloader())
+    assert sorted(i for b in batches for i in b["index"].tolist()) == list(range(len(dm.examples["train"])))
+    width = [b["input_ids"].shape[1] + b.get("decoder_input_ids", b["input_ids"][:, :0]).shape[1] for b in batches]
+    assert all(len(b["index"]) * w <= 600 for b, w in zip(batches, width))
+    dm.cfg.data.batch_tokens = 0
+    fixed = list(dm.train_dataloader())
+
+    def padding(batches):  # padded places of input_ids per document
+        return sum(int((b["attention_mask"] == 0).sum()) for b in batches) / sum(len(b["index"]) for b in batches)
+    assert padding(batches) < padding(fixed) / 3, (padding(batches), padding(fixed))
+
+
 def test_a_decoder_keeps_the_end_of_a_long_document_and_learns_only_the_summary(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     long = " ".join(f"w{i}" for i in range(200))
