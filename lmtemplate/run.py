@@ -300,7 +300,7 @@ def fit(s: Session) -> dict:
         if s.trainer.checkpoint_callback.validated_at == s.trainer.global_step:
             logged = s.trainer.callback_metrics  # training ended on a validation: nothing to redo
         else:
-            logged = s.trainer.validate(s.module, datamodule=s.datamodule, verbose=False)[0]
+            logged = (s.trainer.validate(s.module, datamodule=s.datamodule, verbose=False) or [{}])[0]  # [] without val
     except BaseException:
         _discard_unless_checkpointed(s)
         raise

@@ -170,6 +170,14 @@ def test_a_partial_validation_says_so_in_metrics_json():
     assert "val_partial" not in json.loads(Path("outputs/tiny/version_1/metrics.json").read_text())
 
 
+def test_a_run_without_validation_trains_and_saves_its_last_checkpoint(capsys):
+    """trainer.limit_val_batches=0: no validation at all (and no best checkpoint), the last one and metrics.json."""
+    fit("trainer.limit_val_batches=0", "trainer.max_steps=6")
+    run = Path("outputs/tiny/version_0")
+    assert json.loads((run / "metrics.json").read_text()) == {"step": 6}
+    assert (run / "checkpoints" / "last.ckpt").is_file() and not list(run.glob("checkpoints/best-*.ckpt"))
+
+
 def test_a_saved_config_from_before_model_gelu_keeps_the_tanh_gelu(tmp_path):
     """Runs saved before model.gelu existed all used the tanh GELU: their config.yaml still means that."""
     from lmtemplate.run import load_saved_config
