@@ -156,3 +156,40 @@ def learning_curve(run_dir: Path, start: float, tags: dict[str, str]) -> list[di
     values = {name: {e.step: e.value for e in events.Scalars(t)} for name, t in others}
     return [{"minutes": (e.wall_time - start) / 60, "step": e.step, first: e.value,
              **{name: by_step.get(e.step) for name, by_step in values.items()}} for e in events.Scalars(tag)]
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files; None (said on stdout) without matplotlib (the ``bench`` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no chart drawn")
+        return None
+    return plt
+
+
+def save_chart(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curves(curves: dict[str, list[dict]], y: str, y_label: str, title: str, path: Path) -> Path | None:
+    """``y`` against minutes of training, one line per labelled ``learning_curve``; None without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for label, rows in curves.items():
+        ax.plot([r["minutes"] for r in rows], [r[y] for r in rows], marker="o", markersize=3, label=label)
+    ax.set_xlabel("minutes of training (validations included)")
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_chart(plt, fig, path)

@@ -13,11 +13,13 @@
 
 Reports these, the learning curve (validation ROUGE against minutes of
 training), steps and wall times, and writes outputs/benchmarks/dialogsum.json
-(--out). The full run keeps its run directory (outputs/dialogsum-benchmark/
-version_<n>); --quick runs a tiny model for 20 steps on 400 training and 40
-dev / test dialogues in a temporary folder.
+(--out) and, with matplotlib, the learning curve's chart beside it (.png).
+The full run keeps its run directory (outputs/dialogsum-benchmark/version_<n>);
+--quick runs a tiny model for 20 steps on 400 training and 40 dev / test
+dialogues in a temporary folder.
 
     python benchmarks/dialogsum.py [--minutes 60] [--arch encoder_decoder|decoder] [--init-from RUN] [--quick]
+    python benchmarks/dialogsum.py --plot-only A.json [B.json ...] --chart docs/images/dialogsum.png
 
 Needs ../shared/data/dialogsum/{train,dev,test}.jsonl (or --data FOLDER).
 """
@@ -32,7 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, default_out, environment, head, learning_curve, max_time, print_table, write_json
+from common import (ROOT, default_out, environment, head, learning_curve, max_time, plot_learning_curves, print_table,
+                    write_json)
 
 from lmtemplate import run
 from lmtemplate.tasks.rouge import KEYS, ROUGE
@@ -78,6 +81,16 @@ def baseline(dev: list[dict], test: list[dict]) -> dict:
     return {"k": k, "dev_rouge1_by_k": by_k, "test": both_ways([lead(row["dialogue"], k) for row in test], test)}
 
 
+def label(result: dict) -> str:
+    return result["arch"] + (f", from {Path(result['init_from']).name}" if result.get("init_from") else ", from scratch")
+
+
+def plot(results: list[dict], path: Path) -> Path | None:
+    """Validation ROUGE-L (greedy, dev) against minutes of training, one line per result."""
+    return plot_learning_curves({label(r): r["learning_curve"] for r in results}, "val_rougeL", "dev ROUGE-L (greedy)",
+                                f"DialogSum, {results[0]['environment']['processor']}", path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dialogsum"))
@@ -86,7 +99,12 @@ def main() -> None:
     p.add_argument("--init-from", help="model.init_from: a masked_lm run (encoder_decoder) or causal_lm run (decoder)")
     p.add_argument("--quick", action="store_true", help="a smoke run: 20 steps of a tiny model on 400 dialogues")
     p.add_argument("--out", default=str(default_out("dialogsum")))
+    p.add_argument("--chart", help="where the learning-curve chart goes (default: --out with .png)")
+    p.add_argument("--plot-only", nargs="+", metavar="JSON", help="only draw the learning curves of earlier results")
     args = p.parse_args()
+    if args.plot_only:
+        results = [json.loads(Path(f).read_text()) for f in args.plot_only]
+        sys.exit(0 if plot(results, Path(args.chart or Path(args.plot_only[0]).with_suffix(".png"))) else 1)
     data, config = Path(args.data), str(CONFIGS[args.arch])
     missing = [name for name in FILES.values() if not (data / name).is_file()]
     if missing:
@@ -118,6 +136,7 @@ def main() -> None:
     result = {
         "quick": args.quick,
         "arch": args.arch,
+        "init_from": args.init_from,
         "config": str(Path(config).relative_to(ROOT)),
         "overrides": overrides,
         "train_examples": train_examples,
@@ -143,6 +162,9 @@ def main() -> None:
     print(f"training: {metrics['step']} steps in {fit_s / 60:.1f} min ({budget}); target: test ROUGE-1 >= 30 against "
           "summary1, above the baseline on every ROUGE")
     print(f"written to {write_json(args.out, result)}")
+    chart = plot([result], Path(args.chart) if args.chart else Path(args.out).with_suffix(".png"))
+    if chart:
+        print(f"chart: {chart}")
 
 
 if __name__ == "__main__":

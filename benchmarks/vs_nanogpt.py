@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, default_out, environment, median, print_table, write_json
+from common import ROOT, default_out, environment, median, print_table, pyplot, save_chart, write_json
 
 DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 NANOGPT_CONFIG = "config/train_shakespeare_char.py"
@@ -163,13 +163,8 @@ def compare(root: Path, shape: str, rounds: int, iters: int, eval_iters: int, ev
 
 def plot(result: dict, path: Path) -> Path | None:
     """A bar chart of median ms/iter by shape, nanoGPT beside lmtemplate, drawn from the result; None without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no chart drawn")
+    plt = pyplot()
+    if plt is None:
         return None
     shapes = list(result["shapes"])
     fig, axes = plt.subplots(1, len(shapes), figsize=(3.2 * len(shapes), 3.2), squeeze=False)
@@ -184,11 +179,7 @@ def plot(result: dict, path: Path) -> Path | None:
                      f"lmtemplate {r['speed_ratio']:.3f}x nanoGPT's speed", fontsize=8)
         ax.set_ylabel("median ms / iteration")
     fig.suptitle(f"{result['environment']['processor']}, {result['threads']} threads", fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_chart(plt, fig, path)
 
 
 def main() -> None:

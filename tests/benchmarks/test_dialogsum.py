@@ -1,6 +1,7 @@
 """The DialogSum benchmark's smoke run (slow: trains a tiny model for 20 steps on 400 dialogues, then tests it),
 its baseline, and its message when the data is missing."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -31,6 +32,8 @@ def test_quick_run_reports_test_rouge_two_ways_beside_the_baseline_and_a_learnin
         assert set(scores) == {"rouge1", "rouge2", "rougeL", "rougeLsum"} and all(0 <= v <= 100 for v in scores.values())
     assert result["baseline"]["test"]["all three"]["rouge1"] >= result["baseline"]["test"]["summary1"]["rouge1"] > 15
     assert "| model vs summary1" in proc.stdout and "| lead-" in proc.stdout
+    if importlib.util.find_spec("matplotlib"):  # the bench extra draws the learning curve beside the JSON
+        assert f"chart: {out.with_suffix('.png')}" in proc.stdout and out.with_suffix(".png").stat().st_size > 1000
 
 
 def test_the_baseline_strips_speaker_tags_and_keeps_the_first_words():
