@@ -3,9 +3,9 @@
 1. Fit configs/finetune/dialogsum.yaml (or --arch decoder: dialogsum-decoder.yaml)
    with trainer.max_time = --minutes; each validation decodes the dev dialogues
    greedily (validation ROUGE; the best checkpoint by ROUGE-L).
-2. Summarize the 500 test dialogues with the best checkpoint (beam search, the
-   config's decode section) and score ROUGE-1/2/L/Lsum (rouge-score's, stemming
-   on) against summary1 (as the dataset's baseline table scores BART-large:
+2. Summarize the 500 test dialogues with the best checkpoint, with beam search
+   (the config's decode section) and greedily, and score ROUGE-1/2/L/Lsum
+   (rouge-score's, stemming on) against summary1 (as the dataset's baseline table scores BART-large:
    45.95 / 21.36 / 38.72) and against all three references (the best per key).
 3. The baseline: the first k words of the dialogue with the #PersonN#: tags
    removed, k chosen on dev by ROUGE-1 (45: test 22.46 / 7.47 / 17.03 against
@@ -19,6 +19,7 @@ The full run keeps its run directory (outputs/dialogsum-benchmark/version_<n>);
 dialogues in a temporary folder.
 
     python benchmarks/dialogsum.py [--minutes 60] [--arch encoder_decoder|decoder] [--init-from RUN] [--quick]
+    python benchmarks/dialogsum.py --ckpt RUN/checkpoints/best-N.ckpt     # step 2 and 3 only, for an earlier run
     python benchmarks/dialogsum.py --plot-only A.json [B.json ...] --chart docs/images/dialogsum.png
 
 Needs ../shared/data/dialogsum/{train,dev,test}.jsonl (or --data FOLDER).
@@ -97,6 +98,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=60.0, help="training wall-time budget (validations included)")
     p.add_argument("--arch", choices=list(CONFIGS), default="encoder_decoder")
     p.add_argument("--init-from", help="model.init_from: a masked_lm run (encoder_decoder) or causal_lm run (decoder)")
+    p.add_argument("--ckpt", help="no training: test this checkpoint of an earlier run (its config's shape)")
     p.add_argument("--quick", action="store_true", help="a smoke run: 20 steps of a tiny model on 400 dialogues")
     p.add_argument("--out", default=str(default_out("dialogsum")))
     p.add_argument("--chart", help="where the learning-curve chart goes (default: --out with .png)")
@@ -119,18 +121,22 @@ def main() -> None:
                      *(f"data.{split}={data / name}" for split, name in FILES.items())]
         overrides += [f"model.init_from={args.init_from}"] if args.init_from else []
         overrides += QUICK if args.quick else [f"trainer.max_time={max_time(args.minutes)}"]
-        session = run.prepare("fit", [config], overrides)
+        session = run.prepare("fit" if not args.ckpt else "test", [config], overrides, ckpt=args.ckpt)
         start = time.time()
-        metrics = run.fit(session)
-        fit_s = time.time() - start
-        curve = learning_curve(session.run_dir, start, {f"val_{key}": f"val/{key}" for key in ("rougeL", "rouge1", "rouge2")})
-        best = sorted((session.run_dir / "checkpoints").glob("best-*.ckpt"))[-1]
+        metrics = run.fit(session) if not args.ckpt else {"step": session.step}
+        fit_s = time.time() - start if not args.ckpt else None
+        curve = [] if args.ckpt else learning_curve(session.run_dir, start, {f"val_{key}": f"val/{key}"
+                                                                              for key in ("rougeL", "rouge1", "rouge2")})
+        best = args.ckpt or str(sorted((session.run_dir / "checkpoints").glob("best-*.ckpt"))[-1])
         test_rows, dev_rows = read_jsonl(data / FILES["test"]), read_jsonl(data / FILES["val"])
-        t0 = time.perf_counter()
-        predicted, _ = run.predict(run.prepare("predict", [config], overrides, ckpt=str(best)),
-                                   [row["dialogue"] for row in test_rows], Path(tmp) / "summaries.txt")
-        summaries = [row["summary"] for row in sorted(predicted, key=lambda r: r["index"])]
-        test = {**both_ways(summaries, test_rows), "wall_s": time.perf_counter() - t0}
+        test, summaries = {}, {}
+        beam = session.loaded.cfg.decode.beam_size
+        for name, decode in ((f"beam {beam}", []), ("greedy", ["decode.beam_size=1"])):
+            t0 = time.perf_counter()
+            predicted, _ = run.predict(run.prepare("predict", [config], [*overrides, *decode], ckpt=best),
+                                       [row["dialogue"] for row in test_rows], Path(tmp) / "summaries.txt")
+            summaries[name] = [row["summary"] for row in sorted(predicted, key=lambda r: r["index"])]
+            test[name] = {**both_ways(summaries[name], test_rows), "wall_s": time.perf_counter() - t0}
         lead_k = baseline(dev_rows, test_rows)
         train_examples = len(session.datamodule.examples["train"])
     result = {
@@ -142,12 +148,12 @@ def main() -> None:
         "train_examples": train_examples,
         "steps": metrics["step"],
         "fit_wall_s": fit_s,
-        "best_checkpoint": str(best) if not args.quick else None,
+        "best_checkpoint": best if not args.quick else None,
         "final_val": {key: metrics.get(f"val/{key}") for key in KEYS},
         "test": test,
         "baseline": lead_k,
-        "samples": [{"dialogue": r["dialogue"], "summary1": r["summary1"], "summary": s}
-                    for r, s in zip(test_rows[:3], summaries)],
+        "samples": [{"dialogue": r["dialogue"], "summary1": r["summary1"], **{name: s[i] for name, s in summaries.items()}}
+                    for i, r in enumerate(test_rows[:3])],
         "learning_curve": curve,
         "target": {"test_rouge1_summary1": 30.0, "above_baseline": True, "wall_minutes": 60},
         "environment": environment(),
@@ -155,14 +161,14 @@ def main() -> None:
     print_table([[c["minutes"], c["step"], c["val_rougeL"], c["val_rouge1"], c["val_rouge2"]] for c in curve],
                 ["minutes", "step", "val ROUGE-L (greedy)", "val ROUGE-1", "val ROUGE-2"])
     rows = [[f"{name} vs {refs}", *(scores[key] for key in KEYS)]
-            for name, scores_by_refs in (("model", test), (f"lead-{lead_k['k']}", lead_k["test"]))
+            for name, scores_by_refs in (*((f"model, {k}", v) for k, v in test.items()), (f"lead-{lead_k['k']}", lead_k["test"]))
             for refs, scores in scores_by_refs.items() if refs != "wall_s"]
     print_table(rows, ["test", *KEYS])
     budget = "20 steps (--quick)" if args.quick else f"budget {args.minutes:g} min"
-    print(f"training: {metrics['step']} steps in {fit_s / 60:.1f} min ({budget}); target: test ROUGE-1 >= 30 against "
-          "summary1, above the baseline on every ROUGE")
+    trained = f"the checkpoint {best}" if args.ckpt else f"{metrics['step']} steps in {fit_s / 60:.1f} min ({budget})"
+    print(f"training: {trained}; target: test ROUGE-1 >= 30 against summary1, above the baseline on every ROUGE")
     print(f"written to {write_json(args.out, result)}")
-    chart = plot([result], Path(args.chart) if args.chart else Path(args.out).with_suffix(".png"))
+    chart = plot([result], Path(args.chart) if args.chart else Path(args.out).with_suffix(".png")) if curve else None
     if chart:
         print(f"chart: {chart}")
 

@@ -28,10 +28,12 @@ def test_quick_run_reports_test_rouge_two_ways_beside_the_baseline_and_a_learnin
     assert result["quick"] and result["arch"] == arch and result["steps"] == 20 and result["train_examples"] == 400
     assert [c["step"] for c in result["learning_curve"]] == [9, 19]
     assert all(0 <= c["minutes"] < result["fit_wall_s"] / 60 for c in result["learning_curve"])
-    for scores in (result["test"]["summary1"], result["test"]["all three"], *result["baseline"]["test"].values()):
+    assert list(result["test"]) == ["beam 2", "greedy"]  # the config's beam (2 in --quick) and greedy
+    model = [scores for by_refs in result["test"].values() for refs, scores in by_refs.items() if refs != "wall_s"]
+    for scores in (*model, *result["baseline"]["test"].values()):
         assert set(scores) == {"rouge1", "rouge2", "rougeL", "rougeLsum"} and all(0 <= v <= 100 for v in scores.values())
     assert result["baseline"]["test"]["all three"]["rouge1"] >= result["baseline"]["test"]["summary1"]["rouge1"] > 15
-    assert "| model vs summary1" in proc.stdout and "| lead-" in proc.stdout
+    assert "| model, beam 2 vs summary1" in proc.stdout and "| model, greedy vs all three" in proc.stdout and "| lead-" in proc.stdout
     if importlib.util.find_spec("matplotlib"):  # the bench extra draws the learning curve beside the JSON
         assert f"chart: {out.with_suffix('.png')}" in proc.stdout and out.with_suffix(".png").stat().st_size > 1000
 
