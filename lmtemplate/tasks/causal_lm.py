@@ -60,7 +60,8 @@ class CausalLM(LanguageModel):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         loss = super().training_step(batch, batch_idx)
-        self.log("train/ppl", loss.detach().exp())
+        if self.logs_now():
+            self.log("train/ppl", loss.detach().exp())
         return loss
 
     def batch_tokens(self, batch: torch.Tensor) -> int:

@@ -20,3 +20,9 @@ def test_quick_run_times_both_loops(tmp_path):
     assert result["steps"] >= 20
     assert result["template_ms_median"] > 0 and result["plain_ms_median"] > 0
     assert 0.2 < result["ratio_plain_over_template"] < 5  # same work on both sides: same order of time
+    phases = result["phases_ms_median"]
+    assert list(phases["template"]) == list(phases["plain"]) == ["data and loop", "forward and loss", "backward",
+                                                                   "clip, optimizer, callbacks"]
+    for loop in ("template", "plain"):  # backward is the longest phase; the phases add up to about a step
+        assert max(phases[loop], key=phases[loop].get) in ("backward", "forward and loss"), phases
+        assert 0.5 < sum(phases[loop].values()) / result[f"{loop}_ms_median"] < 1.5, phases

@@ -97,9 +97,10 @@ def test_reference_columns_replace_the_target_column_where_a_row_has_them(tmp_pa
 
 
 @pytest.mark.parametrize("arch", ["encoder_decoder", "decoder"])
-def test_batch_tokens_groups_documents_of_similar_length_within_the_budget(tmp_path, arch):
+def test_batch_tokens_groups_documents_of_similar_length_within_the_budget(tmp_path, monkeypatch, arch):
     """data.batch_tokens (shared by every ExampleData task) on documents of 5 to 60 words: every example once per
     epoch, each padded batch within the budget, and far less padding than batches of data.batch_size."""
+    monkeypatch.chdir(tmp_path)  # not the repository, whose plugins/ folder would register its tasks
     cfg = load_config([], [*TINY, f"run.cache_dir={tmp_path}", f"model.arch={arch}", "model.block_size=128",
                            "data.batch_tokens=600"]).cfg
     dm = SummarizationDataModule(cfg)
