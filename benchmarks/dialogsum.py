@@ -104,6 +104,9 @@ def main() -> None:
     p.add_argument("--chart", help="where the learning-curve chart goes (default: --out with .png)")
     p.add_argument("--plot-only", nargs="+", metavar="JSON", help="only draw the learning curves of earlier results")
     args = p.parse_args()
+    missing = [f for f in [args.ckpt, *(args.plot_only or [])] if f and not Path(f).is_file()]
+    if missing:
+        sys.exit(f"dialogsum: no such file: {', '.join(missing)} (--ckpt names a checkpoint, --plot-only result JSONs)")
     if args.plot_only:
         results = [json.loads(Path(f).read_text()) for f in args.plot_only]
         sys.exit(0 if plot(results, Path(args.chart or Path(args.plot_only[0]).with_suffix(".png"))) else 1)
@@ -121,13 +124,16 @@ def main() -> None:
                      *(f"data.{split}={data / name}" for split, name in FILES.items())]
         overrides += [f"model.init_from={args.init_from}"] if args.init_from else []
         overrides += QUICK if args.quick else [f"trainer.max_time={max_time(args.minutes)}"]
-        session = run.prepare("fit" if not args.ckpt else "test", [config], overrides, ckpt=args.ckpt)
-        start = time.time()
-        metrics = run.fit(session) if not args.ckpt else {"step": session.step}
-        fit_s = time.time() - start if not args.ckpt else None
-        curve = [] if args.ckpt else learning_curve(session.run_dir, start, {f"val_{key}": f"val/{key}"
-                                                                              for key in ("rougeL", "rouge1", "rouge2")})
-        best = args.ckpt or str(sorted((session.run_dir / "checkpoints").glob("best-*.ckpt"))[-1])
+        session = run.prepare("test" if args.ckpt else "fit", [config], overrides, ckpt=args.ckpt)
+        if args.ckpt:
+            metrics, fit_s, curve, best = {"step": session.step}, None, [], args.ckpt
+        else:
+            start = time.time()
+            metrics = run.fit(session)
+            fit_s = time.time() - start
+            tags = {f"val_{key}": f"val/{key}" for key in ("rougeL", "rouge1", "rouge2")}
+            curve = learning_curve(session.run_dir, start, tags)
+            best = str(sorted((session.run_dir / "checkpoints").glob("best-*.ckpt"))[-1])
         test_rows, dev_rows = read_jsonl(data / FILES["test"]), read_jsonl(data / FILES["val"])
         test, summaries = {}, {}
         beam = session.loaded.cfg.decode.beam_size

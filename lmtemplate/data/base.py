@@ -114,9 +114,9 @@ class TokenBatches(ShardedSampler):
 
     def batches(self, epoch: int) -> list[list[int]]:
         rng = random.Random(self.seed + epoch)
-        batches, widths = [[]], (0,) * len(self.sizes[0] if self.sizes else ())  # the last batch's longest of each size
+        batches, widths = [[]], None  # widths: the last batch's longest of each size
         for i in sorted(range(len(self.sizes)), key=lambda j: (sum(self.sizes[j]), rng.random())):
-            widths = tuple(map(max, widths, self.sizes[i]))
+            widths = self.sizes[i] if widths is None else tuple(map(max, widths, self.sizes[i]))
             if batches[-1] and sum(widths) * (len(batches[-1]) + 1) > self.max_tokens:
                 batches.append([])
                 widths = self.sizes[i]
