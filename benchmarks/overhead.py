@@ -36,7 +36,7 @@ from common import StepTimer, default_out, environment, median, print_table, wri
 from lmtemplate import run
 from lmtemplate.data.corpus import TokenWindows, WindowSampler
 from lmtemplate.models.gpt import GPT
-from lmtemplate.tasks.base import use_fused, warmup_cosine
+from lmtemplate.tasks.base import use_fused, warmup_decay
 
 
 class PlainLoop:
@@ -49,7 +49,7 @@ class PlainLoop:
         decay_steps = cfg.optim.decay_steps or cfg.trainer["max_steps"]
         groups = self.model.param_groups(cfg.optim.weight_decay)
         self.opt = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), fused=use_fused(groups, cfg.optim.fused))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: warmup_cosine(s, cfg.optim, decay_steps) / cfg.optim.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: warmup_decay(s, cfg.optim, decay_steps) / cfg.optim.lr)
         sampler = WindowSampler(len(dm.train_tokens), dm.block_size, shuffle=True, seed=cfg.run.seed)
         loader = DataLoader(TokenWindows(dm.train_tokens, dm.block_size), batch_size=cfg.data.batch_size, sampler=sampler, drop_last=True)
         self.batches = iter(loader)

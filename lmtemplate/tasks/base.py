@@ -26,7 +26,7 @@ from lmtemplate.tokenization import read_utf8
 
 log = logging.getLogger(__name__)
 
-SCHEDULES = ("cosine", "inverse_sqrt")
+SCHEDULES = ("cosine", "linear", "inverse_sqrt")
 
 
 @dataclass
@@ -38,7 +38,7 @@ class OptimConfig:
     eps: float = 1e-8
     warmup_steps: int = 50
     decay_steps: Optional[int] = None  # end of the cosine decay; None: trainer.max_steps
-    schedule: str = "cosine"  # after the warmup: cosine (decay to min_lr), or inverse_sqrt (lr * sqrt(warmup / step))
+    schedule: str = "cosine"  # after the warmup: cosine or linear (decay to min_lr), or inverse_sqrt (lr * sqrt(warmup / step))
     fused: Optional[bool] = None  # torch's fused AdamW kernel; None: wherever torch has it (parameters on CPU or CUDA)
 
     def __post_init__(self) -> None:
@@ -50,14 +50,15 @@ class OptimConfig:
             raise ConfigError(f"optim.min_lr ({self.min_lr}) is larger than optim.lr ({self.lr})")
 
 
-def warmup_cosine(step: int, cfg: OptimConfig, decay_steps: int) -> float:
-    """The learning rate at ``step``: linear warmup, cosine decay to ``min_lr``, then flat."""
+def warmup_decay(step: int, cfg: OptimConfig, decay_steps: int) -> float:
+    """The learning rate at ``step``: linear warmup, cosine (or linear) decay to ``min_lr`` at ``decay_steps``, then flat."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if step >= decay_steps:
         return cfg.min_lr
     progress = (step - cfg.warmup_steps) / max(1, decay_steps - cfg.warmup_steps)
-    return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
+    left = 1 - progress if cfg.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.min_lr + left * (cfg.lr - cfg.min_lr)
 
 
 def inverse_sqrt(step: int, cfg: OptimConfig) -> float:
@@ -81,14 +82,14 @@ def use_fused(param_groups: list[dict], fused: Optional[bool] = None) -> bool:
 def configure_adamw(module: L.LightningModule, param_groups: list[dict], cfg: OptimConfig):
     """AdamW over ``param_groups`` with warmup and ``cfg.schedule``, stepped every optimizer step."""
     decay_steps = cfg.decay_steps or module.trainer.max_steps
-    if cfg.schedule == "cosine" and (decay_steps is None or decay_steps < 0):
+    if cfg.schedule != "inverse_sqrt" and (decay_steps is None or decay_steps < 0):
         if math.isinf(module.trainer.estimated_stepping_batches):
-            raise ConfigError("optim.decay_steps: the cosine schedule needs an end; set trainer.max_steps or "
+            raise ConfigError(f"optim.decay_steps: the {cfg.schedule} schedule needs an end; set trainer.max_steps or "
                               "optim.decay_steps, or use optim.schedule=inverse_sqrt (a time budget has no step count)")
         decay_steps = int(module.trainer.estimated_stepping_batches)
     param_groups = [{**g, "params": list(g["params"])} for g in param_groups]  # a generator would be used up here
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=use_fused(param_groups, cfg.fused))
-    rate = (lambda step: inverse_sqrt(step, cfg)) if cfg.schedule == "inverse_sqrt" else (lambda step: warmup_cosine(step, cfg, decay_steps))
+    rate = (lambda step: inverse_sqrt(step, cfg)) if cfg.schedule == "inverse_sqrt" else (lambda step: warmup_decay(step, cfg, decay_steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: rate(step) / cfg.lr)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

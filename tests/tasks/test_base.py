@@ -4,7 +4,7 @@ import pytest
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 
-from lmtemplate.tasks.base import OptimConfig, Task, warmup_cosine
+from lmtemplate.tasks.base import OptimConfig, Task, warmup_decay
 
 
 class Linear(Task):
@@ -54,7 +54,15 @@ def test_without_clipping_gradients_are_untouched():
 
 def test_warmup_then_cosine_to_min_lr():
     cfg = OptimConfig(lr=1.0, min_lr=0.1, warmup_steps=10)
-    assert warmup_cosine(0, cfg, 110) == pytest.approx(0.1)
-    assert warmup_cosine(9, cfg, 110) == pytest.approx(1.0)
-    assert warmup_cosine(60, cfg, 110) == pytest.approx(0.55)
-    assert warmup_cosine(500, cfg, 110) == pytest.approx(0.1)
+    assert warmup_decay(0, cfg, 110) == pytest.approx(0.1)
+    assert warmup_decay(9, cfg, 110) == pytest.approx(1.0)
+    assert warmup_decay(60, cfg, 110) == pytest.approx(0.55)
+    assert warmup_decay(500, cfg, 110) == pytest.approx(0.1)
+
+
+def test_warmup_then_linear_decay_to_min_lr():
+    cfg = OptimConfig(lr=1.0, min_lr=0.0, warmup_steps=10, schedule="linear")
+    assert warmup_decay(9, cfg, 110) == pytest.approx(1.0)
+    assert warmup_decay(35, cfg, 110) == pytest.approx(0.75)
+    assert warmup_decay(60, cfg, 110) == pytest.approx(0.5)
+    assert warmup_decay(110, cfg, 110) == 0.0

@@ -84,7 +84,7 @@ def test_separate_tokenizers_train_and_predict_from_the_run(tmp_path, monkeypatc
     (["tokenizer.joint=false"], "model.shared_embeddings: one embedding table needs one vocabulary"),
     (["decode.beam_size=0"], "decode.beam_size: expected a positive integer, got 0"),
     (["optim.label_smoothing=1.5"], r"optim.label_smoothing: expected a number in \[0, 1\)"),
-    (["optim.schedule=linear"], "optim.schedule: 'linear' is not one of cosine, inverse_sqrt"),
+    (["optim.schedule=sawtooth"], "optim.schedule: 'sawtooth' is not one of cosine, linear, inverse_sqrt"),
     (["model.vocab_size=100"], r"model.vocab_size: 100 is smaller than the tokenizer's vocabulary \(300\)"),
 ])
 def test_bad_settings_fail_before_training_and_name_the_key(tmp_path, monkeypatch, capsys, overrides, message):
