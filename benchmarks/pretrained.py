@@ -11,8 +11,9 @@ around transformers' BertModel that learns from the same batches.
 2. The plain loop: ``BertModel.from_pretrained(CHECKPOINT)`` and a head that starts as the template's did (a copy
    taken before training), AdamW with the same hyper-parameters (torch's default implementation), clipping at 1.0,
    transformers' linear schedule with warmup, over the template's own training batches in the same order for as
-   many steps as the template trained (or ``--plain-steps``), and scored at the template's validation steps with the
-   same scoring code (accuracy; SQuAD's answer extraction and EM / F1). Median ms per step (data, forward, backward,
+   many steps as the template trained (or ``--plain-steps``); its loss is the template task's loss of its logits,
+   and it is scored at the template's validation steps by the same code (accuracy; SQuAD's answer extraction from
+   every window of an example, and EM / F1). Median ms per step (data, forward, backward,
    clip, step).
 3. Reports both learning curves (score against step and minutes), the ratio of the medians (template speed /
    plain speed) and each side's loss on the first batch (equal when dropout is 0, as in --quick: both sides
@@ -35,13 +36,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from common import (ROOT, StepTimer, default_out, environment, head, learning_curve, max_time, plot_learning_curves,
                     print_table, write_json)
 
 from lmtemplate import run
-from lmtemplate.tasks.qa_postprocess import answer
+from lmtemplate.models import hf
 from lmtemplate.tasks.squad_metric import squad_scores
 
 TASKS = {
@@ -72,7 +72,6 @@ def data_overrides(task: str, data: Path, tmp: Path, quick: bool) -> list[str]:
             head(dev, tmp / "dev.tsv", 41)
             train, dev = tmp / "train.tsv", tmp / "dev.tsv"
         return [f"data.train={train}", f"data.val={dev}"]
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from squad import split
 
     dev = data / "dev-v1.1.json"
@@ -98,39 +97,32 @@ class Plain(torch.nn.Module):
                          token_type_ids=batch["token_type_ids"]).last_hidden_state
 
 
-def sst2_loss(model: Plain, batch: dict) -> torch.Tensor:
-    return F.cross_entropy(model.head(model(batch)[:, 0]), batch["labels"])
+def sst2_logits(model: Plain, batch: dict) -> torch.Tensor:
+    return model.head(model(batch)[:, 0])
 
 
 def squad_logits(model: Plain, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start and end logits, padding masked as the template's qa task masks it."""
     start, end = model.head(model(batch)).float().unbind(-1)
     pad = batch["attention_mask"] == 0
     return start.masked_fill(pad, -1e4), end.masked_fill(pad, -1e4)
-
-
-def squad_loss(model: Plain, batch: dict) -> torch.Tensor:
-    start, end = squad_logits(model, batch)
-    return (F.cross_entropy(start, batch["start_positions"]) + F.cross_entropy(end, batch["end_positions"])) / 2
 
 
 @torch.no_grad()
 def sst2_scores(model: Plain, session) -> dict:
     right = total = 0
     for batch in session.datamodule.val_dataloader():
-        right += int((model.head(model(batch)[:, 0]).argmax(-1) == batch["labels"]).sum())
+        right += int((sst2_logits(model, batch).argmax(-1) == batch["labels"]).sum())
         total += len(batch["labels"])
     return {"accuracy": right / total}
 
 
 @torch.no_grad()
 def squad_scores_of(model: Plain, session) -> dict:
-    answers, cfg, task = {}, session.loaded.cfg.answer, session.module
+    """EM / F1 of the plain model's answers, extracted by the template's qa task from all windows of an example."""
+    answers = {}
     for batch in session.datamodule.val_dataloader():
-        windows: dict[int, list] = {}
-        for f, s, e in zip(batch["features"], *squad_logits(model, batch)):
-            windows.setdefault(f.example, []).append((s, e, f.offsets))
-        answers.update((ex.id, answer(ex.context, windows[i], cfg, task.allow_null).text)
-                       for i, ex in zip(batch["indices"], batch["examples"]))
+        answers.update((qid, a.text) for qid, a in session.module.answer_batch(batch, *squad_logits(model, batch)).items())
     golds = {e.id: [t for t, _ in e.answers] for e in session.datamodule.rows["val"]}
     scores = squad_scores(answers, golds, session.datamodule.version("val"))
     return {"f1": scores["f1"], "exact": scores["exact"]}
@@ -152,7 +144,7 @@ def plain_loop(task: str, session, task_head: torch.nn.Module, checkpoint: Path,
                                    {"params": no_decay + heads, "weight_decay": 0.0}],
                                   lr=o.lr, betas=tuple(o.betas), eps=o.eps)
     schedule = get_linear_schedule_with_warmup(optimizer, o.warmup_steps, o.decay_steps or session.trainer.max_steps)
-    loss_of, scores_of = (sst2_loss, sst2_scores) if task == "sst2" else (squad_loss, squad_scores_of)
+    logits_of, scores_of = (sst2_logits, sst2_scores) if task == "sst2" else (squad_logits, squad_scores_of)
     loader = session.datamodule.train_dataloader()
     times, curve, first_loss, step, epoch = [], [], None, 0, 0
     model.train()
@@ -161,7 +153,7 @@ def plain_loop(task: str, session, task_head: torch.nn.Module, checkpoint: Path,
         batches = iter(loader)
         t0 = time.perf_counter()
         for batch in batches:
-            loss = loss_of(model, batch)
+            loss = session.module.loss(batch, logits_of(model, batch))  # the template task's loss of these logits
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -202,8 +194,13 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="6 steps on 200 sentences / a few paragraphs, dropout 0")
     p.add_argument("--out", help="default: outputs/benchmarks/pretrained-<task>.json")
     args = p.parse_args()
+    if args.plain_steps is not None and args.plain_steps < 1:
+        p.error(f"--plain-steps: expected a positive number of steps, got {args.plain_steps}")
     spec = TASKS[args.task]
     checkpoint = Path(args.checkpoint) if args.checkpoint else minilm()
+    if not hf.is_pretrained_dir(str(checkpoint)):
+        sys.exit(f"pretrained: {checkpoint} is not a Hugging Face model folder (it needs a config.json); "
+                 "pass --checkpoint DIR")
     data = Path(args.data or ROOT.parent / "shared" / "data" / args.task)
     out = Path(args.out or default_out(f"pretrained-{args.task}"))
     minutes = args.minutes or spec["minutes"]

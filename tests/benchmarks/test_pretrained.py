@@ -67,8 +67,19 @@ def test_quick_run_compares_the_template_with_a_plain_transformers_loop_on_the_s
                                                   / result["template"]["ms_per_step_median"])
 
 
-def test_without_the_checkpoint_package_or_data_it_says_what_to_install_or_pass(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pretrained.py"), "sst2", "--checkpoint",
-                           str(tmp_path), "--data", str(tmp_path / "none")], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
+def bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pretrained.py"), "sst2", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_without_the_data_it_says_what_to_pass(tmp_path):
+    checkpoint = bert_folder(transformers.BertModel(bert_config()), tmp_path / "bert")
+    proc = bench(tmp_path, "--checkpoint", str(checkpoint), "--data", str(tmp_path / "none"))
     assert proc.returncode == 1 and "pass --data FOLDER" in proc.stderr and str(tmp_path / "none") in proc.stderr
+
+
+def test_a_checkpoint_folder_without_config_json_or_a_bad_plain_steps_is_named(tmp_path):
+    proc = bench(tmp_path, "--checkpoint", str(tmp_path))
+    assert proc.returncode == 1 and f"{tmp_path} is not a Hugging Face model folder" in proc.stderr
+    proc = bench(tmp_path, "--checkpoint", str(tmp_path), "--plain-steps", "0")
+    assert proc.returncode == 2 and "--plain-steps: expected a positive number of steps, got 0" in proc.stderr
