@@ -42,6 +42,7 @@ from common import (ROOT, StepTimer, default_out, environment, head, learning_cu
 
 from lmtemplate import run
 from lmtemplate.models import hf
+from lmtemplate.tasks.classification import pool
 from lmtemplate.tasks.squad_metric import squad_scores
 
 TASKS = {
@@ -84,8 +85,9 @@ def data_overrides(task: str, data: Path, tmp: Path, quick: bool) -> list[str]:
 class Plain(torch.nn.Module):
     """transformers' BertModel and the template's head (a copy): what a plain fine-tuning script builds."""
 
-    def __init__(self, checkpoint: Path, task_head: torch.nn.Module, dropout: float):
+    def __init__(self, checkpoint: Path, task_head: torch.nn.Module, dropout: float, pooling: str | None):
         super().__init__()
+        self.pooling = pooling
         from transformers import BertModel
 
         self.bert = BertModel.from_pretrained(checkpoint, add_pooling_layer=False, hidden_dropout_prob=dropout,
@@ -98,7 +100,7 @@ class Plain(torch.nn.Module):
 
 
 def sst2_logits(model: Plain, batch: dict) -> torch.Tensor:
-    return model.head(model(batch)[:, 0])
+    return model.head(pool(model(batch), batch["attention_mask"], model.pooling))
 
 
 def squad_logits(model: Plain, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +138,7 @@ def plain_loop(task: str, session, task_head: torch.nn.Module, checkpoint: Path,
     cfg = session.loaded.cfg
     o, torch_seed = cfg.optim, cfg.run.seed
     torch.manual_seed(torch_seed)
-    model = Plain(checkpoint, task_head, cfg.model.dropout)
+    model = Plain(checkpoint, task_head, cfg.model.dropout, getattr(session.module, "pooling", None))
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and not n.startswith("head.")]
     heads = [p for n, p in model.named_parameters() if p.ndim >= 2 and n.startswith("head.")]
