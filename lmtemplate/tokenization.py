@@ -184,11 +184,27 @@ def document_separator(tok: Tokenizer) -> Optional[int]:
     return specials[0][0] if specials else None
 
 
+def start_end_ids(tok: Tokenizer, task: str) -> tuple[int, int]:
+    """The (start, end) ids a generating task wraps sequences in: ``<s>`` / ``</s>``, else BERT's ``[CLS]`` /
+    ``[SEP]`` (a masked_lm run's or a BERT checkpoint's WordPiece), else the first special token for both (a
+    causal_lm run's ``<|endoftext|>``)."""
+    for start, end in (("<s>", "</s>"), ("[CLS]", "[SEP]")):
+        ids = tok.token_to_id(start), tok.token_to_id(end)
+        if None not in ids:
+            return ids
+    separator = document_separator(tok)
+    if separator is None:
+        raise ConfigError(f"tokenizer: the tokenizer has no special token; {task} needs <s> and </s> "
+                          "(tokenizer.special_tokens), [CLS] and [SEP], or one such as <|endoftext|>")
+    return separator, separator
+
+
 def resolve_tokenizer(cfg, run_dir: Optional[Path]) -> None:
     """Decide, once per run, which tokenizer it uses, by setting ``tokenizer.path``: the run's own (a checkpoint
     goes with its tokenizer), else the one ``tokenizer.path`` names, else that of the run ``model.init_from``
     names (a backbone reads only its own token ids), or the tokenizer.json (else vocab.txt) of the Hugging Face
-    model it names; left unset, the datamodule trains one on its training text."""
+    model it names; left unset, the datamodule trains one on its training text. With a tokenizer per side
+    (translation's ``tokenizer.joint=false``) the pretrained encoder's goes to ``tokenizer.source_path`` instead."""
     tok, model = getattr(cfg, "tokenizer", None), getattr(cfg, "model", None)
     if not isinstance(tok, TokenizerConfig):
         return
@@ -196,19 +212,28 @@ def resolve_tokenizer(cfg, run_dir: Optional[Path]) -> None:
     init_from = getattr(model, "init_from", None)
     if own is not None and own.is_file():
         tok.path = str(own)
-    elif tok.path is None and hf.is_pretrained_dir(init_from):
+    elif getattr(tok, "joint", True) is False:  # translation with a tokenizer per side: the encoder's is the source's
+        if tok.source_path is None and init_from:
+            tok.source_path = init_tokenizer(init_from)
+    elif tok.path is None and init_from:
+        tok.path = init_tokenizer(init_from)
+
+
+def init_tokenizer(init_from: str) -> str:
+    """The tokenizer a pretrained backbone reads: a Hugging Face model's tokenizer.json (else vocab.txt), or the
+    tokenizer.json of the run ``init_from`` names."""
+    if hf.is_pretrained_dir(init_from):
         found = [p for p in (Path(init_from) / "tokenizer.json", Path(init_from) / "vocab.txt") if p.is_file()]
         if not found:
             raise ConfigError(f"model.init_from: {init_from} has neither tokenizer.json nor vocab.txt; "
                               "set tokenizer.path to the tokenizer it was trained with")
-        tok.path = str(found[0])
-    elif tok.path is None and init_from:
-        checkpoint, init_run = init_source(init_from)
-        found = init_run / "tokenizer.json" if init_run else None
-        if found is None or not found.is_file():
-            raise ConfigError(f"model.init_from: {checkpoint} is not inside a run directory with a tokenizer.json; "
-                              "set tokenizer.path to the tokenizer it was trained with")
-        tok.path = str(found)
+        return str(found[0])
+    checkpoint, init_run = init_source(init_from)
+    found = init_run / "tokenizer.json" if init_run else None
+    if found is None or not found.is_file():
+        raise ConfigError(f"model.init_from: {checkpoint} is not inside a run directory with a tokenizer.json; "
+                          "set tokenizer.path to the tokenizer it was trained with")
+    return str(found)
 
 
 def load_tokenizer(path: Path) -> Tokenizer:

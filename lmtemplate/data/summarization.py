@@ -29,13 +29,12 @@ from lmtemplate.config import ConfigError
 from lmtemplate.data.base import ExampleData, SplitsConfig, pad
 from lmtemplate.data.demo.summarization import demo_summaries
 from lmtemplate.data.tables import read_table
-from lmtemplate.tokenization import TokenizerConfig, document_separator
+from lmtemplate.tokenization import TokenizerConfig, start_end_ids
 
 log = logging.getLogger(__name__)
 
 IGNORE = -100  # label positions the loss skips (the document, padding)
 ARCHS = ("encoder_decoder", "decoder")
-SPECIAL_PAIRS = (("<s>", "</s>"), ("[CLS]", "[SEP]"))
 
 
 @dataclass
@@ -58,19 +57,6 @@ class SummarizationDataConfig(SplitsConfig):
         super().__post_init__()
         if self.max_target_tokens < 1:
             raise ConfigError(f"data.max_target_tokens: expected a positive integer, got {self.max_target_tokens}")
-
-
-def special_ids(tokenizer: Tokenizer) -> tuple[int, int]:
-    """(start, end) token ids: ``<s>`` / ``</s>``, ``[CLS]`` / ``[SEP]``, or the first special token twice."""
-    for start, end in SPECIAL_PAIRS:
-        ids = tokenizer.token_to_id(start), tokenizer.token_to_id(end)
-        if None not in ids:
-            return ids
-    separator = document_separator(tokenizer)
-    if separator is None:
-        raise ConfigError("tokenizer: the tokenizer has no special token; summarization needs <s> and </s> "
-                          "(tokenizer.special_tokens), [CLS] and [SEP], or one such as <|endoftext|>")
-    return separator, separator
 
 
 def read_summaries(path: Path, d: SummarizationDataConfig) -> list[dict]:
@@ -125,7 +111,7 @@ class SummarizationDataModule(ExampleData):
     def encode(self, rows: list, split: str) -> list[dict]:
         """One example per summary in training, one per row (its first summary as the loss's target) otherwise;
         a prediction input is a document alone."""
-        self.bos_id, self.eos_id = special_ids(self.tokenizer)
+        self.bos_id, self.eos_id = start_end_ids(self.tokenizer, "summarization")
         d, block = self.cfg.data, self.cfg.model.block_size
         if self.cfg.model.arch == "decoder" and not 2 <= d.max_target_tokens <= block - 2:
             raise ConfigError(f"data.max_target_tokens: {d.max_target_tokens} does not fit model.block_size={block}; "

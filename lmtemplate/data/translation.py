@@ -3,7 +3,9 @@
 A split (``data.train``, ``data.val``, ``data.test``) is a path prefix of aligned plain-text files
 ``<prefix>.<src_lang>`` and ``<prefix>.<tgt_lang>``, line i of one translating line i of the other (Multi30k's
 ``train.en`` / ``train.de``), or a ``.tsv`` / ``.csv`` / ``.jsonl`` table with the columns ``src_lang`` and
-``tgt_lang``. An example is ``(index, source ids </s>, <s> target ids </s>, source text, target text)``. Training
+``tgt_lang``. An example is ``(index, source ids </s>, <s> target ids </s>, source text, target text)``, where
+``<s>`` / ``</s>`` are each side's tokenizer's (``tokenization.start_end_ids``: BERT's ``[CLS]`` / ``[SEP]`` in
+a pretrained encoder's WordPiece). Training
 pairs that are too long or too unequal are dropped (and counted); validation and test pairs are kept whole, so
 that BLEU is measured on the full sets.
 """
@@ -23,7 +25,7 @@ from lmtemplate.config import ConfigError
 from lmtemplate.data.base import ExampleData, SplitsConfig, Texts, pad
 from lmtemplate.data.demo.translation import write_demo_translation
 from lmtemplate.data.tables import read_table
-from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, read_utf8
+from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, read_utf8, start_end_ids
 
 log = logging.getLogger(__name__)
 
@@ -129,19 +131,18 @@ class TranslationDataModule(ExampleData):
         ``tokenizer.path`` holds, or one trained on the training sources."""
         t = self.cfg.tokenizer
         if t.joint:
-            return checked(self.tokenizer, "tokenizer.source_path")
+            return self.tokenizer
         path = t.source_path or (str(Path(t.path).with_name(SOURCE_TOKENIZER)) if t.path else None)
         if path is not None and not Path(path).is_file():  # not source_path: the config checks it
             raise ConfigError(f"tokenizer.source_path: tokenizer.joint is false and there is no {path} beside "
                               f"tokenizer.path; set tokenizer.source_path to the source side's tokenizer.json")
         sources = Texts([s for s, _ in self.rows["train"]])  # trained on only when there is no path
-        return checked(build_tokenizer(replace(t, path=path), sources, Path(self.cfg.run.cache_dir)),
-                       "tokenizer.source_path")
+        return build_tokenizer(replace(t, path=path), sources, Path(self.cfg.run.cache_dir))
 
     def encode(self, pairs: list, split: str) -> list[tuple]:
         """Sources and targets cut to model.block_size; a prediction input is a source with an empty target."""
-        checked(self.tokenizer, "tokenizer")
-        self.bos_id, self.eos_id = (self.tokenizer.token_to_id(t) for t in SPECIALS[1:])
+        self.bos_id, self.eos_id = start_end_ids(self.tokenizer, "translation")
+        source_end = start_end_ids(self.source_tokenizer, "translation")[1]
         if split == "predict":
             pairs = [(text, "") for text in pairs]
         d, room = self.cfg.data, self.cfg.model.block_size
@@ -153,7 +154,7 @@ class TranslationDataModule(ExampleData):
             n, m = len(src.ids), len(tgt.ids)
             if split == "train" and (max(n, m) > longest or max(n, m) > d.max_ratio * max(1, min(n, m))):
                 continue
-            source, target = src.ids[: room - 1] + [self.eos_id], [self.bos_id] + tgt.ids[: room - 1] + [self.eos_id]
+            source, target = src.ids[: room - 1] + [source_end], [self.bos_id] + tgt.ids[: room - 1] + [self.eos_id]
             examples.append((i, source, target, src_text, tgt_text))
         if split == "train" and len(examples) < len(pairs):
             log.warning("%s: dropped %d of %d training pairs longer than %d tokens (data.max_tokens, model.block_size - 2) "
@@ -173,9 +174,3 @@ class TranslationDataModule(ExampleData):
     def sizes(self, examples: list[tuple]) -> list[tuple[int, int]]:
         return [(len(e[1]), len(e[2]) - 1) for e in examples]
 
-
-def checked(tok: Tokenizer, key: str) -> Tokenizer:
-    missing = [s for s in SPECIALS if tok.token_to_id(s) is None]
-    if missing:
-        raise ConfigError(f"{key}: the tokenizer has no {', '.join(missing)} token; translation needs {SPECIALS}")
-    return tok

@@ -110,7 +110,8 @@ def model_fields(folder: Path) -> dict:
 
 def with_checkpoint_fields(schema: DictConfig, sources: list[Source], task: str) -> list[Source]:
     """``sources`` with, first (under every file and override), the model fields of the Hugging Face folder that
-    ``model.init_from`` names, so the model is built in the checkpoint's shape. A source that sets one of them to
+    ``model.init_from`` names, so the model is built in the checkpoint's shape (an encoder-decoder's encoder;
+    with ``model.shared_embeddings=false`` the vocabulary is the source's). A source that sets one of them to
     another value is an error naming both, except a smaller ``model.block_size`` (shorter sequences are fine)."""
     init_from = _given(sources, "init_from")
     if init_from is None or not isinstance(init_from[1], str) or not is_pretrained_dir(init_from[1]) \
@@ -123,6 +124,11 @@ def with_checkpoint_fields(schema: DictConfig, sources: list[Source], task: str)
     if backbone not in ("either", fields["arch"]):
         raise ConfigError(f"model.init_from: {init_from} is a {read_config(Path(init_from))['model_type']} checkpoint "
                           f"(an {fields['arch']}); task {task} needs {'a BERT' if backbone == 'encoder' else 'a GPT-2'} one")
+    if "src_vocab_size" in keys and fields["arch"] == "encoder":  # a BERT starts an encoder-decoder's encoder
+        fields["arch"] = "encoder_decoder"
+    separate = _given(sources, "shared_embeddings")
+    if "src_vocab_size" in keys and separate is not None and separate[1] is False:  # a target vocabulary of its own
+        fields["src_vocab_size"] = fields.pop("vocab_size")
     layer = {}
     for key, value in fields.items():
         if key not in keys:

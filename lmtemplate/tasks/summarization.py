@@ -3,7 +3,7 @@ reading ``document <s> summary`` (``model.arch: decoder``), trained by teacher f
 its decoded summaries (``rouge.py``: equal to the rouge-score package, on 0-100).
 
 ``model.init_from`` starts the encoder of an encoder-decoder from a ``masked_lm`` run, or the decoder-only model
-from a ``causal_lm`` run (``Task.setup``); the run's tokenizer comes with it (``special_ids`` finds its special
+from a ``causal_lm`` run (``Task.setup``); the run's tokenizer comes with it (``tokenization.start_end_ids`` finds its special
 tokens). Decoding (``decode``) is translation's: beam search with a length penalty, minimum and maximum length,
 no repeated n-gram, or sampling; a GPT decodes with its KV cache, documents of one length at a time.
 """

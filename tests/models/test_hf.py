@@ -150,10 +150,10 @@ def trained(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
-def encoder_of(run: Path, folder: Path) -> Encoder:
+def encoder_of(run: Path, folder: Path, prefix: str = "model.") -> Encoder:
     fields = {k: v for k, v in hf.model_fields(folder).items() if k != "arch"}
     model = Encoder(EncoderConfig(**fields))
-    model.load_state_dict({k.removeprefix("model."): v for k, v in trained(run).items() if k.startswith("model.")})
+    model.load_state_dict({k.removeprefix(prefix): v for k, v in trained(run).items() if k.startswith(prefix)})
     return model.eval()
 
 
@@ -161,13 +161,13 @@ def assert_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
     assert (ours - theirs).abs().max().item() <= 1e-5
 
 
-def assert_encoder_is_the_checkpoints(run: Path, folder: Path) -> None:
+def assert_encoder_is_the_checkpoints(run: Path, folder: Path, prefix: str = "model.") -> None:
     """The run's trained encoder computes the checkpoint's BertModel hidden states: its weights were used."""
     ids, mask, types = padded_batch(len(VOCAB))
     with torch.no_grad():
         expected = transformers.BertModel.from_pretrained(folder).eval()(
             input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
-        assert_close(encoder_of(run, folder)(ids, mask, types), expected)
+        assert_close(encoder_of(run, folder, prefix)(ids, mask, types), expected)
 
 
 def test_masked_lm_starts_from_bert_for_masked_lm_with_its_head_and_exports_back(bert_dir, tmp_path, monkeypatch):
@@ -225,6 +225,41 @@ def test_classification_without_the_pooler_cannot_export_and_the_error_names_it(
 def test_qa_starts_from_a_bert_model(bert_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert_encoder_is_the_checkpoints(fit("qa", "qa", bert_dir, "data.doc_stride=16"), bert_dir)
+
+
+def test_translation_and_summarization_start_their_encoder_from_a_bert_model_with_its_vocabulary(bert_dir, tmp_path,
+                                                                                                  monkeypatch):
+    """One vocabulary for both sides: the checkpoint's WordPiece, its [CLS] / [SEP] as <s> / </s>."""
+    monkeypatch.chdir(tmp_path)
+    for task in ("translation", "summarization"):
+        run = fit(task, task, bert_dir)
+        assert_encoder_is_the_checkpoints(run, bert_dir, "model.encoder.")
+        assert json.loads((run / "tokenizer.json").read_text())["model"]["vocab"] == {t: i for i, t in enumerate(VOCAB)}
+        assert trained(run)["model.decoder.tok_emb.weight"].shape == (len(VOCAB), 32)  # shared with the encoder's
+
+
+def test_translation_with_a_tokenizer_per_side_reads_sources_with_the_checkpoints(bert_dir, tmp_path, monkeypatch):
+    """tokenizer.joint=false: the checkpoint's vocabulary is the source side's (model.src_vocab_size), the target
+    side trains its own; test and predict find both again in the run."""
+    monkeypatch.chdir(tmp_path)
+    run = fit("translation", "tr", bert_dir, "tokenizer.joint=false", "model.shared_embeddings=false",
+              "tokenizer.vocab_size=300")
+    assert_encoder_is_the_checkpoints(run, bert_dir, "model.encoder.")
+    source = json.loads((run / "source_tokenizer.json").read_text())["model"]["vocab"]
+    assert source == {t: i for i, t in enumerate(VOCAB)}
+    target = json.loads((run / "tokenizer.json").read_text())["model"]["vocab"]
+    assert trained(run)["model.decoder.tok_emb.weight"].shape == (len(target), 32) and len(target) != len(VOCAB)
+    assert main(["test", "task=translation", "run.name=tr", "--ckpt", "last", "trainer.limit_test_batches=1",
+                 "data.batch_size=4", "trainer.enable_progress_bar=false"]) == 0
+
+
+def test_summarization_as_a_decoder_starts_from_gpt2(gpt2_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = fit("summarization", "sum", gpt2_dir, "data.max_target_tokens=16")
+    ours = {k.removeprefix("model."): v for k, v in trained(run).items() if k.startswith("model.")}
+    theirs = imported(GPT, GPTConfig, gpt2_dir, "decoder").state_dict()
+    assert ours.keys() == theirs.keys()
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) <= 1e-5
 
 
 def test_round_trip_gpt2_through_causal_lm_and_export_is_exact(gpt2_dir, tmp_path, monkeypatch):
