@@ -29,6 +29,7 @@ from tokenizers import Tokenizer
 
 from lmtemplate import config as C
 from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
+from lmtemplate.callbacks.progress import ProgressBar
 from lmtemplate.callbacks.tensorboard import HParams, TextSamples
 from lmtemplate.callbacks.throughput import TokenThroughput
 from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, RandomState, read_checkpoint
@@ -220,7 +221,7 @@ def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources:
         save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name if n is None else n,
         default_hp_metric=False,
     )
-    callbacks: list[L.Callback] = []
+    callbacks: list[L.Callback] = [ProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
     if training:
         metric = cfg.best.metric
         callbacks += [
