@@ -18,7 +18,7 @@ The full run keeps its run directory (outputs/dialogsum-benchmark/version_<n>);
 --quick runs a tiny model for 20 steps on 400 training and 40 dev / test
 dialogues in a temporary folder.
 
-    python benchmarks/dialogsum.py [--minutes 60] [--arch encoder_decoder|decoder] [--init-from RUN] [--quick]
+    python benchmarks/dialogsum.py [--minutes 60] [--arch encoder_decoder|decoder] [--init-from RUN] [--quick] [KEY=VALUE ...]
     python benchmarks/dialogsum.py --ckpt RUN/checkpoints/best-N.ckpt     # step 2 and 3 only, for an earlier run
     python benchmarks/dialogsum.py --plot-only A.json [B.json ...] --chart docs/images/dialogsum.png
 
@@ -103,6 +103,7 @@ def main() -> None:
     p.add_argument("--out", default=str(default_out("dialogsum")))
     p.add_argument("--chart", help="where the learning-curve chart goes (default: --out with .png)")
     p.add_argument("--plot-only", nargs="+", metavar="JSON", help="only draw the learning curves of earlier results")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, applied last")
     args = p.parse_args()
     missing = [f for f in [args.ckpt, *(args.plot_only or [])] if f and not Path(f).is_file()]
     if missing:
@@ -124,6 +125,7 @@ def main() -> None:
                      *(f"data.{split}={data / name}" for split, name in FILES.items())]
         overrides += [f"model.init_from={args.init_from}"] if args.init_from else []
         overrides += QUICK if args.quick else [f"trainer.max_time={max_time(args.minutes)}"]
+        overrides += args.overrides
         session = run.prepare("test" if args.ckpt else "fit", [config], overrides, ckpt=args.ckpt)
         if args.ckpt:
             metrics, fit_s, curve, best = {"step": session.step}, None, [], args.ckpt
