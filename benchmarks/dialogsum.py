@@ -83,7 +83,7 @@ def baseline(dev: list[dict], test: list[dict]) -> dict:
 
 
 def label(result: dict) -> str:
-    return result["arch"] + (f", from {Path(result['init_from']).name}" if result.get("init_from") else ", from scratch")
+    return result["arch"] + (f", from {result['init_from']}" if result.get("init_from") else ", from scratch")
 
 
 def plot(results: list[dict], path: Path) -> Path | None:

@@ -232,6 +232,16 @@ def test_shipped_task_configs_load(tmp_cwd, path):
         assert getattr(loaded.cfg.model, key) == value, key
 
 
+def test_the_dialogsum_gpt_pretraining_fits_the_decoder_summarizer(tmp_cwd):
+    """configs/pretrain/dialogsum-gpt.yaml is the start of dialogsum-decoder.yaml: every GPT field the two share
+    (the ones load_backbone's shapes and names depend on) is equal, so --init-from loads it."""
+    load = lambda p: load_config([str(CONFIGS / p)], ["data.train=null", "data.val=null"]).cfg.model  # noqa: E731
+    pre, fine = load("pretrain/dialogsum-gpt.yaml"), load("finetune/dialogsum-decoder.yaml")
+    assert fine.arch == "decoder"
+    shape = ("block_size", "n_layer", "n_head", "n_embd", "bias", "positions", "norm", "embedding_norm", "final_norm")
+    assert {k: getattr(pre, k) for k in shape} == {k: getattr(fine, k) for k in shape}
+
+
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("trainer/*.yaml")), ids=lambda p: p.name)
 def test_trainer_configs_load_on_the_defaults(tmp_cwd, path):
     loaded = load_config([str(path)], [])
