@@ -19,6 +19,7 @@ The full run keeps its run directory (outputs/dialogsum-benchmark/version_<n>);
 dialogues in a temporary folder.
 
     python benchmarks/dialogsum.py [--minutes 60] [--arch encoder_decoder|decoder] [--init-from RUN] [--quick] [KEY=VALUE ...]
+    python benchmarks/dialogsum.py --config configs/finetune/dialogsum-minilm.yaml    # another recipe (here: MiniLM's encoder)
     python benchmarks/dialogsum.py --ckpt RUN/checkpoints/best-N.ckpt     # step 2 and 3 only, for an earlier run
     python benchmarks/dialogsum.py --plot-only A.json [B.json ...] --chart docs/images/dialogsum.png
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -97,6 +99,7 @@ def main() -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "dialogsum"))
     p.add_argument("--minutes", type=float, default=60.0, help="training wall-time budget (validations included)")
     p.add_argument("--arch", choices=list(CONFIGS), default="encoder_decoder")
+    p.add_argument("--config", help="the recipe (default: dialogsum.yaml, or dialogsum-decoder.yaml for --arch decoder)")
     p.add_argument("--init-from", help="model.init_from: a masked_lm run (encoder_decoder) or causal_lm run (decoder)")
     p.add_argument("--ckpt", help="no training: test this checkpoint of an earlier run (its config's shape)")
     p.add_argument("--quick", action="store_true", help="a smoke run: 20 steps of a tiny model on 400 dialogues")
@@ -105,13 +108,14 @@ def main() -> None:
     p.add_argument("--plot-only", nargs="+", metavar="JSON", help="only draw the learning curves of earlier results")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, applied last")
     args = p.parse_args()
-    missing = [f for f in [args.ckpt, *(args.plot_only or [])] if f and not Path(f).is_file()]
+    missing = [f for f in [args.ckpt, args.config, *(args.plot_only or [])] if f and not Path(f).is_file()]
     if missing:
-        sys.exit(f"dialogsum: no such file: {', '.join(missing)} (--ckpt names a checkpoint, --plot-only result JSONs)")
+        sys.exit(f"dialogsum: no such file: {', '.join(missing)} "
+                 "(--ckpt names a checkpoint, --config a YAML, --plot-only result JSONs)")
     if args.plot_only:
         results = [json.loads(Path(f).read_text()) for f in args.plot_only]
         sys.exit(0 if plot(results, Path(args.chart or Path(args.plot_only[0]).with_suffix(".png"))) else 1)
-    data, config = Path(args.data), str(CONFIGS[args.arch])
+    data, config = Path(args.data), args.config or str(CONFIGS[args.arch])
     missing = [name for name in FILES.values() if not (data / name).is_file()]
     if missing:
         sys.exit(f"dialogsum: {', '.join(missing)} not found in {data}; pass --data FOLDER")
@@ -149,9 +153,9 @@ def main() -> None:
         train_examples = len(session.datamodule.examples["train"])
     result = {
         "quick": args.quick,
-        "arch": args.arch,
-        "init_from": args.init_from,
-        "config": str(Path(config).relative_to(ROOT)),
+        "arch": session.loaded.cfg.model.arch,
+        "init_from": session.loaded.cfg.model.init_from,
+        "config": os.path.relpath(config, ROOT),
         "overrides": overrides,
         "train_examples": train_examples,
         "steps": metrics["step"],

@@ -55,10 +55,13 @@ def test_without_the_data_it_says_what_is_missing_and_where(tmp_path):
     assert f"dialogsum: dev.jsonl, test.jsonl not found in {tmp_path}" in proc.stderr
 
 
-def test_a_missing_checkpoint_or_result_file_is_named():
+def test_a_missing_checkpoint_config_or_result_file_is_named():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "dialogsum.py"), "--ckpt", "nowhere/best-1.ckpt"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "dialogsum: no such file: nowhere/best-1.ckpt (--ckpt names a checkpoint" in proc.stderr
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "dialogsum.py"), "--plot-only", "gone.json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "no such file: gone.json" in proc.stderr
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "dialogsum.py"), "--config", "configs/gone.yaml"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "no such file: configs/gone.yaml (--ckpt names a checkpoint, --config a YAML" in proc.stderr
