@@ -1,12 +1,5 @@
-"""What every datamodule shares: its splits, the demo fallback, resumable rank-sharded loaders, padding.
-
-A task that brings its own examples subclasses ``ExampleData`` and writes
-four hooks: ``demo`` (generated examples when ``data.train`` is not set),
-``read`` (a file -> rows), ``texts`` (what a new tokenizer trains on) and
-``encode`` (rows -> examples: dicts of token-id lists and numbers). The base
-reads every split once, resolves the tokenizer, encodes, and gives DDP
-sharding, exact mid-epoch resume and pad-to-longest batches.
-"""
+"""What every datamodule shares: its splits, the demo fallback, resumable rank-sharded loaders, padding
+(``ExampleData``'s hooks are the contract; docs/writing-a-task.md walks through them)."""
 
 from __future__ import annotations
 

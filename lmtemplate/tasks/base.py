@@ -4,6 +4,7 @@ gradient clipping that works under FSDP, the pretrained backbone of ``model.init
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -174,12 +175,11 @@ class Task(L.LightningModule):
         if self._trainer is None or self.trainer.sanity_checking:  # unattached: a test driving the module by hand
             return
         self.scores = {f"{stage}/{name}": float(v) for name, v in scores.items()}
-        seen, loaders = (self.trainer.num_val_batches, self.trainer.val_dataloaders) if stage == "val" else (
-            self.trainer.num_test_batches, self.trainer.test_dataloaders)
-        total = len(loaders)
+        seen = getattr(self.trainer, f"num_{stage}_batches")[0]
+        total = len(getattr(self.trainer, f"{stage}_dataloaders"))
         self.partial.pop(stage, None)
-        if seen[0] < total:
-            self.partial[stage] = f"{seen[0]} of {total} batches (trainer.limit_{stage}_batches)"
+        if seen < total:
+            self.partial[stage] = f"{seen} of {total} batches (trainer.limit_{stage}_batches)"
             log.info("%s: a partial pass, %s", stage, self.partial[stage])
 
     def batch_size(self, batch) -> int:
@@ -250,12 +250,9 @@ class LanguageModel(Task):
     blocks = (Block,)
     limit_val_batches = 20  # the loss is a mean: a sample of batches estimates it
 
-    @property
+    @functools.cached_property  # the throughput callback asks every step; counting parameters took ~0.1% of one
     def flops_per_batch(self) -> int:
-        # The throughput callback asks every step: count the parameters once (a profile put it at ~0.1% of a step).
-        if getattr(self, "_flops_per_batch", None) is None:
-            self._flops_per_batch = self.model.flops_per_token() * self.cfg.data.batch_size * self.cfg.model.block_size
-        return self._flops_per_batch
+        return self.model.flops_per_token() * self.cfg.data.batch_size * self.cfg.model.block_size
 
     def loss(self, batch) -> torch.Tensor:
         return F.cross_entropy(*self.scored(batch))
