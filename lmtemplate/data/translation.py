@@ -28,7 +28,6 @@ from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, read_utf8,
 log = logging.getLogger(__name__)
 
 SPECIALS = ["<pad>", "<s>", "</s>"]
-TABLES = (".tsv", ".csv", ".jsonl")
 IGNORE = -100  # target positions the loss skips (padding)
 SOURCE_TOKENIZER = "source_tokenizer.json"  # beside tokenizer.json in a run directory, when the sides have their own
 
@@ -76,7 +75,7 @@ class TranslationDataConfig(SplitsConfig):
 def split_files(spec: Optional[str], src_lang: str, tgt_lang: str) -> list[Path]:
     if spec is None:
         return []
-    if Path(spec).suffix in TABLES:
+    if Path(spec).suffix in (".tsv", ".csv", ".jsonl"):
         return [Path(spec)]
     return [Path(f"{spec}.{src_lang}"), Path(f"{spec}.{tgt_lang}")]
 
