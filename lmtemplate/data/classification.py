@@ -1,9 +1,4 @@
-"""Text classification data: GLUE-style TSV / CSV / JSONL files -> padded batches of token ids and labels.
-
-One text, or a text pair, per row, encoded as ``data.base.encode_texts`` says.
-The label set comes from the training file: integers sort by value, other
-labels as strings.
-"""
+"""Text classification data: GLUE-style TSV / CSV / JSONL files -> padded batches of token ids and labels."""
 
 from __future__ import annotations
 
@@ -48,11 +43,11 @@ class ClassificationDataModule(ExampleData):
     def demo(self) -> dict[str, list]:
         d = self.cfg.data
         folder = Path(self.cfg.run.cache_dir) / f"demo-classification-{d.demo_train}-{d.demo_val}-{d.demo_seed}"
-        train, val = (folder / "train.tsv", folder / "val.tsv")
-        if not (train.is_file() and val.is_file()):
-            train, val = write_demo_classification(folder, d.demo_train, d.demo_val, d.demo_seed)
-        rows = {"train": self.read(train), "val": self.read(val)}
-        return {**rows, "test": rows["val"]}
+        paths = folder / "train.tsv", folder / "val.tsv"
+        if not all(path.is_file() for path in paths):
+            write_demo_classification(folder, d.demo_train, d.demo_val, d.demo_seed)
+        train, val = map(self.read, paths)
+        return {"train": train, "val": val, "test": val}
 
     def read(self, path: Path) -> list[dict]:
         d = self.cfg.data
@@ -72,14 +67,13 @@ class ClassificationDataModule(ExampleData):
         return label_vocabulary([r["label"] for r in self.rows["train"]])
 
     def texts(self, rows: list[dict]) -> Iterator[str]:
-        for r in rows:
-            yield from (t for t in (r["text"], r["pair"]) if t is not None)
+        return (text for r in rows for text in (r["text"], r["pair"]) if text is not None)
 
     def encode(self, rows: list, split: str) -> list[dict]:
         if split == "predict":
-            pairs = [line.split("\t", 1) for line in rows]
-            rows = [{"text": p[0], "pair": (p[1] if len(p) > 1 else "") if self.cfg.data.text_pair_column else None,
-                     "label": None} for p in pairs]
+            parts = [line.partition("\t") for line in rows]
+            rows = [{"text": text, "pair": pair if self.cfg.data.text_pair_column else None, "label": None}
+                    for text, _, pair in parts]
         index = {name: i for i, name in enumerate(self.labels)}
         keep = [r for r in rows if r["label"] is None or r["label"] in index]
         unknown = [r for r in rows if r["label"] is not None and r["label"] not in index]
@@ -95,5 +89,5 @@ class ClassificationDataModule(ExampleData):
             raise ConfigError(f"{rows[0]['path'] if rows else 'predict'}: no usable rows")
         pairs = [r["pair"] for r in keep] if self.cfg.data.text_pair_column else None
         encoded = encode_texts(self.tokenizer, [r["text"] for r in keep], pairs, self.cfg.model.block_size)
-        return [{**e, "labels": index.get(r["label"], -1), "inputs": r["text"] if r["pair"] is None else f"{r['text']}\t{r['pair']}"}
-                for e, r in zip(encoded, keep)]
+        return [{**e, "labels": index.get(r["label"], -1),
+                 "inputs": r["text"] if r["pair"] is None else f"{r['text']}\t{r['pair']}"} for e, r in zip(encoded, keep)]

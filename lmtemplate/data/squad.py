@@ -1,9 +1,7 @@
 """Extractive QA data (see docs/tasks/qa.md): SQuAD v1.1 / v2.0 JSON or JSONL -> examples -> windowed features.
 
-A feature is ``[CLS] question [SEP] window of the context [SEP]``; windows start every ``doc_stride`` context
-tokens (BERT's meaning: the step between window starts). Context tokens keep their character offsets, so a
-predicted span maps back to the exact characters. Evaluation and prediction batches hold whole examples (every
-window of each), so an example is always scored from all of its windows, whatever part of the set a pass sees.
+Evaluation and prediction batches hold whole examples (every window of each), so an example is always scored from
+all of its windows, whatever part of the set a pass sees.
 """
 
 from __future__ import annotations
@@ -120,11 +118,9 @@ def read_squad(path: Path, need_answers: bool = True) -> list[QAExample]:
             examples.append(_example(record, context, where, need_answers))
     else:
         try:
-            text = read_utf8(path)
+            data = json.loads(read_utf8(path))
         except OSError as e:
             raise ConfigError(f"{path}: cannot read it ({e})") from None
-        try:
-            data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
         if not isinstance(data, dict) or not isinstance(data.get("data"), list):

@@ -5,16 +5,14 @@ A split (``data.train``, ``data.val``, ``data.test``) is a path prefix of aligne
 ``train.en`` / ``train.de``), or a ``.tsv`` / ``.csv`` / ``.jsonl`` table with the columns ``src_lang`` and
 ``tgt_lang``. An example is ``(index, source ids </s>, <s> target ids </s>, source text, target text)``, where
 ``<s>`` / ``</s>`` are each side's tokenizer's (``tokenization.start_end_ids``: BERT's ``[CLS]`` / ``[SEP]`` in
-a pretrained encoder's WordPiece). Training
-pairs that are too long or too unequal are dropped (and counted); validation and test pairs are kept whole, so
-that BLEU is measured on the full sets.
+a pretrained encoder's WordPiece). Training pairs that are too long or too unequal are dropped (and counted);
+validation and test pairs are kept whole, so that BLEU is measured on the full sets.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar, Iterator, Optional
@@ -23,14 +21,13 @@ from tokenizers import Tokenizer
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.base import ExampleData, SplitsConfig, Texts, pad
-from lmtemplate.data.demo.translation import write_demo_translation
+from lmtemplate.data.demo.translation import demo_translation
 from lmtemplate.data.tables import read_table
 from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, read_utf8, start_end_ids
 
 log = logging.getLogger(__name__)
 
 SPECIALS = ["<pad>", "<s>", "</s>"]
-TABLES = (".tsv", ".csv", ".jsonl")
 IGNORE = -100  # target positions the loss skips (padding)
 SOURCE_TOKENIZER = "source_tokenizer.json"  # beside tokenizer.json in a run directory, when the sides have their own
 
@@ -78,15 +75,9 @@ class TranslationDataConfig(SplitsConfig):
 def split_files(spec: Optional[str], src_lang: str, tgt_lang: str) -> list[Path]:
     if spec is None:
         return []
-    if Path(spec).suffix in TABLES:
+    if Path(spec).suffix in (".tsv", ".csv", ".jsonl"):
         return [Path(spec)]
     return [Path(f"{spec}.{src_lang}"), Path(f"{spec}.{tgt_lang}")]
-
-
-def _lines(path: Path) -> list[str]:
-    """Stripped lines; only "\\n" ends one (str.splitlines would also split at U+2028 and misalign the sides)."""
-    text = read_utf8(path)
-    return [line.strip() for line in text.removesuffix("\n").split("\n")] if text else []
 
 
 def read_pairs(spec: str, src_lang: str, tgt_lang: str) -> list[tuple[str, str]]:
@@ -95,7 +86,9 @@ def read_pairs(spec: str, src_lang: str, tgt_lang: str) -> list[tuple[str, str]]
     if len(files) == 1:
         table = read_table(files[0], {src_lang: "data.src_lang", tgt_lang: "data.tgt_lang"}, nonempty=(src_lang, tgt_lang))
         return [(str(row[src_lang]).strip(), str(row[tgt_lang]).strip()) for row in table.rows]
-    sides = [_lines(path) for path in files]
+    texts = [read_utf8(path) for path in files]
+    # only "\n" ends a line: str.splitlines would also split at U+2028 and misalign the sides
+    sides = [[line.strip() for line in text.removesuffix("\n").split("\n")] if text else [] for text in texts]
     if len(sides[0]) != len(sides[1]):
         raise ConfigError(f"{files[0]} has {len(sides[0])} lines but {files[1]} has {len(sides[1])}: aligned files "
                           "must have one line per sentence pair, line i of one translating line i of the other")
@@ -111,11 +104,8 @@ class TranslationDataModule(ExampleData):
 
     def demo(self) -> dict[str, list]:
         d = self.cfg.data
-        folder = Path(self.cfg.run.cache_dir) / f"demo-translation-{d.demo_train}-{d.demo_val}-{d.demo_seed}"
-        if not all((folder / name).is_file() for name in ("train.src", "train.tgt", "val.src", "val.tgt")):
-            write_demo_translation(folder, d.demo_train, d.demo_val, d.demo_seed)
-        rows = {split: read_pairs(str(folder / split), "src", "tgt") for split in ("train", "val")}
-        return {**rows, "test": rows["val"]}
+        val = demo_translation(d.demo_val, 2 * d.demo_seed + 1)
+        return {"train": demo_translation(d.demo_train, 2 * d.demo_seed), "val": val, "test": val}
 
     def read(self, path: Path) -> list[tuple[str, str]]:
         return read_pairs(str(path), self.cfg.data.src_lang, self.cfg.data.tgt_lang)

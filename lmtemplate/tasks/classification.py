@@ -1,9 +1,4 @@
-"""Task ``classification``: a label for each text or text pair, on an encoder or a GPT backbone.
-
-``model.init_from`` starts the backbone from a ``masked_lm`` run (``model.arch:
-encoder``) or a ``causal_lm`` run (``model.arch: decoder``), with that run's
-tokenizer; the head always starts fresh.
-"""
+"""Task ``classification``: a label for each text or text pair, on an encoder or a GPT backbone."""
 
 from __future__ import annotations
 
@@ -124,12 +119,9 @@ class Classification(Task):
         self.log_metrics(stage, self.scorers, logits, batch["labels"])
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        probs = self(batch).float().softmax(-1).tolist()
-        return [
-            {"input": text, "label": self.labels[max(range(len(p)), key=p.__getitem__)],
-             "probabilities": dict(zip(self.labels, p))}
-            for text, p in zip(batch["inputs"], probs)
-        ]
+        probs = self(batch).float().softmax(-1)
+        return [{"input": text, "label": self.labels[i], "probabilities": dict(zip(self.labels, p))}
+                for text, i, p in zip(batch["inputs"], probs.argmax(-1).tolist(), probs.tolist())]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["labels"] = self.labels
@@ -146,6 +138,5 @@ class Classification(Task):
         groups = self.model.param_groups(o.weight_decay)
         if o.backbone_lr is not None:
             groups = [{**g, "lr": o.backbone_lr} for g in groups]
-        heads = [self.head] if self.pooler is None else [self.pooler, self.head]
-        head = [p for h in heads for p in h.parameters() if p.requires_grad]
+        head = [p for name, p in self.named_parameters() if not name.startswith("model.")]  # the pooler and head
         return configure_adamw(self, [g for g in groups if g["params"]] + [{"params": head, "weight_decay": 0.0}], o)

@@ -1,5 +1,5 @@
-"""Decoding settings and the one call that picks greedy, beam search or sampling; shared by the generation
-tasks (``translation``, ``summarization``) so that they decode alike."""
+"""Decoding settings, the one call that picks greedy, beam search or sampling, and the evaluation and prediction
+built on them; shared by the generation tasks (``translation``, ``summarization``) so that they decode alike."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from torchmetrics import Metric
 
 from lmtemplate.config import ConfigError
 from lmtemplate.models.beam_search import Rules, beam_search, greedy
 from lmtemplate.models.gpt import _sample
 from lmtemplate.models.seq2seq import Step
+from lmtemplate.tasks.base import Task
 
 
 @dataclass
@@ -66,15 +68,54 @@ def generate(stepper: Callable[[int], Step], bos_id: int, eos_id: int, max_lengt
     return beam_search(stepper(beam_size), bos_id, eos_id, max_lengths, beam_size, d.length_penalty, rules)[0]
 
 
-def pass_rows(batch: dict, stage: str, d: DecodeConfig) -> tuple[list[int], int]:
-    """The rows of an evaluation batch to decode, with the beam size: every row in test with ``decode.beam_size``;
-    in validation the first ``decode.val_sentences`` of the set (by ``index``) with ``decode.val_beam_size``."""
-    rows = [i for i, n in enumerate(batch["index"].tolist()) if stage == "test" or n < d.val_sentences]
-    return rows, d.beam_size if stage == "test" else d.val_beam_size
+class GenerationTask(Task):
+    """Evaluation and prediction by decoding: a task writes ``decode_rows`` and sets ``text_metrics`` (per stage,
+    updated with the outputs and a list of references each), ``output_key`` and ``ignore_index``."""
 
+    output_key: str  # an output's key in the rows of predictions ("translation", "summary")
+    ignore_index: int  # the label of padding, which the loss skips
 
-def log_target_loss(task, batch: dict, stage: str, ignore: int) -> None:
-    """``{stage}/loss``, weighted by the batch's target tokens (labels other than ``ignore``): the pass's mean
-    is per token, whatever the batches hold."""
-    target_tokens = int((batch["labels"] != ignore).sum())
-    task.log(f"{stage}/loss", task.loss(batch), prog_bar=True, sync_dist=True, batch_size=target_tokens)
+    def decode_rows(self, batch: dict, rows: list[int], beam_size: int) -> list[str]:
+        """The decoded outputs of the batch's examples ``rows``."""
+        raise NotImplementedError
+
+    def evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
+        """``{stage}/loss`` weighted by the batch's target tokens, so that the pass's mean is per token; then every
+        example in test with ``decode.beam_size``, in validation the first ``decode.val_sentences`` of the set (by
+        ``index``) with ``decode.val_beam_size``, decoded and scored."""
+        target_tokens = int((batch["labels"] != self.ignore_index).sum())
+        self.log(f"{stage}/loss", self.loss(batch), prog_bar=True, sync_dist=True, batch_size=target_tokens)
+        d = self.cfg.decode
+        keep = [i for i, n in enumerate(batch["index"].tolist()) if stage == "test" or n < d.val_sentences]
+        if not keep:
+            return
+        outputs = self.decode_rows(batch, keep, d.beam_size if stage == "test" else d.val_beam_size)
+        # a translation has one reference, a summary a list of them
+        references = [r if isinstance(r, list) else [r] for r in (batch["references"][i] for i in keep)]
+        self.text_metrics[stage].update(outputs, references)
+        if stage == "val":
+            samples = [(batch["sources"][i], refs[0], out) for i, refs, out in zip(keep, references, outputs)]
+            self.samples += samples[: d.samples - len(self.samples)]
+
+    def start_pass(self, stage: str) -> None:
+        self.samples = []
+
+    def pass_scores(self, stage: str) -> dict[str, float]:
+        """The scores of what the pass decoded (none when it decoded nothing); the metrics then start afresh."""
+        metric = self.text_metrics[stage]
+        decoded = all(m.update_called for m in metric.modules() if isinstance(m, Metric))
+        scores = {key: value.item() for key, value in metric.compute().items()} if decoded else {}
+        metric.reset()
+        return scores
+
+    def text_samples(self) -> list[tuple[str, str, str]]:
+        return self.samples
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        outputs = self.decode_rows(batch, list(range(len(batch["index"]))), self.cfg.decode.beam_size)
+        return [{"index": i, "source": s, self.output_key: out if s.strip() else ""}
+                for i, s, out in zip(batch["index"].tolist(), batch["sources"], outputs)]
+
+    def format_predictions(self, rows: list[dict]) -> str:
+        """One output per line, in the input's order (a blank input line gives a blank line)."""
+        return "".join(" ".join(r[self.output_key].splitlines()) + "\n" for r in sorted(rows, key=lambda r: r["index"]))

@@ -1,7 +1,5 @@
 """Task ``qa`` (see docs/tasks/qa.md): extractive question answering (SQuAD v1.1 / v2.0), a start/end span head
-on an encoder. Validation and test batches hold whole examples (``data/squad.py``); each rank answers its
-examples and the answers of all ranks are gathered before EM / F1, so a partial pass (the sanity check,
-``limit_val_batches``) and DDP score exactly the examples seen."""
+on an encoder. Each rank answers whole examples (``data/squad.py``), gathered before EM / F1 (``pass_scores``)."""
 
 from __future__ import annotations
 

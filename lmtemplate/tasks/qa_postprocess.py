@@ -38,12 +38,11 @@ def best_span(start: torch.Tensor, end: torch.Tensor, offsets: list, n_best: int
     start, end = (t[:len(offsets)].float().masked_fill(~context, float("-inf")) for t in (start, end))
     k = min(n_best, int(context.sum()))
     starts, ends = (list(zip(*(x.tolist() for x in t.topk(k)))) for t in (start, end))
-    best = None
-    for s_score, s in starts:
-        for e_score, e in ends:
-            if s <= e < s + max_length and (best is None or s_score + e_score > best[0]):
-                best = (s_score + e_score, offsets[s][0], offsets[e][1])
-    return best
+    spans = [(a + b, s, e) for a, s in starts for b, e in ends if s <= e < s + max_length]
+    if not spans:
+        return None
+    score, s, e = max(spans, key=lambda span: span[0])  # the first of equal scores, as the n-best order has them
+    return score, offsets[s][0], offsets[e][1]
 
 
 def answer(context: str, windows: list[tuple[torch.Tensor, torch.Tensor, list]], cfg: AnswerConfig,

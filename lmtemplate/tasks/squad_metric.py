@@ -37,8 +37,7 @@ def f1(prediction: str, gold: str, version: str = "2.0") -> float:
 
 
 def scored_golds(answers: list[str], version: str) -> list[str]:
-    """The gold answers a question is scored against: all of them (v1.1), or those that do not normalise to
-    nothing, the empty answer when none is left (v2.0)."""
+    """The gold answers a question is scored against, by ``version``'s rule (the module docstring says which)."""
     if version not in VERSIONS:
         raise ValueError(f"SQuAD version: expected one of {', '.join(VERSIONS)}, got {version!r}")
     if version == "2.0":

@@ -27,8 +27,8 @@ from lmtemplate.models.beam_search import decoder_stepper
 from lmtemplate.models.gpt import GPT, Block, GPTConfig
 from lmtemplate.models.seq2seq import DecoderBlock, Seq2Seq, Seq2SeqConfig
 from lmtemplate.registry import register_task
-from lmtemplate.tasks.base import OptimConfig, Task, per_stage
-from lmtemplate.tasks.decoding import DecodeConfig, generate, log_target_loss, pass_rows
+from lmtemplate.tasks.base import OptimConfig, per_stage
+from lmtemplate.tasks.decoding import DecodeConfig, GenerationTask, generate
 from lmtemplate.tasks.rouge import ROUGE
 
 
@@ -67,11 +67,13 @@ class SummarizationConfig:
 
 
 @register_task("summarization", config=SummarizationConfig, datamodule=SummarizationDataModule)
-class Summarization(Task):
+class Summarization(GenerationTask):
     metrics = {"val/rougeL": "max", "val/rouge1": "max", "val/rouge2": "max", "val/rougeLsum": "max", "val/loss": "min"}
     blocks = (Block, DecoderBlock)
     predictions_file = "summaries.txt"
     sample_columns = ("source", "reference", "summary")
+    output_key = "summary"
+    ignore_index = IGNORE
 
     def __init__(self, cfg: SummarizationConfig, datamodule: SummarizationDataModule):
         super().__init__(cfg)
@@ -83,7 +85,7 @@ class Summarization(Task):
             self.model = build_model(Seq2Seq, dataclasses.replace(m, src_vocab_size=m.src_vocab_size or vocab), vocab)
         self.tokenizer = datamodule.tokenizer
         self.bos_id, self.eos_id = datamodule.bos_id, datamodule.eos_id
-        self.rouge = per_stage(ROUGE(stem=cfg.decode.rouge_stemmer))
+        self.text_metrics = per_stage(ROUGE(stem=cfg.decode.rouge_stemmer))
         self.samples: list[tuple[str, str, str]] = []
 
     def forward(self, batch: dict) -> torch.Tensor:
@@ -123,29 +125,8 @@ class Summarization(Task):
                 out[i] = summary
         return out
 
-    def evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
-        log_target_loss(self, batch, stage, IGNORE)
-        keep, beam_size = pass_rows(batch, stage, self.cfg.decode)
-        if not keep:
-            return
-        summaries = self.summarize(batch, keep, beam_size)
-        references = [batch["references"][i] for i in keep]
-        self.rouge[stage].update(summaries, references)
-        if stage == "val":
-            triples = [(batch["sources"][i], refs[0], s) for i, refs, s in zip(keep, references, summaries)]
-            self.samples += triples[: self.cfg.decode.samples - len(self.samples)]
-
-    def start_pass(self, stage: str) -> None:
-        self.samples = []
-
-    def pass_scores(self, stage: str) -> dict[str, float]:
-        metric = self.rouge[stage]
-        scores = {key: value.item() for key, value in metric.compute().items()} if metric.update_called else {}
-        metric.reset()
-        return scores
-
-    def text_samples(self) -> list[tuple[str, str, str]]:
-        return self.samples
+    def decode_rows(self, batch: dict, rows: list[int], beam_size: int) -> list[str]:
+        return self.summarize(batch, rows, beam_size)
 
     def read_predict_inputs(self, path: Path) -> list[str]:
         """A table's ``data.source_column`` (documents may hold line breaks, as dialogues do), else one document
@@ -154,12 +135,3 @@ class Summarization(Task):
             column = self.cfg.data.source_column
             return [str(row[column]) for row in read_table(path, {column: "data.source_column"}).rows]
         return super().read_predict_inputs(path)
-
-    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        summaries = self.summarize(batch, list(range(len(batch["index"]))), self.cfg.decode.beam_size)
-        return [{"index": i, "source": s, "summary": h if s.strip() else ""}
-                for i, s, h in zip(batch["index"].tolist(), batch["sources"], summaries)]
-
-    def format_predictions(self, rows: list[dict]) -> str:
-        """One summary per line, in the input's order (a blank input line gives a blank line)."""
-        return "".join(" ".join(r["summary"].splitlines()) + "\n" for r in sorted(rows, key=lambda r: r["index"]))

@@ -62,8 +62,6 @@ class BLEU(SacreBLEUScore):
         super().__init__(n_gram=BLEU_ORDER, tokenize="13a", smooth=False, **kwargs)
 
     def compute(self) -> Tensor:
-        """0 when an order has no match, otherwise the brevity penalty times the geometric mean of the n-gram
-        precisions (as percentages)."""
         matches, totals = self.numerator.tolist(), self.denominator.tolist()
         hyp_len, ref_len = self.preds_len.item(), self.target_len.item()
         if not all(matches):
@@ -74,8 +72,7 @@ class BLEU(SacreBLEUScore):
 
 
 class ChrF(Metric):
-    """sacreBLEU's corpus chrF (character 6-grams, beta 2, no word n-grams); ``compute`` gives it as float64
-    on 0-100. ``update`` takes hypotheses and, for each, a list of references, as torchmetrics' metrics do."""
+    """sacreBLEU's corpus chrF; ``update`` takes hypotheses and a list of references each, as torchmetrics' do."""
 
     full_state_update = False
     counts: Tensor

@@ -19,9 +19,9 @@ from lmtemplate.models.backbone import build_model
 from lmtemplate.models.gpt import Block
 from lmtemplate.models.seq2seq import DecoderBlock, Seq2Seq, Seq2SeqConfig
 from lmtemplate.registry import register_task
-from lmtemplate.tasks.base import OptimConfig, Task, per_stage
-from lmtemplate.tasks.decoding import DecodeConfig, generate, log_target_loss, pass_rows
-from lmtemplate.tasks.text_metrics import BLEU, ChrF, corpus_scores
+from lmtemplate.tasks.base import OptimConfig, per_stage
+from lmtemplate.tasks.decoding import DecodeConfig, GenerationTask, generate
+from lmtemplate.tasks.text_metrics import BLEU, ChrF
 from lmtemplate.tokenization import save_tokenizer
 
 
@@ -49,11 +49,13 @@ class TranslationConfig:
 
 
 @register_task("translation", config=TranslationConfig, datamodule=TranslationDataModule)
-class Translation(Task):
+class Translation(GenerationTask):
     metrics = {"val/bleu": "max", "val/chrf": "max", "val/loss": "min"}
     blocks = (Block, DecoderBlock)
     predictions_file = "translations.txt"
     sample_columns = ("source", "reference", "hypothesis")
+    output_key = "translation"
+    ignore_index = IGNORE
 
     def __init__(self, cfg: TranslationConfig, datamodule: TranslationDataModule):
         super().__init__(cfg)
@@ -68,7 +70,7 @@ class Translation(Task):
                                  dm.tokenizer.get_vocab_size())
         self.tokenizer, self.source_tokenizer = dm.tokenizer, dm.source_tokenizer
         self.bos_id, self.eos_id = dm.bos_id, dm.eos_id
-        self.corpus_metrics = per_stage(MetricCollection({"bleu": BLEU(), "chrf": ChrF()}, compute_groups=False))
+        self.text_metrics = per_stage(MetricCollection({"bleu": BLEU(), "chrf": ChrF()}, compute_groups=False))
         self.samples: list[tuple[str, str, str]] = []
 
     def setup(self, stage: str) -> None:
@@ -93,34 +95,5 @@ class Translation(Task):
                        self.cfg.decode, beam_size)
         return [text.strip() for text in self.tokenizer.decode_batch(ids, skip_special_tokens=True)]
 
-    def evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
-        log_target_loss(self, batch, stage, IGNORE)
-        keep, beam_size = pass_rows(batch, stage, self.cfg.decode)
-        if not keep:
-            return
-        hypotheses = self.translate(batch["input_ids"][keep], batch["attention_mask"][keep], beam_size)
-        sources, references = [batch["sources"][i] for i in keep], [batch["references"][i] for i in keep]
-        self.corpus_metrics[stage].update(hypotheses, [[r] for r in references])
-        if stage == "val":
-            self.samples += list(zip(sources, references, hypotheses))[: self.cfg.decode.samples - len(self.samples)]
-
-    def start_pass(self, stage: str) -> None:
-        self.samples = []
-
-    def pass_scores(self, stage: str) -> dict[str, float]:
-        metrics = self.corpus_metrics[stage]
-        scores = corpus_scores(metrics["bleu"], metrics["chrf"]) if metrics["bleu"].update_called else {}
-        metrics.reset()
-        return scores
-
-    def text_samples(self) -> list[tuple[str, str, str]]:
-        return self.samples
-
-    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
-        hypotheses = self.translate(batch["input_ids"], batch["attention_mask"], self.cfg.decode.beam_size)
-        return [{"index": i, "source": s, "translation": h if s.strip() else ""}
-                for i, s, h in zip(batch["index"].tolist(), batch["sources"], hypotheses)]
-
-    def format_predictions(self, rows: list[dict]) -> str:
-        """One translation per line, in the input's order (a blank input line gives a blank line)."""
-        return "".join(" ".join(r["translation"].splitlines()) + "\n" for r in sorted(rows, key=lambda r: r["index"]))
+    def decode_rows(self, batch: dict, rows: list[int], beam_size: int) -> list[str]:
+        return self.translate(batch["input_ids"][rows], batch["attention_mask"][rows], beam_size)

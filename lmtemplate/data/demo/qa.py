@@ -1,7 +1,5 @@
-"""Demo data for question answering, in SQuAD format: paragraphs of facts about a person (where they live, their
-job, birth year, what they own) among distractors (sentences holding a value of the same kind that is not about the
-person) and fillers, so answering needs the question's kind and the candidate's own sentence. Answers are spans (some
-of several words, some with non-ASCII letters); optionally questions ask for a fact not stated (unanswerable)."""
+"""Demo data for question answering in SQuAD format (described in docs/tasks/qa.md): facts about a person among
+distractors of the same kinds and fillers, so answering needs the question's kind and the candidate's own sentence."""
 
 from __future__ import annotations
 

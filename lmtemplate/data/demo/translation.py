@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import pathlib
 import random
-
-from lmtemplate.tokenization import atomic_write_text
 
 DEMO_NOUNS = {  # English noun -> the made-up language's noun
     "dog": "hundo", "cat": "mizo", "bird": "pajaro", "horse": "kavalo", "girl": "nina", "boy": "nino",
@@ -58,11 +55,3 @@ def demo_translation(n: int, seed: int) -> list[tuple[str, str]]:
         pairs.append((" ".join(en), " ".join(xx)))
     return pairs
 
-
-def write_demo_translation(folder: pathlib.Path, n_train: int, n_val: int, seed: int) -> None:
-    """Aligned ``train.src`` / ``train.tgt`` and ``val.src`` / ``val.tgt`` in ``folder``, the splits drawn with seeds
-    ``2 * seed`` and ``2 * seed + 1``; each file is written atomically."""
-    for split, n, split_seed in (("train", n_train, 2 * seed), ("val", n_val, 2 * seed + 1)):
-        pairs = demo_translation(n, split_seed)
-        for side, suffix in enumerate(("src", "tgt")):
-            atomic_write_text(folder / f"{split}.{suffix}", "".join(pair[side] + "\n" for pair in pairs))
