@@ -91,8 +91,3 @@ class ChrF(Metric):
 
     def compute(self) -> Tensor:
         return torch.tensor(chrf_from_counts(self.counts.tolist()), dtype=torch.float64)
-
-
-def corpus_scores(bleu: BLEU, chrf: ChrF) -> dict[str, float]:
-    """``bleu`` and ``chrf`` of all the metrics were updated with (on every rank), as floats on the 0-100 scale."""
-    return {"bleu": bleu.compute().item(), "chrf": chrf.compute().item()}
