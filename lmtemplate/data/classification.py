@@ -29,9 +29,10 @@ class ClassificationDataConfig(SplitsConfig):
 def label_vocabulary(labels: list[object]) -> list[str]:
     """The sorted label names: numerically when every label is an integer, else as strings."""
     names = {str(x) for x in labels}
-    if all(n.lstrip("-").isdigit() for n in names):
+    try:
         return sorted(names, key=int)
-    return sorted(names)
+    except ValueError:  # a name that is not an integer ("²" is a digit int() rejects)
+        return sorted(names)
 
 
 class ClassificationDataModule(ExampleData):

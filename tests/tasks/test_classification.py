@@ -114,6 +114,8 @@ def test_a_missing_column_names_the_config_key(tmp_path, monkeypatch, capsys):
 def test_labels_sort_numerically_when_they_are_integers():
     assert label_vocabulary([10, 2, "1", 2]) == ["1", "2", "10"]
     assert label_vocabulary(["pos", "neg", "10"]) == ["10", "neg", "pos"]
+    assert label_vocabulary(["²", "1", "-3"]) == ["-3", "1", "²"]  # a digit that is not a number sorts as text
+    assert label_vocabulary(["--1", "2"]) == ["--1", "2"]
 
 
 def test_pairs_are_encoded_with_cls_sep_and_types_and_truncated_longest_first():
