@@ -33,6 +33,14 @@ class ConfigError(Exception):
     """A problem with the user's config; the CLI prints it and exits with code 2."""
 
 
+def require_positive(section: str, cfg: object, *keys: str) -> None:
+    """Fail on the first of ``cfg``'s ``keys`` below 1, naming it as ``section.key`` (None, unset, passes)."""
+    for key in keys:
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"{section}.{key}: expected a positive integer, got {value}")
+
+
 @dataclass
 class RunConfig:
     """Where a run lives: ``<root>/<name>/version_<n>``."""

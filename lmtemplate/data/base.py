@@ -16,7 +16,7 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Sampler
 
-from lmtemplate.config import ConfigError
+from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.tokenization import build_tokenizer, document_separator
 
 SPLITS = ("train", "val", "test")
@@ -44,8 +44,7 @@ class SplitsConfig:
             for path in self.paths(getattr(self, key)):
                 if not path.is_file():
                     raise ConfigError(f"data.{key}: file not found: {path} ({self.formats}; relative to {Path.cwd()})")
-        if self.batch_size < 1:
-            raise ConfigError(f"data.batch_size: expected a positive integer, got {self.batch_size}")
+        require_positive("data", self, "batch_size")
         if self.batch_tokens < 0:
             raise ConfigError(f"data.batch_tokens: expected 0 (batches of data.batch_size) or a positive number of "
                               f"tokens, got {self.batch_tokens}")

@@ -15,7 +15,7 @@ from typing import ClassVar, Optional
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
-from lmtemplate.config import ConfigError
+from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.data.base import ExampleData, SplitsConfig
 from lmtemplate.data.demo.qa import write_demo_qa
 from lmtemplate.data.tables import read_table
@@ -53,9 +53,7 @@ class QADataConfig(SplitsConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("doc_stride", "max_query_length"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"data.{key}: expected a positive integer, got {getattr(self, key)}")
+        require_positive("data", self, "doc_stride", "max_query_length")
 
 
 def _field(record: dict, key: str, kind: type, where: str):

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from tokenizers import Tokenizer
 
-from lmtemplate.config import ConfigError
+from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.data.base import ExampleData, SplitsConfig, pad
 from lmtemplate.data.demo.summarization import demo_summaries
 from lmtemplate.data.tables import read_table
@@ -55,8 +54,7 @@ class SummarizationDataConfig(SplitsConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.max_target_tokens < 1:
-            raise ConfigError(f"data.max_target_tokens: expected a positive integer, got {self.max_target_tokens}")
+        require_positive("data", self, "max_target_tokens")
 
 
 def read_summaries(path: Path, d: SummarizationDataConfig) -> list[dict]:

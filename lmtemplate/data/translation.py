@@ -19,7 +19,7 @@ from typing import ClassVar, Iterator, Optional
 
 from tokenizers import Tokenizer
 
-from lmtemplate.config import ConfigError
+from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.data.base import ExampleData, SplitsConfig, Texts, pad
 from lmtemplate.data.demo.translation import demo_translation
 from lmtemplate.data.tables import read_table
@@ -63,8 +63,7 @@ class TranslationDataConfig(SplitsConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.max_tokens < 1:
-            raise ConfigError(f"data.max_tokens: expected a positive integer, got {self.max_tokens}")
+        require_positive("data", self, "max_tokens")
         if self.max_ratio < 1:
             raise ConfigError(f"data.max_ratio: expected a number >= 1, got {self.max_ratio}")
 

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torchmetrics import Metric
 
-from lmtemplate.config import ConfigError
+from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.models.beam_search import Rules, beam_search, greedy
 from lmtemplate.models.gpt import _sample
 from lmtemplate.models.seq2seq import Step
@@ -36,9 +36,7 @@ class DecodeConfig:
     samples: int = 4  # (source, reference, hypothesis) triples logged to TensorBoard at each validation
 
     def __post_init__(self) -> None:
-        for key in ("beam_size", "val_beam_size", "val_sentences", "max_len_b"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"decode.{key}: expected a positive integer, got {getattr(self, key)}")
+        require_positive("decode", self, "beam_size", "val_beam_size", "val_sentences", "max_len_b", "top_k")
         if self.max_len_a < 0 or self.samples < 0:
             raise ConfigError(f"decode.max_len_a and decode.samples: expected >= 0, got {self.max_len_a}, {self.samples}")
         for key in ("min_len", "no_repeat_ngram_size", "temperature"):
@@ -46,8 +44,6 @@ class DecodeConfig:
                 raise ConfigError(f"decode.{key}: expected >= 0 (0: off), got {getattr(self, key)}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ConfigError(f"decode.top_p: expected a number in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ConfigError(f"decode.top_k: expected a positive integer, got {self.top_k}")
 
     def max_lengths(self, source_lengths: torch.Tensor, room: int | torch.Tensor) -> torch.Tensor:
         """Tokens each output may have (EOS included): ``max_len_a * source + max_len_b``, at most ``room``."""

@@ -9,7 +9,7 @@ from typing import Optional
 
 import torch
 
-from lmtemplate.config import ConfigError
+from lmtemplate.config import require_positive
 
 
 @dataclass
@@ -20,9 +20,7 @@ class AnswerConfig:
     null_threshold: float = 0.0  # no answer when null score - best span score > this
 
     def __post_init__(self) -> None:
-        for key in ("n_best", "max_answer_length"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"answer.{key}: expected a positive integer, got {getattr(self, key)}")
+        require_positive("answer", self, "n_best", "max_answer_length")
 
 
 @dataclass
