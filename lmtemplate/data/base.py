@@ -20,6 +20,7 @@ from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.tokenization import build_tokenizer, document_separator
 
 SPLITS = ("train", "val", "test")
+IGNORE = -100  # the label of positions a loss skips (torch's cross_entropy default ignore_index)
 
 
 @dataclass

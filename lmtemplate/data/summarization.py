@@ -25,14 +25,13 @@ from typing import Iterator
 
 
 from lmtemplate.config import ConfigError, require_positive
-from lmtemplate.data.base import ExampleData, SplitsConfig, pad
+from lmtemplate.data.base import IGNORE, ExampleData, SplitsConfig, pad
 from lmtemplate.data.demo.summarization import demo_summaries
 from lmtemplate.data.tables import read_table
 from lmtemplate.tokenization import TokenizerConfig, start_end_ids
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100  # label positions the loss skips (the document, padding)
 ARCHS = ("encoder_decoder", "decoder")
 
 

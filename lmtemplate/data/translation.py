@@ -20,7 +20,7 @@ from typing import ClassVar, Iterator, Optional
 from tokenizers import Tokenizer
 
 from lmtemplate.config import ConfigError, require_positive
-from lmtemplate.data.base import ExampleData, SplitsConfig, Texts, pad
+from lmtemplate.data.base import IGNORE, ExampleData, SplitsConfig, Texts, pad
 from lmtemplate.data.demo.translation import demo_translation
 from lmtemplate.data.tables import read_table
 from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, read_utf8, start_end_ids
@@ -28,7 +28,6 @@ from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, read_utf8,
 log = logging.getLogger(__name__)
 
 SPECIALS = ["<pad>", "<s>", "</s>"]
-IGNORE = -100  # target positions the loss skips (padding)
 SOURCE_TOKENIZER = "source_tokenizer.json"  # beside tokenizer.json in a run directory, when the sides have their own
 
 

@@ -11,6 +11,7 @@ import torch
 from torchmetrics import Metric
 
 from lmtemplate.config import ConfigError, require_positive
+from lmtemplate.data.base import IGNORE
 from lmtemplate.models.beam_search import Rules, beam_search, greedy
 from lmtemplate.models.gpt import _sample
 from lmtemplate.models.seq2seq import Step
@@ -66,10 +67,9 @@ def generate(stepper: Callable[[int], Step], bos_id: int, eos_id: int, max_lengt
 
 class GenerationTask(Task):
     """Evaluation and prediction by decoding: a task writes ``decode_rows`` and sets ``text_metrics`` (per stage,
-    updated with the outputs and a list of references each), ``output_key`` and ``ignore_index``."""
+    updated with the outputs and a list of references each) and ``output_key``; labels are IGNORE on padding."""
 
     output_key: str  # an output's key in the rows of predictions ("translation", "summary")
-    ignore_index: int  # the label of padding, which the loss skips
 
     def decode_rows(self, batch: dict, rows: list[int], beam_size: int) -> list[str]:
         """The decoded outputs of the batch's examples ``rows``."""
@@ -79,7 +79,7 @@ class GenerationTask(Task):
         """``{stage}/loss`` weighted by the batch's target tokens, so that the pass's mean is per token; then every
         example in test with ``decode.beam_size``, in validation the first ``decode.val_sentences`` of the set (by
         ``index``) with ``decode.val_beam_size``, decoded and scored."""
-        target_tokens = int((batch["labels"] != self.ignore_index).sum())
+        target_tokens = int((batch["labels"] != IGNORE).sum())
         self.log(f"{stage}/loss", self.loss(batch), prog_bar=True, sync_dist=True, batch_size=target_tokens)
         d = self.cfg.decode
         keep = [i for i, n in enumerate(batch["index"].tolist()) if stage == "test" or n < d.val_sentences]

@@ -73,7 +73,6 @@ class Summarization(GenerationTask):
     predictions_file = "summaries.txt"
     sample_columns = ("source", "reference", "summary")
     output_key = "summary"
-    ignore_index = IGNORE
 
     def __init__(self, cfg: SummarizationConfig, datamodule: SummarizationDataModule):
         super().__init__(cfg)

@@ -55,7 +55,6 @@ class Translation(GenerationTask):
     predictions_file = "translations.txt"
     sample_columns = ("source", "reference", "hypothesis")
     output_key = "translation"
-    ignore_index = IGNORE
 
     def __init__(self, cfg: TranslationConfig, datamodule: TranslationDataModule):
         super().__init__(cfg)
