@@ -1,10 +1,5 @@
-"""Text corpora for language-model pretraining.
-
-Text files (``.txt``, or ``.jsonl`` with one document per line under ``data.text_field``) are tokenized once, in
-batches, into a flat token file ``<cache_dir>/tokens-<hash>.u16`` (or ``.u32``) whose hash covers the input files
-and the tokenizer. Training reads fixed windows from that file through ``numpy.memmap``, so memory stays flat however
-large the corpus is. Documents (files, or JSONL records) are separated by the tokenizer's first special token.
-"""
+"""Text corpora for language-model pretraining: .txt and .jsonl files, tokenized once into a memory-mapped token
+cache and read as fixed windows (docs/tasks/causal_lm.md). Documents are separated by the first special token."""
 
 from __future__ import annotations
 
@@ -124,24 +119,17 @@ class Corpus:
 
 
 def token_file(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path, workers: Optional[int] = None) -> np.memmap:
-    """The corpus as one memory-mapped token array, built on first use and reused after.
-
-    ``workers`` processes tokenize batches of lines side by side (None: :func:`default_workers`); the parent reads
-    the text and writes each batch's tokens in the corpus's order, so the file is the same byte for byte whatever
-    the number of workers. Progress (text read, MiB/s, time left) is logged at most every PROGRESS_SECONDS.
-    """
+    """The corpus as one memory-mapped token array, built on first use and reused after; ``workers`` processes
+    tokenize (None: :func:`default_workers`) while this one writes in the corpus's order, so the file is the same."""
     dtype = np.uint16 if tokenizer.get_vocab_size() <= 2**16 else np.uint32
     suffix = ".u16" if dtype == np.uint16 else ".u32"
     path = Path(cache_dir) / f"tokens-{digest(corpus.fingerprint(), tokenizer.to_str())}{suffix}"
     if not path.is_file():
         total = sum(f.stat().st_size for f in corpus.files)
         workers = default_workers(total) if workers is None else max(1, workers)
-        progress = Progress(total, path.name)
         with atomic_file(path, binary=True) as out:
-            for tokens, chars in _encoded(corpus, tokenizer, dtype, workers, progress):
+            for tokens in _logged(_encoded(corpus, tokenizer, dtype, workers), total, path.name):
                 out.write(tokens)
-                progress.update(chars)
-        progress.done()
     if path.stat().st_size == 0:
         raise ConfigError(f"the training text is empty: {', '.join(map(str, corpus.files))}")
     return np.memmap(path, dtype=dtype, mode="r")
@@ -165,9 +153,8 @@ def encode_lines(tokenizer: Tokenizer, texts: list[str], ends: list[bool], sep: 
     eos = [] if sep is None else [sep]
     if not texts:
         return np.asarray(eos, dtype=dtype).tobytes()
-    ids = [e.ids for e in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
-    if eos:
-        ids = [i + eos if end else i for i, end in zip(ids, ends)]
+    encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+    ids = [e.ids + eos if end else e.ids for e, end in zip(encodings, ends)]
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids)))
     return flat.tobytes()
 
@@ -184,7 +171,7 @@ def _encode_in_worker(texts: list[str], ends: list[bool]) -> bytes:
     return encode_lines(_worker["tok"], texts, ends, _worker["sep"], _worker["dtype"])
 
 
-def _encoded(corpus: Corpus, tokenizer: Tokenizer, dtype, workers: int, progress: "Progress") -> Iterator[tuple[bytes, int]]:
+def _encoded(corpus: Corpus, tokenizer: Tokenizer, dtype, workers: int) -> Iterator[tuple[bytes, int]]:
     """(token bytes, characters of text) per batch of the corpus, in order."""
     sep = document_separator(tokenizer)
     if workers == 1:
@@ -208,45 +195,34 @@ def _encoded(corpus: Corpus, tokenizer: Tokenizer, dtype, workers: int, progress
             else:
                 os.environ[k] = v
     with pool:
-        pending: collections.deque = collections.deque()
+        pending = collections.deque()
         for texts, ends in corpus.iter_batches():
             pending.append((pool.apply_async(_encode_in_worker, (texts, ends)), sum(map(len, texts))))
             if len(pending) >= 2 * workers:
                 result, chars = pending.popleft()
                 yield result.get(), chars
-        while pending:
-            result, chars = pending.popleft()
-            yield result.get(), chars
+        yield from ((result.get(), chars) for result, chars in pending)
 
 
-class Progress:
-    """Logs how far a token cache build is: text read (characters, counted as bytes), MiB/s, an estimate of the
-    time left; at most every PROGRESS_SECONDS, and only for builds that take longer than that."""
-
-    def __init__(self, total_bytes: int, name: str):
-        self.total, self.name, self.done_bytes = total_bytes, name, 0
-        self.start = self.last = time.monotonic()
-        self.logged = False
-
-    def update(self, chars: int) -> None:
-        self.done_bytes += chars
+def _logged(batches: Iterator[tuple[bytes, int]], total_bytes: int, name: str) -> Iterator[bytes]:
+    """The token bytes of ``batches``, logging how far the build is (text read, its characters counted as bytes,
+    MiB/s, time left) at most every PROGRESS_SECONDS, and at the end if it logged before."""
+    start = last = time.monotonic()
+    done, logged, total = 0, False, total_bytes / 2**20
+    for tokens, chars in batches:
+        yield tokens
+        done += chars
         now = time.monotonic()
-        if now - self.last >= PROGRESS_SECONDS:
-            self.last, self.logged = now, True
-            log.info("token cache %s: %s", self.name, self.line(now))
-
-    def line(self, now: float) -> str:
-        mib, total = self.done_bytes / 2**20, self.total / 2**20
-        rate = mib / max(now - self.start, 1e-9)
-        left = max(0.0, total - mib) / rate if rate > 0 else float("inf")
-        return (f"{mib:,.1f} of {total:,.1f} MiB of text ({100 * min(1.0, mib / total if total else 1):.0f}%), "
-                f"{rate:.2f} MiB/s, about {_duration(left)} left")
-
-    def done(self) -> None:
-        if self.logged:
-            now = time.monotonic()
-            log.info("token cache %s: built, %.1f MiB of text in %s (%.2f MiB/s)", self.name, self.done_bytes / 2**20,
-                     _duration(now - self.start), self.done_bytes / 2**20 / max(now - self.start, 1e-9))
+        if now - last >= PROGRESS_SECONDS:
+            last, logged, mib = now, True, done / 2**20
+            rate = mib / max(now - start, 1e-9)
+            left = max(0.0, total - mib) / rate if rate > 0 else float("inf")
+            log.info("token cache %s: %s of %s MiB of text (%.0f%%), %.2f MiB/s, about %s left", name, f"{mib:,.1f}",
+                     f"{total:,.1f}", 100 * min(1.0, mib / total if total else 1), rate, _duration(left))
+    if logged:
+        now = time.monotonic()
+        log.info("token cache %s: built, %.1f MiB of text in %s (%.2f MiB/s)", name, done / 2**20,
+                 _duration(now - start), done / 2**20 / max(now - start, 1e-9))
 
 
 def _duration(seconds: float) -> str:
