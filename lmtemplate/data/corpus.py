@@ -225,11 +225,6 @@ def _duration(seconds: float) -> str:
         f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s")
 
 
-def min_tokens(block_size: int, shuffle: bool) -> int:
-    """The fewest tokens that hold one WindowSampler window: shuffled (training) passes shift the grid, so need more."""
-    return 2 * block_size if shuffle else block_size + 1
-
-
 class TokenWindows(Dataset):
     """Windows of ``block_size + 1`` tokens (inputs and shifted targets), indexed by start position."""
 
@@ -252,7 +247,7 @@ class WindowSampler(ShardedSampler):
 
     def __init__(self, n_tokens: int, block_size: int, shuffle: bool, seed: int = 0, rank: int = 0,
                  world_size: int = 1):
-        n_windows = (n_tokens - 1 - (block_size - 1 if shuffle else 0)) // block_size  # see min_tokens
+        n_windows = (n_tokens - 1 - (block_size - 1 if shuffle else 0)) // block_size  # room for the grid's shift
         if n_windows < world_size:
             raise ConfigError(f"the data holds {n_tokens} tokens: too few for one window of model.block_size="
                               f"{block_size} per process ({world_size}); add text or lower model.block_size")
