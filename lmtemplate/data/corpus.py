@@ -142,22 +142,18 @@ def default_workers(text_bytes: int) -> int:
     if text_bytes < PARALLEL_BYTES:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(MAX_WORKERS, cores))
+    return min(MAX_WORKERS, cores)
 
 
 def encode_lines(tokenizer: Tokenizer, texts: list[str], ends: list[bool], sep: Optional[int], dtype) -> bytes:
     """The tokens of a batch of texts as ``dtype`` bytes: each text's ids, and ``sep`` after those that end a document.
-
-    ``encode_batch_fast`` (no character offsets) gives encode_batch's ids in less time; the ids are flattened by
-    numpy, not element by element in Python.
-    """
+    ``encode_batch_fast`` (no character offsets) gives encode_batch's ids in less time; numpy flattens the ids."""
     eos = [] if sep is None else [sep]
     if not texts:
         return np.asarray(eos, dtype=dtype).tobytes()
     encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
     ids = [e.ids + eos if end else e.ids for e, end in zip(encodings, ends)]
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids)))
-    return flat.tobytes()
+    return np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids))).tobytes()
 
 
 _worker: dict = {}

@@ -16,10 +16,7 @@ from lmtemplate.tokenization import build_tokenizer
 
 class TextDataModule(DataModule):
     """Builds (or reuses) the tokenizer and the token files in ``__init__``, so the model knows its vocabulary.
-
-    Reads ``cfg.data``, ``cfg.tokenizer``, ``cfg.model.block_size``,
-    ``cfg.run.cache_dir`` and ``cfg.run.seed``.
-    """
+    Reads ``cfg.data``, ``cfg.tokenizer``, ``cfg.model.block_size``, ``cfg.run.cache_dir`` and ``cfg.run.seed``."""
 
     def __init__(self, cfg):
         super().__init__(cfg)
