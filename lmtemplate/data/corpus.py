@@ -87,12 +87,9 @@ class Corpus:
         for path in self.files:
             jsonl = path.suffix == ".jsonl"
             each = jsonl or self.line_documents  # every text ends a document
-            batch: list[str] = []
-            for text in self._records(path) if jsonl else self._lines(path):
-                batch.append(text)
-                if len(batch) == LINES_PER_BATCH:
-                    yield batch, [each] * len(batch)
-                    batch = []
+            texts = self._records(path) if jsonl else self._lines(path)
+            while len(batch := list(itertools.islice(texts, LINES_PER_BATCH))) == LINES_PER_BATCH:
+                yield batch, [each] * len(batch)
             if batch or not jsonl:
                 yield batch, [each] * (len(batch) - 1) + [True]
 
