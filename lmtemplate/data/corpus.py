@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
-from unittest import mock
 
 import numpy as np
 import torch
@@ -177,8 +176,17 @@ def _encoded(corpus: Corpus, tokenizer: Tokenizer, dtype, workers: int) -> Itera
     # the tokenizer's thread pool is not used in the children. At most 2 batches per worker in flight: memory stays flat.
     context = multiprocessing.get_context("fork" if multiprocessing.get_start_method(allow_none=True) in (None, "fork")
                                           and sys.platform == "linux" else "spawn")
-    with mock.patch.dict(os.environ, {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1"}):
+    env = {"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
         pool = context.Pool(workers, _start_worker, (tokenizer.to_str(), np.dtype(dtype).str))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k)
+            else:
+                os.environ[k] = v
     with pool:
         pending = collections.deque()
         for texts, ends in corpus.iter_batches():
