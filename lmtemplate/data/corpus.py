@@ -1,10 +1,5 @@
-"""Text corpora for language-model pretraining.
-
-Text files (``.txt``, or ``.jsonl`` with one document per line under ``data.text_field``) are tokenized once, in
-batches, into a flat token file ``<cache_dir>/tokens-<hash>.u16`` (or ``.u32``) whose hash covers the input files
-and the tokenizer. Training reads fixed windows from that file through ``numpy.memmap``, so memory stays flat however
-large the corpus is. Documents (files, or JSONL records) are separated by the tokenizer's first special token.
-"""
+"""Text corpora for language-model pretraining: .txt and .jsonl files, tokenized once into a memory-mapped token
+cache and read as fixed windows (docs/tasks/causal_lm.md). Documents are separated by the first special token."""
 
 from __future__ import annotations
 
@@ -91,12 +86,9 @@ class Corpus:
         for path in self.files:
             jsonl = path.suffix == ".jsonl"
             each = jsonl or self.line_documents  # every text ends a document
-            batch: list[str] = []
-            for text in self._records(path) if jsonl else self._lines(path):
-                batch.append(text)
-                if len(batch) == LINES_PER_BATCH:
-                    yield batch, [each] * len(batch)
-                    batch = []
+            texts = self._records(path) if jsonl else self._lines(path)
+            while len(batch := list(itertools.islice(texts, LINES_PER_BATCH))) == LINES_PER_BATCH:
+                yield batch, [each] * len(batch)
             if batch or not jsonl:
                 yield batch, [each] * (len(batch) - 1) + [True]
 
@@ -124,24 +116,17 @@ class Corpus:
 
 
 def token_file(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path, workers: Optional[int] = None) -> np.memmap:
-    """The corpus as one memory-mapped token array, built on first use and reused after.
-
-    ``workers`` processes tokenize batches of lines side by side (None: :func:`default_workers`); the parent reads
-    the text and writes each batch's tokens in the corpus's order, so the file is the same byte for byte whatever
-    the number of workers. Progress (text read, MiB/s, time left) is logged at most every PROGRESS_SECONDS.
-    """
+    """The corpus as one memory-mapped token array, built on first use and reused after; ``workers`` processes
+    tokenize (None: :func:`default_workers`) while this one writes in the corpus's order, so the file is the same."""
     dtype = np.uint16 if tokenizer.get_vocab_size() <= 2**16 else np.uint32
     suffix = ".u16" if dtype == np.uint16 else ".u32"
     path = Path(cache_dir) / f"tokens-{digest(corpus.fingerprint(), tokenizer.to_str())}{suffix}"
     if not path.is_file():
         total = sum(f.stat().st_size for f in corpus.files)
         workers = default_workers(total) if workers is None else max(1, workers)
-        progress = Progress(total, path.name)
         with atomic_file(path, binary=True) as out:
-            for tokens, chars in _encoded(corpus, tokenizer, dtype, workers, progress):
+            for tokens in _logged(_encoded(corpus, tokenizer, dtype, workers), total, path.name):
                 out.write(tokens)
-                progress.update(chars)
-        progress.done()
     if path.stat().st_size == 0:
         raise ConfigError(f"the training text is empty: {', '.join(map(str, corpus.files))}")
     return np.memmap(path, dtype=dtype, mode="r")
@@ -153,23 +138,18 @@ def default_workers(text_bytes: int) -> int:
     if text_bytes < PARALLEL_BYTES:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(MAX_WORKERS, cores))
+    return min(MAX_WORKERS, cores)
 
 
 def encode_lines(tokenizer: Tokenizer, texts: list[str], ends: list[bool], sep: Optional[int], dtype) -> bytes:
     """The tokens of a batch of texts as ``dtype`` bytes: each text's ids, and ``sep`` after those that end a document.
-
-    ``encode_batch_fast`` (no character offsets) gives encode_batch's ids in less time; the ids are flattened by
-    numpy, not element by element in Python.
-    """
+    ``encode_batch_fast`` (no character offsets) gives encode_batch's ids in less time; numpy flattens the ids."""
     eos = [] if sep is None else [sep]
     if not texts:
         return np.asarray(eos, dtype=dtype).tobytes()
-    ids = [e.ids for e in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
-    if eos:
-        ids = [i + eos if end else i for i, end in zip(ids, ends)]
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids)))
-    return flat.tobytes()
+    encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+    ids = [e.ids + eos if end else e.ids for e, end in zip(encodings, ends)]
+    return np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids))).tobytes()
 
 
 _worker: dict = {}
@@ -184,7 +164,7 @@ def _encode_in_worker(texts: list[str], ends: list[bool]) -> bytes:
     return encode_lines(_worker["tok"], texts, ends, _worker["sep"], _worker["dtype"])
 
 
-def _encoded(corpus: Corpus, tokenizer: Tokenizer, dtype, workers: int, progress: "Progress") -> Iterator[tuple[bytes, int]]:
+def _encoded(corpus: Corpus, tokenizer: Tokenizer, dtype, workers: int) -> Iterator[tuple[bytes, int]]:
     """(token bytes, characters of text) per batch of the corpus, in order."""
     sep = document_separator(tokenizer)
     if workers == 1:
@@ -208,45 +188,34 @@ def _encoded(corpus: Corpus, tokenizer: Tokenizer, dtype, workers: int, progress
             else:
                 os.environ[k] = v
     with pool:
-        pending: collections.deque = collections.deque()
+        pending = collections.deque()
         for texts, ends in corpus.iter_batches():
             pending.append((pool.apply_async(_encode_in_worker, (texts, ends)), sum(map(len, texts))))
             if len(pending) >= 2 * workers:
                 result, chars = pending.popleft()
                 yield result.get(), chars
-        while pending:
-            result, chars = pending.popleft()
-            yield result.get(), chars
+        yield from ((result.get(), chars) for result, chars in pending)
 
 
-class Progress:
-    """Logs how far a token cache build is: text read (characters, counted as bytes), MiB/s, an estimate of the
-    time left; at most every PROGRESS_SECONDS, and only for builds that take longer than that."""
-
-    def __init__(self, total_bytes: int, name: str):
-        self.total, self.name, self.done_bytes = total_bytes, name, 0
-        self.start = self.last = time.monotonic()
-        self.logged = False
-
-    def update(self, chars: int) -> None:
-        self.done_bytes += chars
+def _logged(batches: Iterator[tuple[bytes, int]], total_bytes: int, name: str) -> Iterator[bytes]:
+    """The token bytes of ``batches``, logging how far the build is (text read, its characters counted as bytes,
+    MiB/s, time left) at most every PROGRESS_SECONDS, and at the end if it logged before."""
+    start = last = time.monotonic()
+    done, logged, total = 0, False, total_bytes / 2**20
+    for tokens, chars in batches:
+        yield tokens
+        done += chars
         now = time.monotonic()
-        if now - self.last >= PROGRESS_SECONDS:
-            self.last, self.logged = now, True
-            log.info("token cache %s: %s", self.name, self.line(now))
-
-    def line(self, now: float) -> str:
-        mib, total = self.done_bytes / 2**20, self.total / 2**20
-        rate = mib / max(now - self.start, 1e-9)
-        left = max(0.0, total - mib) / rate if rate > 0 else float("inf")
-        return (f"{mib:,.1f} of {total:,.1f} MiB of text ({100 * min(1.0, mib / total if total else 1):.0f}%), "
-                f"{rate:.2f} MiB/s, about {_duration(left)} left")
-
-    def done(self) -> None:
-        if self.logged:
-            now = time.monotonic()
-            log.info("token cache %s: built, %.1f MiB of text in %s (%.2f MiB/s)", self.name, self.done_bytes / 2**20,
-                     _duration(now - self.start), self.done_bytes / 2**20 / max(now - self.start, 1e-9))
+        if now - last >= PROGRESS_SECONDS:
+            last, logged, mib = now, True, done / 2**20
+            rate = mib / max(now - start, 1e-9)
+            left = max(0.0, total - mib) / rate if rate > 0 else float("inf")
+            log.info("token cache %s: %s of %s MiB of text (%.0f%%), %.2f MiB/s, about %s left", name, f"{mib:,.1f}",
+                     f"{total:,.1f}", 100 * min(1.0, mib / total if total else 1), rate, _duration(left))
+    if logged:
+        now = time.monotonic()
+        log.info("token cache %s: built, %.1f MiB of text in %s (%.2f MiB/s)", name, done / 2**20,
+                 _duration(now - start), done / 2**20 / max(now - start, 1e-9))
 
 
 def _duration(seconds: float) -> str:
@@ -255,11 +224,6 @@ def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600} h {seconds % 3600 // 60} min" if seconds >= 3600 else (
         f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s")
-
-
-def min_tokens(block_size: int, shuffle: bool) -> int:
-    """The fewest tokens that hold one WindowSampler window: shuffled (training) passes shift the grid, so need more."""
-    return 2 * block_size if shuffle else block_size + 1
 
 
 class TokenWindows(Dataset):
@@ -284,7 +248,7 @@ class WindowSampler(ShardedSampler):
 
     def __init__(self, n_tokens: int, block_size: int, shuffle: bool, seed: int = 0, rank: int = 0,
                  world_size: int = 1):
-        n_windows = (n_tokens - 1 - (block_size - 1 if shuffle else 0)) // block_size  # see min_tokens
+        n_windows = (n_tokens - 1 - (block_size - 1 if shuffle else 0)) // block_size  # room for the grid's shift
         if n_windows < world_size:
             raise ConfigError(f"the data holds {n_tokens} tokens: too few for one window of model.block_size="
                               f"{block_size} per process ({world_size}); add text or lower model.block_size")

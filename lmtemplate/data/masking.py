@@ -36,8 +36,7 @@ def mask_tokens(ids: torch.Tensor, cfg: MaskingConfig, mask_id: int, special_ids
                 generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, labels) for token ids (B, T): labels hold the original id at selected positions, IGNORE elsewhere;
     special tokens ([CLS], [SEP], [PAD], ...) are never selected."""
-    probs = torch.full(ids.shape, cfg.rate, device=ids.device)
-    probs[torch.isin(ids, special_ids)] = 0.0
+    probs = torch.where(torch.isin(ids, special_ids), 0.0, cfg.rate)
     selected = torch.bernoulli(probs, generator=generator).bool()
     labels = ids.masked_fill(~selected, IGNORE)
     u = torch.rand(ids.shape, device=ids.device, generator=generator)

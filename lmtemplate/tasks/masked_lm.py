@@ -1,11 +1,5 @@
-"""Task ``masked_lm``: BERT-style pretraining of a bidirectional encoder on a text corpus.
-
-The corpus, tokenizer and token cache are the causal LM's. Packed (the default), each window becomes ``[CLS]`` +
-``block_size - 1`` tokens: documents follow each other inside a window, separated by ``[SEP]`` (the first special
-token, which the token file puts between documents). With ``data.packing: false`` each document is one padded
-sequence ``[CLS] ... [SEP]``. Masking runs on the batch, on the device: random in training, the same positions at
-every validation.
-"""
+"""Task ``masked_lm``: BERT-style pretraining of a bidirectional encoder on the causal LM's corpus and token cache
+(docs/tasks/masked_lm.md). Masking runs on the batch, on the device: random in training, fixed in evaluation."""
 
 from __future__ import annotations
 
@@ -61,15 +55,13 @@ class MaskedLM(LanguageModel):
         if stage == "fit" and hf.is_pretrained_dir(init_from):
             self.mlm_head.load_state_dict(hf.head_state(Path(init_from), "mlm_head"), strict=False)
 
-    def sequences(self, window: torch.Tensor) -> torch.Tensor:
-        """[CLS] + the first block_size - 1 tokens of each window."""
-        cls = torch.full_like(window[:, :1], self.cls_id)
-        return torch.cat([cls, window[:, : self.cfg.model.block_size - 1]], dim=1)
-
     def scored(self, batch, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and labels at the masked positions of packed windows (a tensor) or padded documents (a dict)."""
-        ids = batch["input_ids"] if isinstance(batch, dict) else self.sequences(batch)
-        attention = batch["attention_mask"] if isinstance(batch, dict) else None
+        if isinstance(batch, dict):
+            ids, attention = batch["input_ids"], batch["attention_mask"]
+        else:  # packed windows: [CLS] + the first block_size - 1 tokens of each
+            cls = torch.full_like(batch[:, :1], self.cls_id)
+            ids, attention = torch.cat([cls, batch[:, : self.cfg.model.block_size - 1]], dim=1), None
         inputs, labels = mask_tokens(ids, self.cfg.masking, self.mask_id, self.special_ids, self.model.cfg.vocab_size,
                                      generator)
         selected = labels != IGNORE
