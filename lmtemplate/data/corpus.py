@@ -21,7 +21,7 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import Dataset
 
-from lmtemplate.config import ConfigError
+from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.data.base import SPLITS, ShardedSampler
 from lmtemplate.tokenization import atomic_file, digest, document_separator, file_fingerprint, utf8_file
 
@@ -53,8 +53,7 @@ class TextDataConfig:
                 expand_glob(getattr(self, key), f"data.{key}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction: expected a number between 0 and 1, got {self.val_fraction}")
-        if self.batch_size < 1:
-            raise ConfigError(f"data.batch_size: expected a positive integer, got {self.batch_size}")
+        require_positive("data", self, "batch_size")
         if self.tokenize_workers is not None and self.tokenize_workers < 1:
             raise ConfigError(f"data.tokenize_workers: expected a positive integer or null, got {self.tokenize_workers}")
 

@@ -12,10 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.corpus import TextDataConfig
-from lmtemplate.data.base import pad
+from lmtemplate.data.base import IGNORE, pad
 from lmtemplate.data.lm import TextDataModule
-
-IGNORE = -100  # label of positions the loss skips (torch's cross_entropy default ignore_index)
 
 
 @dataclass

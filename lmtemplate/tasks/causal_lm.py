@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torchmetrics.text import Perplexity
 
-from lmtemplate.config import ConfigError
+from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.data.corpus import TextDataConfig
 from lmtemplate.data.lm import TextDataModule
 from lmtemplate.models.backbone import build_model
@@ -35,8 +35,7 @@ class GenerateConfig:
             raise ConfigError(f"generate.temperature: expected >= 0 (0 is greedy), got {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ConfigError(f"generate.top_p: expected a number in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ConfigError(f"generate.top_k: expected a positive integer, got {self.top_k}")
+        require_positive("generate", self, "top_k")
 
 
 @dataclass
