@@ -80,7 +80,7 @@ def load_saved_config(config: Path, overrides: list[str]) -> Loaded:
     from before that option, when every model used the tanh GELU (the default is now the exact one)."""
     loaded = load_config([str(config)], overrides)
     model = OmegaConf.load(config).get("model")
-    if (isinstance(model, DictConfig) and "gelu" not in model and hasattr(loaded.cfg.model, "gelu")
+    if (isinstance(model, DictConfig) and "gelu" not in model and "gelu" in loaded.data.get("model", {})
             and not any(o.split("=", 1)[0].lstrip("+") == "model.gelu" for o in overrides)):
         loaded = load_config([str(config)], ["model.gelu=tanh", *overrides])
     return loaded
