@@ -29,10 +29,9 @@ class ClassificationDataConfig(SplitsConfig):
 def label_vocabulary(labels: list[object]) -> list[str]:
     """The sorted label names: numerically when every label is an integer, else as strings."""
     names = {str(x) for x in labels}
-    try:
-        return sorted(names, key=int)
-    except ValueError:  # a name that is not an integer ("²" is a digit int() rejects)
-        return sorted(names)
+    if all(n.removeprefix("-").isdecimal() for n in names):  # not isdigit: "²" is a digit that int() rejects
+        return sorted(names, key=lambda n: (int(n), n))  # "01" and "1": the same number, one order in every process
+    return sorted(names)
 
 
 class ClassificationDataModule(ExampleData):
@@ -46,7 +45,7 @@ class ClassificationDataModule(ExampleData):
         folder = Path(self.cfg.run.cache_dir) / f"demo-classification-{d.demo_train}-{d.demo_val}-{d.demo_seed}"
         paths = folder / "train.tsv", folder / "val.tsv"
         if not all(path.is_file() for path in paths):
-            write_demo_classification(folder, d.demo_train, d.demo_val, d.demo_seed)
+            paths = write_demo_classification(folder, d.demo_train, d.demo_val, d.demo_seed)
         train, val = map(self.read, paths)
         return {"train": train, "val": val, "test": val}
 
@@ -90,5 +89,5 @@ class ClassificationDataModule(ExampleData):
             raise ConfigError(f"{rows[0]['path'] if rows else 'predict'}: no usable rows")
         pairs = [r["pair"] for r in keep] if self.cfg.data.text_pair_column else None
         encoded = encode_texts(self.tokenizer, [r["text"] for r in keep], pairs, self.cfg.model.block_size)
-        return [{**e, "labels": index.get(r["label"], -1),
-                 "inputs": r["text"] if r["pair"] is None else f"{r['text']}\t{r['pair']}"} for e, r in zip(encoded, keep)]
+        return [{**e, "labels": index.get(r["label"], -1), "inputs": r["text"] if r["pair"] is None
+                 else f"{r['text']}\t{r['pair']}"} for e, r in zip(encoded, keep)]

@@ -116,7 +116,8 @@ class Corpus:
 
 def token_file(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path, workers: Optional[int] = None) -> np.memmap:
     """The corpus as one memory-mapped token array, built on first use and reused after; ``workers`` processes
-    tokenize (None: :func:`default_workers`) while this one writes in the corpus's order, so the file is the same."""
+    tokenize (None: :func:`default_workers`) while this one writes in the corpus's order, so the file is the same
+    byte for byte whatever the number of workers; a long build logs its progress."""
     dtype = np.uint16 if tokenizer.get_vocab_size() <= 2**16 else np.uint32
     suffix = ".u16" if dtype == np.uint16 else ".u32"
     path = Path(cache_dir) / f"tokens-{digest(corpus.fingerprint(), tokenizer.to_str())}{suffix}"

@@ -24,7 +24,9 @@ class TextDataModule(DataModule):
         cache, d = Path(cfg.run.cache_dir), cfg.data
         if d.train is None:
             demo = cache / f"demo-{d.demo_lines}-{d.demo_seed}.txt"
-            train_files = [demo if demo.is_file() else write_demo_corpus(demo, d.demo_lines, d.demo_seed)]
+            if not demo.is_file():
+                write_demo_corpus(demo, d.demo_lines, d.demo_seed)
+            train_files = [demo]
         else:
             train_files = expand_glob(d.train, "data.train")
         train = Corpus(train_files, d.text_field, d.line_documents)
@@ -47,7 +49,7 @@ class TextDataModule(DataModule):
 
     def _checked(self, tokens: np.ndarray, split: str, files: list[Path], train: bool = False) -> np.ndarray:
         """A split must hold one window of model.block_size, checked now: before a run directory exists."""
-        need = 2 * self.block_size if train else self.block_size + 1  # training passes shift WindowSampler's grid
+        need = 2 * self.block_size if train else self.block_size + 1  # one window; training shifts the grid (n_windows)
         if len(tokens) < need:
             raise ConfigError(
                 f"{split} ({', '.join(map(str, files))}) holds {len(tokens)} token{'s' * (len(tokens) != 1)}: too few for one "

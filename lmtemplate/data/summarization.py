@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-
 from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.data.base import IGNORE, ExampleData, SplitsConfig, pad
 from lmtemplate.data.demo.summarization import demo_summaries

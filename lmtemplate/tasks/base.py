@@ -175,8 +175,10 @@ class Task(L.LightningModule):
         if self._trainer is None or self.trainer.sanity_checking:  # unattached: a test driving the module by hand
             return
         self.scores = {f"{stage}/{name}": float(v) for name, v in scores.items()}
-        seen = getattr(self.trainer, f"num_{stage}_batches")[0]
-        total = len(getattr(self.trainer, f"{stage}_dataloaders"))
+        trainer = self.trainer
+        seen, loaders = (trainer.num_val_batches[0], trainer.val_dataloaders) if stage == "val" else (
+            trainer.num_test_batches[0], trainer.test_dataloaders)
+        total = len(loaders)
         self.partial.pop(stage, None)
         if seen < total:
             self.partial[stage] = f"{seen} of {total} batches (trainer.limit_{stage}_batches)"

@@ -37,7 +37,7 @@ class DecodeConfig:
     samples: int = 4  # (source, reference, hypothesis) triples logged to TensorBoard at each validation
 
     def __post_init__(self) -> None:
-        require_positive("decode", self, "beam_size", "val_beam_size", "val_sentences", "max_len_b", "top_k")
+        require_positive("decode", self, "beam_size", "val_beam_size", "val_sentences", "max_len_b")
         if self.max_len_a < 0 or self.samples < 0:
             raise ConfigError(f"decode.max_len_a and decode.samples: expected >= 0, got {self.max_len_a}, {self.samples}")
         for key in ("min_len", "no_repeat_ngram_size", "temperature"):
@@ -45,6 +45,7 @@ class DecodeConfig:
                 raise ConfigError(f"decode.{key}: expected >= 0 (0: off), got {getattr(self, key)}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ConfigError(f"decode.top_p: expected a number in (0, 1], got {self.top_p}")
+        require_positive("decode", self, "top_k")
 
     def max_lengths(self, source_lengths: torch.Tensor, room: int | torch.Tensor) -> torch.Tensor:
         """Tokens each output may have (EOS included): ``max_len_a * source + max_len_b``, at most ``room``."""
@@ -67,9 +68,14 @@ def generate(stepper: Callable[[int], Step], bos_id: int, eos_id: int, max_lengt
 
 class GenerationTask(Task):
     """Evaluation and prediction by decoding: a task writes ``decode_rows`` and sets ``text_metrics`` (per stage,
-    updated with the outputs and a list of references each) and ``output_key``; labels are IGNORE on padding."""
+    updated with the outputs and a list of references each) and ``output_key``; its config has a ``decode`` section
+    (``DecodeConfig``) and its batches ``labels`` (IGNORE on padding), ``index``, ``sources`` and ``references``."""
 
     output_key: str  # an output's key in the rows of predictions ("translation", "summary")
+
+    def __init__(self, cfg, datamodule=None):
+        super().__init__(cfg)
+        self.samples: list[tuple[str, str, str]] = []  # (source, reference, output) of the last validation
 
     def decode_rows(self, batch: dict, rows: list[int], beam_size: int) -> list[str]:
         """The decoded outputs of the batch's examples ``rows``."""

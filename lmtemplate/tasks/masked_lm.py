@@ -11,7 +11,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.masking import IGNORE, MaskedLMDataConfig, MaskedLMDataModule, MaskingConfig, mask_tokens
+from lmtemplate.data.base import IGNORE
+from lmtemplate.data.masking import MaskedLMDataConfig, MaskedLMDataModule, MaskingConfig, mask_tokens
 from lmtemplate.models import hf
 from lmtemplate.models.backbone import build_model
 from lmtemplate.models.encoder import Encoder, EncoderConfig, MaskedLMHead

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.summarization import (ARCHS, IGNORE, SummarizationDataConfig, SummarizationDataModule,
+from lmtemplate.data.base import IGNORE
+from lmtemplate.data.summarization import (ARCHS, SummarizationDataConfig, SummarizationDataModule,
                                            SummarizationTokenizerConfig)
 from lmtemplate.data.tables import read_table
 from lmtemplate.models.backbone import build_model
@@ -85,7 +86,6 @@ class Summarization(GenerationTask):
         self.tokenizer = datamodule.tokenizer
         self.bos_id, self.eos_id = datamodule.bos_id, datamodule.eos_id
         self.text_metrics = per_stage(ROUGE(stem=cfg.decode.rouge_stemmer))
-        self.samples: list[tuple[str, str, str]] = []
 
     def forward(self, batch: dict) -> torch.Tensor:
         if isinstance(self.model, GPT):

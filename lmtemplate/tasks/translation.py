@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.translation import (IGNORE, SOURCE_TOKENIZER, TranslationDataConfig, TranslationDataModule,
+from lmtemplate.data.base import IGNORE
+from lmtemplate.data.translation import (SOURCE_TOKENIZER, TranslationDataConfig, TranslationDataModule,
                                          TranslationTokenizerConfig)
 from lmtemplate.models.backbone import build_model
 from lmtemplate.models.gpt import Block
@@ -70,7 +71,6 @@ class Translation(GenerationTask):
         self.tokenizer, self.source_tokenizer = dm.tokenizer, dm.source_tokenizer
         self.bos_id, self.eos_id = dm.bos_id, dm.eos_id
         self.text_metrics = per_stage(MetricCollection({"bleu": BLEU(), "chrf": ChrF()}, compute_groups=False))
-        self.samples: list[tuple[str, str, str]] = []
 
     def setup(self, stage: str) -> None:
         """A run with a tokenizer per side keeps the source's beside tokenizer.json (which run.py writes)."""

@@ -116,6 +116,8 @@ def test_labels_sort_numerically_when_they_are_integers():
     assert label_vocabulary(["pos", "neg", "10"]) == ["10", "neg", "pos"]
     assert label_vocabulary(["²", "1", "-3"]) == ["-3", "1", "²"]  # a digit that is not a number sorts as text
     assert label_vocabulary(["--1", "2"]) == ["--1", "2"]
+    assert label_vocabulary(["1", "01", "2"]) == ["01", "1", "2"]  # one number, two names: ordered by name too
+    assert label_vocabulary(["-1", "+1"]) == ["+1", "-1"]  # "+1" is not written as an integer label: as text
 
 
 def test_pairs_are_encoded_with_cls_sep_and_types_and_truncated_longest_first():

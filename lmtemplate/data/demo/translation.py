@@ -54,4 +54,3 @@ def demo_translation(n: int, seed: int) -> list[tuple[str, str]]:
             en, xx = en + [preposition] + place_en, [DEMO_PREPOSITIONS[preposition]] + place_xx + [","] + xx
         pairs.append((" ".join(en), " ".join(xx)))
     return pairs
-
