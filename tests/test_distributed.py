@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from test_run import TINY
@@ -84,3 +85,18 @@ def test_qa_validation_under_ddp_scores_every_example_as_one_process_does(tmp_pa
     cli(tmp_path, "validate", *ddp(*tiny, "--ckpt", "last", "data.batch_size=5"))
     both = json.loads(metrics.read_text())
     assert 0 < single["val/f1"] and both["val/exact"] == single["val/exact"] and both["val/f1"] == single["val/f1"]
+
+
+@pytest.mark.slow
+def test_translation_validation_under_ddp_ends_when_a_rank_decodes_nothing(tmp_path):
+    """decode.val_sentences=1: only rank 0 decodes, yet the metrics sync on every rank; this hung before the ranks
+    agreed to compute. The one sentence scores as it does in one process."""
+    small = ["-c", str(REPO / "configs/finetune/translation-demo.yaml"), "data.demo_train=1000", "data.demo_val=8",
+             "trainer.max_steps=150", "trainer.val_check_interval=150", "trainer.enable_progress_bar=false",
+             "decode.val_sentences=1", "decode.beam_size=1", "decode.val_beam_size=1", "run.name=tr"]
+    cli(tmp_path, "fit", *small)
+    metrics = tmp_path / "outputs/tr/version_0/metrics.json"
+    single = json.loads(metrics.read_text())
+    cli(tmp_path, "validate", *ddp(*small, "--ckpt", "last"))
+    both = json.loads(metrics.read_text())
+    assert single["val/chrf"] > 0 and both["val/chrf"] == single["val/chrf"] and both["val/bleu"] == single["val/bleu"]
