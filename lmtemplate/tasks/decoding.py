@@ -106,7 +106,7 @@ class GenerationTask(Task):
         """The scores of what the pass decoded (none when it decoded nothing); the metrics then start afresh."""
         metric = self.text_metrics[stage]
         decoded = all(m.update_called for m in metric.modules() if isinstance(m, Metric))
-        if self._trainer is not None:  # compute() syncs across ranks: all compute if one decoded (val_sentences < ranks)
+        if self._trainer is not None:  # compute() syncs across ranks: all compute if any decoded (val_sentences<ranks)
             decoded = self.trainer.strategy.reduce_boolean_decision(decoded, all=False)
         scores = {key: value.item() for key, value in metric.compute().items()} if decoded else {}
         metric.reset()
