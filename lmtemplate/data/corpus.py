@@ -124,9 +124,12 @@ def token_file(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path, workers: O
     if not path.is_file():
         total = sum(f.stat().st_size for f in corpus.files)
         workers = default_workers(total) if workers is None else max(1, workers)
+        progress = Progress(total, path.name)
         with atomic_file(path, binary=True) as out:
-            for tokens in _logged(_encoded(corpus, tokenizer, dtype, workers), total, path.name):
+            for tokens, chars in _encoded(corpus, tokenizer, dtype, workers):
                 out.write(tokens)
+                progress.update(chars)
+        progress.done()  # after the file is in place
     if path.stat().st_size == 0:
         raise ConfigError(f"the training text is empty: {', '.join(map(str, corpus.files))}")
     return np.memmap(path, dtype=dtype, mode="r")
@@ -197,25 +200,34 @@ def _encoded(corpus: Corpus, tokenizer: Tokenizer, dtype, workers: int) -> Itera
         yield from ((result.get(), chars) for result, chars in pending)
 
 
-def _logged(batches: Iterator[tuple[bytes, int]], total_bytes: int, name: str) -> Iterator[bytes]:
-    """The token bytes of ``batches``, logging how far the build is (text read, its characters counted as bytes,
-    MiB/s, time left) at most every PROGRESS_SECONDS, and at the end if it logged before."""
-    start = last = time.monotonic()
-    done, logged, total = 0, False, total_bytes / 2**20
-    for tokens, chars in batches:
-        yield tokens
-        done += chars
+class Progress:
+    """Logs how far a token cache build is: text read (characters, counted as bytes), MiB/s, an estimate of the
+    time left; at most every PROGRESS_SECONDS, and only for builds that take longer than that."""
+
+    def __init__(self, total_bytes: int, name: str):
+        self.total, self.name, self.done_bytes = total_bytes, name, 0
+        self.start = self.last = time.monotonic()
+        self.logged = False
+
+    def update(self, chars: int) -> None:
+        self.done_bytes += chars
         now = time.monotonic()
-        if now - last >= PROGRESS_SECONDS:
-            last, logged, mib = now, True, done / 2**20
-            rate = mib / max(now - start, 1e-9)
-            left = max(0.0, total - mib) / rate if rate > 0 else float("inf")
-            log.info("token cache %s: %s of %s MiB of text (%.0f%%), %.2f MiB/s, about %s left", name, f"{mib:,.1f}",
-                     f"{total:,.1f}", 100 * min(1.0, mib / total if total else 1), rate, _duration(left))
-    if logged:
-        now = time.monotonic()
-        log.info("token cache %s: built, %.1f MiB of text in %s (%.2f MiB/s)", name, done / 2**20,
-                 _duration(now - start), done / 2**20 / max(now - start, 1e-9))
+        if now - self.last >= PROGRESS_SECONDS:
+            self.last, self.logged = now, True
+            log.info("token cache %s: %s", self.name, self.line(now))
+
+    def line(self, now: float) -> str:
+        mib, total = self.done_bytes / 2**20, self.total / 2**20
+        rate = mib / max(now - self.start, 1e-9)
+        left = max(0.0, total - mib) / rate if rate > 0 else float("inf")
+        return (f"{mib:,.1f} of {total:,.1f} MiB of text ({100 * min(1.0, mib / total if total else 1):.0f}%), "
+                f"{rate:.2f} MiB/s, about {_duration(left)} left")
+
+    def done(self) -> None:
+        if self.logged:
+            now = time.monotonic()
+            log.info("token cache %s: built, %.1f MiB of text in %s (%.2f MiB/s)", self.name, self.done_bytes / 2**20,
+                     _duration(now - self.start), self.done_bytes / 2**20 / max(now - self.start, 1e-9))
 
 
 def _duration(seconds: float) -> str:
@@ -224,6 +236,11 @@ def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600} h {seconds % 3600 // 60} min" if seconds >= 3600 else (
         f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s")
+
+
+def min_tokens(block_size: int, shuffle: bool) -> int:
+    """The fewest tokens that hold one WindowSampler window: shuffled (training) passes shift the grid, so need more."""
+    return 2 * block_size if shuffle else block_size + 1
 
 
 class TokenWindows(Dataset):
@@ -248,7 +265,7 @@ class WindowSampler(ShardedSampler):
 
     def __init__(self, n_tokens: int, block_size: int, shuffle: bool, seed: int = 0, rank: int = 0,
                  world_size: int = 1):
-        n_windows = (n_tokens - 1 - (block_size - 1 if shuffle else 0)) // block_size  # room for the grid's shift
+        n_windows = (n_tokens - 1 - (block_size - 1 if shuffle else 0)) // block_size  # see min_tokens
         if n_windows < world_size:
             raise ConfigError(f"the data holds {n_tokens} tokens: too few for one window of model.block_size="
                               f"{block_size} per process ({world_size}); add text or lower model.block_size")

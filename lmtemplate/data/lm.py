@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.base import DataModule
-from lmtemplate.data.corpus import Corpus, TokenWindows, WindowSampler, expand_glob, token_file
+from lmtemplate.data.corpus import Corpus, TokenWindows, WindowSampler, expand_glob, min_tokens, token_file
 from lmtemplate.data.demo.text import write_demo_corpus
 from lmtemplate.tokenization import build_tokenizer
 
@@ -49,7 +49,7 @@ class TextDataModule(DataModule):
 
     def _checked(self, tokens: np.ndarray, split: str, files: list[Path], train: bool = False) -> np.ndarray:
         """A split must hold one window of model.block_size, checked now: before a run directory exists."""
-        need = 2 * self.block_size if train else self.block_size + 1  # one window; training shifts the grid (n_windows)
+        need = min_tokens(self.block_size, shuffle=train)
         if len(tokens) < need:
             raise ConfigError(
                 f"{split} ({', '.join(map(str, files))}) holds {len(tokens)} token{'s' * (len(tokens) != 1)}: too few for one "

@@ -175,13 +175,12 @@ class Task(L.LightningModule):
         if self._trainer is None or self.trainer.sanity_checking:  # unattached: a test driving the module by hand
             return
         self.scores = {f"{stage}/{name}": float(v) for name, v in scores.items()}
-        trainer = self.trainer
-        seen, loaders = (trainer.num_val_batches[0], trainer.val_dataloaders) if stage == "val" else (
-            trainer.num_test_batches[0], trainer.test_dataloaders)
+        seen, loaders = (self.trainer.num_val_batches, self.trainer.val_dataloaders) if stage == "val" else (
+            self.trainer.num_test_batches, self.trainer.test_dataloaders)
         total = len(loaders)
         self.partial.pop(stage, None)
-        if seen < total:
-            self.partial[stage] = f"{seen} of {total} batches (trainer.limit_{stage}_batches)"
+        if seen[0] < total:
+            self.partial[stage] = f"{seen[0]} of {total} batches (trainer.limit_{stage}_batches)"
             log.info("%s: a partial pass, %s", stage, self.partial[stage])
 
     def batch_size(self, batch) -> int:
