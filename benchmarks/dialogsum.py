@@ -139,14 +139,14 @@ def main() -> None:
             fit_s = time.time() - start
             tags = {f"val_{key}": f"val/{key}" for key in ("rougeL", "rouge1", "rouge2")}
             curve = learning_curve(session.run_dir, start, tags)
-            best = str(sorted((session.run_dir / "checkpoints").glob("best-*.ckpt"))[-1])
+            best = str(run.checkpoint_of(session.run_dir, "best"))
         test_rows, dev_rows = read_jsonl(data / FILES["test"]), read_jsonl(data / FILES["val"])
         test, summaries = {}, {}
         beam = session.loaded.cfg.decode.beam_size
         for name, decode in ((f"beam {beam}", []), ("greedy", ["decode.beam_size=1"])):
             t0 = time.perf_counter()
             predicted, _ = run.predict(run.prepare("predict", [config], [*overrides, *decode], ckpt=best),
-                                       [row["dialogue"] for row in test_rows], Path(tmp) / "summaries.txt")
+                                       [row["dialogue"] for row in test_rows], "--input", Path(tmp) / "summaries.txt")
             summaries[name] = [row["summary"] for row in sorted(predicted, key=lambda r: r["index"])]
             test[name] = {**both_ways(summaries[name], test_rows), "wall_s": time.perf_counter() - t0}
         lead_k = baseline(dev_rows, test_rows)

@@ -61,7 +61,7 @@ def main() -> None:
         metrics = run.fit(session)
         fit_s = time.time() - start
         curve = learning_curve(session.run_dir, start, {"val_bleu": "val/bleu", "val_chrf": "val/chrf"})
-        best = sorted((session.run_dir / "checkpoints").glob("best-*.ckpt"))[-1]
+        best = run.checkpoint_of(session.run_dir, "best")
         test = {}
         for name, beam in (("beam 5", 5), ("greedy", 1)):
             t0 = time.perf_counter()

@@ -7,10 +7,12 @@ by itself (its full checkpoints are written here).
 
 from __future__ import annotations
 
+import math
 import os
+import pickle
 import random
-import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -22,30 +24,39 @@ from lightning.pytorch.loops.utilities import _is_max_limit_reached
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from lmtemplate.config import ConfigError
+from lmtemplate.files import WRITE_ERRORS, atomic_file, cannot_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        """Write a temporary file next to ``path``, fsync it, then rename it over ``path``.
-
-        A crash mid-write leaves the previous file whole (and no temporary file, unless the process is killed).
-        """
+        """Write through ``atomic_file`` (a temporary file, fsynced, renamed over ``path``): a crash mid-write
+        leaves the previous file whole. A full disk or a folder that cannot be written is a ConfigError naming
+        the path, the space the checkpoint needs and the space free."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as f:
+            with atomic_file(path, binary=True) as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        except OSError as e:
+            if e.errno not in WRITE_ERRORS:
+                raise
+            raise ConfigError(cannot_write(path, e, _tensor_bytes(checkpoint))) from None
 
     def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
         # ddp_spawn hands the trained weights back to the main process in a plain state dict, ".temp.ckpt"
         whole = Path(path).name != ".temp.ckpt"
         return read_checkpoint(path, map_location, weights_only=weights_only is not False, lightning=whole)
+
+
+def _tensor_bytes(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def read_checkpoint(path, map_location="cpu", weights_only: bool = True, mmap: bool = False, lightning: bool = True) -> dict:
@@ -67,6 +78,42 @@ def read_checkpoint(path, map_location="cpu", weights_only: bool = True, mmap: b
     return checkpoint
 
 
+RECORD = "lmtemplate"  # a checkpoint's own record of its step, metric, mode and score
+
+
+@dataclass
+class Saved:
+    """A checkpoint as its record describes it (one written before records: its global step, no score)."""
+
+    path: Path
+    step: int
+    score: Optional[float] = None
+    mode: str = "min"
+
+
+def saved(path: Path) -> Saved:
+    """The record of a checkpoint file, or of a sharded checkpoint folder (its meta.pt)."""
+    folder = path.is_dir()
+    checkpoint = read_checkpoint(path / "meta.pt" if folder else path, mmap=not folder, lightning=not folder)
+    record = checkpoint.get(RECORD, {})
+    score = record.get("score")
+    return Saved(path, record.get("step", checkpoint.get("global_step", 0)),
+                 None if score is None or math.isnan(score) else score, record.get("mode", "min"))
+
+
+def newest(found: list[Saved]) -> Saved:
+    return max(found, key=lambda s: s.step)
+
+
+def best_of(found: list[Saved]) -> Saved:
+    """The best score by its mode (the later step of equal scores); by step where files have no score."""
+    scored = [s for s in found if s.score is not None]
+    if not scored:
+        return newest(found)
+    sign = -1 if scored[0].mode == "max" else 1
+    return min(scored, key=lambda s: (sign * s.score, -s.step))
+
+
 class LastAndBest(ModelCheckpoint):
     """The best checkpoint by the task's monitored metric, and a ``last.ckpt`` that is always current.
 
@@ -85,9 +132,37 @@ class LastAndBest(ModelCheckpoint):
     def __init__(self, dirpath: Path, monitor: str, mode: str):
         super().__init__(
             dirpath=dirpath, filename="best-{step}", monitor=monitor, mode=mode,
-            save_last=True, save_top_k=1, auto_insert_metric_name=False,
+            save_last=True, save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False,
         )
         self.validated_at = -1  # the global step of the last validation during fit
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing: which checkpoints exist is read from the folder when training starts (``_adopt_folder``), not
+        from paths saved in the checkpoint, which go stale when a run is moved or killed between two saves."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        """Each checkpoint records its step and its score (the latest validation's ``monitor``), by which
+        ``--ckpt last|best`` and a resumed run choose among files, whatever their names."""
+        score = trainer.callback_metrics.get(self.monitor)
+        checkpoint[RECORD] = {"step": trainer.global_step, "metric": self.monitor, "mode": self.mode,
+                              "score": None if score is None else float(score)}
+
+    def _adopt_folder(self, trainer) -> None:
+        """Continue from the checkpoints the folder holds: the best of its best files by their stored scores is
+        the best so far, and the others go, as save_top_k=1 keeps one (a kill between saving a new best and
+        last.ckpt leaves a best that the resumed state never heard of)."""
+        found = sorted(Path(self.dirpath).glob("best*.ckpt")) if self.dirpath else []
+        if not found:
+            return
+        best = best_of([saved(p) for p in found])
+        for path in found:
+            if path != best.path:
+                trainer.strategy.remove_checkpoint(path)
+        worst = float("inf") if self.mode == "min" else float("-inf")  # a file without a score: the next best replaces it
+        score = torch.tensor(best.score if best.score is not None else worst)
+        self.best_model_path = self.kth_best_model_path = str(best.path)
+        self.best_model_score = self.kth_value = score
+        self.best_k_models = {str(best.path): score}
 
     def on_train_start(self, trainer, pl_module) -> None:
         """Resuming from a validation that only the stop asked for (``should_stop``): count its step, as Lightning does not.
@@ -97,6 +172,7 @@ class LastAndBest(ModelCheckpoint):
         after it, would fall one behind.
         """
         super().on_train_start(trainer, pl_module)
+        self._adopt_folder(trainer)
         loop = trainer.fit_loop.epoch_loop
         mid_epoch = loop.batch_progress.current.ready > 0
         if loop.restarted_on_last and mid_epoch and not loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
@@ -176,13 +252,11 @@ class RandomState(L.Callback):
 
 
 def _what_is_wrong(path: Path, error: Exception) -> str:
-    refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-    if refused:
-        return (
-            f"it holds a Python object of type {refused[1]}, which torch.load(weights_only=True) does not rebuild; "
-            "store plain containers instead (e.g. save_hyperparameters(dataclasses.asdict(cfg))) or allow the type "
-            "with torch.serialization.add_safe_globals"
-        )
+    if isinstance(error, pickle.UnpicklingError) and "GLOBAL" in str(error):
+        return (f"it holds something that torch.load(weights_only=True) refuses to rebuild, as loading it could run "
+                f"code ({_refusal(str(error))}); lmtemplate writes checkpoints of tensors, numbers, strings and plain "
+                "containers only: save hyperparameters as dataclasses.asdict(cfg), or allow a type you trust with "
+                "torch.serialization.add_safe_globals")
     if path.stat().st_size == 0:
         return "the file is empty"
     with open(path, "rb") as f:
@@ -190,6 +264,13 @@ def _what_is_wrong(path: Path, error: Exception) -> str:
     if is_zip and not zipfile.is_zipfile(path):
         return "the file is truncated or corrupted (a save or a copy that did not finish?)"
     return "not a PyTorch checkpoint file"
+
+
+def _refusal(message: str) -> str:
+    """The line of the weights-only unpickler's message that names the refused GLOBAL (torch words it
+    differently from version to version and for a class or a blocked module), without its general advice."""
+    said = next(line for line in message.splitlines() if "GLOBAL" in line)
+    return said.split("WeightsUnpickler error:")[-1].strip().rstrip(".")
 
 
 def init_source(init_from: str) -> tuple[Path, Optional[Path]]:

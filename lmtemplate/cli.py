@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 
 from lmtemplate.config import ConfigError
+from lmtemplate.files import WRITE_ERRORS, cannot_write
 
 EXIT_CONFIG = 2
 
@@ -56,10 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides += extra  # overrides may also come after options
     try:
         return VERBS[args.verb](args)
-    except ConfigError as e:
+    except (ConfigError, OSError) as e:
+        if isinstance(e, OSError) and (e.errno not in WRITE_ERRORS or e.filename is None):
+            raise
         if args.debug:
             traceback.print_exc()
-        print(f"lmtemplate: error: {e}", file=sys.stderr)
+        print(f"lmtemplate: error: {e if isinstance(e, ConfigError) else cannot_write(e.filename, e)}", file=sys.stderr)
         return EXIT_CONFIG
 
 
@@ -119,16 +122,18 @@ def cmd_predict(args) -> int:
 
     if (args.question is None) != (args.context is None):
         raise ConfigError("--question and --context go together: a question is answered from a context")
+    if args.output is not None and Path(args.output).is_dir():
+        raise ConfigError(f"--output: {args.output} is a folder; name the file the predictions go to")
     if args.input is not None:
-        inputs = Path(args.input)
+        inputs, flag = Path(args.input), "--input"
         if not inputs.is_file():
             raise ConfigError(f"--input: file not found: {inputs}")
     elif args.question is not None:
-        inputs = [{"id": "0", "question": args.question, "context": args.context}]
+        inputs, flag = [{"id": "0", "question": args.question, "context": args.context}], "--question"
     else:
-        inputs = [args.prompt]
+        inputs, flag = [args.prompt], "--prompt"
     s = run.prepare("predict", args.config, args.overrides, args.ckpt or "best")
-    rows, out = run.predict(s, inputs, Path(args.output) if args.output else None)
+    rows, out = run.predict(s, inputs, flag, Path(args.output) if args.output else None)
     if s.trainer.is_global_zero:
         for row in rows:
             print(row)

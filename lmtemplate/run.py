@@ -12,13 +12,15 @@ Run directory layout (``<run.root>/<run.name>/version_<n>/``)::
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import re
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Optional
 
 import lightning as L
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -32,11 +34,12 @@ from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
 from lmtemplate.callbacks.progress import ProgressBar
 from lmtemplate.callbacks.tensorboard import HParams, TextSamples
 from lmtemplate.callbacks.throughput import TokenThroughput
-from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, RandomState, read_checkpoint
+from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, RandomState, best_of, newest, read_checkpoint, saved
 from lmtemplate.models import hf
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
 from lmtemplate.tasks.base import Task
-from lmtemplate.tokenization import atomic_write_text, resolve_tokenizer, save_tokenizer
+from lmtemplate.files import atomic_write_text, cannot_write, stale_temporaries
+from lmtemplate.tokenization import resolve_tokenizer, save_tokenizer
 
 RUN_DIR_ENV = "LMTEMPLATE_RUN_DIR"  # set for worker processes, so every rank uses one run directory
 
@@ -116,32 +119,38 @@ def find_run(cfg) -> Path:
 
 
 def resolve_checkpoint(ckpt: str, cfg) -> Path:
-    """``last``, ``best`` (in the run named by the config), a run directory, or a checkpoint (file or sharded folder)."""
+    """``last``, ``best`` (in the run named by the config), a run directory (its last), or a checkpoint (file or
+    sharded folder)."""
     if ckpt in ("last", "best"):
         run = find_run(cfg)
-        found = checkpoints(run, ckpt)
-        if not found:
+        found = checkpoint_of(run, ckpt)
+        if found is None:
             raise C.ConfigError(_no_checkpoint(ckpt, run, cfg))
-        return found[-1]
+        return found
     path = Path(ckpt)
     if path.is_dir() and path.suffix != ".ckpt":
-        path = path / "checkpoints" / "last.ckpt"
+        found = checkpoint_of(path, "last")
+        if found is None:
+            raise C.ConfigError(f"--ckpt: no last checkpoint in {path / 'checkpoints'}")
+        return found
     if not path.exists():
         raise C.ConfigError(f"--ckpt: checkpoint file not found: {path}")
     return path
 
 
-def checkpoints(run: Path, kind: str) -> list[Path]:
-    """The ``last`` or ``best`` checkpoints of a run directory (a sharded FSDP checkpoint is a folder)."""
-    folder = run / "checkpoints"
-    found = [folder / "last.ckpt"] if kind == "last" else sorted(folder.glob("best-*.ckpt"))
-    return [p for p in found if p.exists()]
+def checkpoint_of(run: Path, kind: str) -> Optional[Path]:
+    """A run directory's ``last`` (the latest step) or ``best`` (the best score) checkpoint, as the checkpoints'
+    own records say (``checkpointing.saved``), never by their file names; None when it has none."""
+    found = [saved(p) for p in sorted((run / "checkpoints").glob(f"{kind}*.ckpt"))]
+    if not found:
+        return None
+    return (newest(found) if kind == "last" else best_of(found)).path
 
 
 def _no_checkpoint(kind: str, run: Path, cfg) -> str:
     """Where ``--ckpt last|best`` looked, and which versions of the run do have such a checkpoint."""
     chosen = "run.version" if cfg.run.version is not None else f"the latest version of run '{cfg.run.name}'"
-    others = [n for n in versions(cfg) if checkpoints(run_root(cfg) / f"version_{n}", kind)]
+    others = [n for n in versions(cfg) if checkpoint_of(run_root(cfg) / f"version_{n}", kind)]
     if others:
         where = f"versions with one: {', '.join(f'version_{n}' for n in others)} (pick one with run.version={others[-1]})"
     else:
@@ -155,12 +164,29 @@ def run_dir_of(checkpoint: Path) -> Optional[Path]:
     return parent.parent if parent.name == "checkpoints" else None
 
 
-def new_run_dir(cfg) -> Path:
-    """The next free ``version_<n>`` (or ``run.version``); worker processes get the launcher's."""
+def new_run_dir(cfg) -> tuple[Path, Optional[Path]]:
+    """A new run directory and the topmost folder made for it: ``run.version`` if given, else the next free
+    ``version_<n>``; worker processes get the launcher's. It is made here, by one ``mkdir`` that fails if the folder
+    exists, so a fit that is not a resume never writes into an existing run, even beside another fit starting."""
     if RUN_DIR_ENV in os.environ:
-        return Path(os.environ[RUN_DIR_ENV])
-    n = cfg.run.version if cfg.run.version is not None else (versions(cfg) or [-1])[-1] + 1
-    return run_root(cfg) / f"version_{n}"
+        return Path(os.environ[RUN_DIR_ENV]), None
+    root, fixed = run_root(cfg), cfg.run.version is not None
+    n = cfg.run.version if fixed else (versions(cfg) or [-1])[-1] + 1
+    created = next((p for p in reversed((root, *root.parents)) if not p.exists()), None)
+    while True:
+        path = root / f"version_{n}"
+        try:
+            path.mkdir(parents=True)
+            return path, created or path
+        except FileExistsError:
+            if fixed:
+                raise C.ConfigError(
+                    f"run.version={n}: {path} exists, and a fit that is not a resume never writes into an existing "
+                    f"run; resume it with `fit --ckpt last run.name={cfg.run.name} run.version={n}`, or leave "
+                    "run.version unset for a new version") from None
+            n += 1
+        except OSError as e:
+            raise C.ConfigError(f"run.root: {cannot_write(path, e)}") from None
 
 
 @dataclass
@@ -175,11 +201,14 @@ class Session:
     trainer: L.Trainer
     created: Optional[Path] = None  # the topmost folder this fit made for run_dir; removed if it fails before a checkpoint
     step: int = 0  # the checkpoint's global step
+    lock: Optional[IO] = None  # a fit's hold on its run directory (``hold``)
 
 
 def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[str] = None) -> Session:
+    """Build a verb's session. Nothing in a run directory is written until the config and the checkpoint are
+    known to fit each other; a fit that fails before its first checkpoint leaves no run directory behind."""
     loaded = load_config(files, overrides) if files else None
-    checkpoint, step = None, 0
+    checkpoint, state = None, None
     if ckpt:
         # last / best live in the run the config names; without -c, the run.* overrides name it.
         named = None
@@ -187,7 +216,7 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
             named = (loaded or load_config([], [o for o in overrides if o.startswith("run.")])).cfg
         checkpoint = resolve_checkpoint(ckpt, named)
         if checkpoint.is_file():  # a broken file fails now, before a run directory is made
-            step = read_checkpoint(checkpoint, mmap=True).get("global_step", 0)
+            state = read_checkpoint(checkpoint, mmap=True)
     run_dir = run_dir_of(checkpoint) if checkpoint else None
     if loaded is None:
         # No -c: continue with the config the run was trained with, so task keys among the overrides
@@ -195,23 +224,121 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
         own = run_dir / "config.yaml" if run_dir is not None else None
         loaded = load_saved_config(own, overrides) if own is not None and own.is_file() else load_config([], overrides)
     cfg = loaded.cfg
+    if verb == "fit":
+        _check_trains(cfg.trainer, loaded.sources)
+        if run_dir is not None:
+            _place(loaded, run_dir)
     resolve_tokenizer(cfg, run_dir)
+    created = lock = None
     if run_dir is None:
-        run_dir = new_run_dir(cfg) if verb == "fit" else find_run(cfg)
+        run_dir, created = new_run_dir(cfg) if verb == "fit" else (find_run(cfg), None)
+    try:
+        if verb == "fit" and RUN_DIR_ENV not in os.environ:
+            lock = hold(run_dir)
+        # First: it checks trainer.*.
+        trainer = build_trainer(cfg, run_dir, loaded.task.module, training=verb == "fit", sources=loaded.sources)
+        L.seed_everything(cfg.run.seed, workers=True, verbose=False)
+        datamodule = loaded.task.datamodule(cfg)
+        module = loaded.task.module(cfg, datamodule)
+        if state is not None:
+            check_fits(module, state["state_dict"], checkpoint, loaded)
+        if verb == "fit" and trainer.is_global_zero:
+            for stale in (*stale_temporaries(run_dir), *stale_temporaries(run_dir / "checkpoints")):
+                stale.unlink(missing_ok=True)
+            atomic_write_text(run_dir / "config.yaml", C.to_yaml(loaded.data))
+            if isinstance(datamodule.tokenizer, Tokenizer):
+                save_tokenizer(datamodule.tokenizer, run_dir / "tokenizer.json")
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    return Session(loaded, run_dir, checkpoint, datamodule, module, trainer, created, state["global_step"] if state else 0, lock)
 
-    # First: it checks trainer.*.
-    trainer = build_trainer(cfg, run_dir, loaded.task.module, training=verb == "fit", sources=loaded.sources)
-    L.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    datamodule = loaded.task.datamodule(cfg)
-    module = loaded.task.module(cfg, datamodule)
-    created = None
-    if verb == "fit" and trainer.is_global_zero:
-        created = next((p for p in reversed((run_dir, *run_dir.parents)) if not p.exists()), None)
-        run_dir.mkdir(parents=True, exist_ok=True)  # only now: a config or data error leaves no empty run behind
-        atomic_write_text(run_dir / "config.yaml", C.to_yaml(loaded.data))
-        if isinstance(datamodule.tokenizer, Tokenizer):
-            save_tokenizer(datamodule.tokenizer, run_dir / "tokenizer.json")
-    return Session(loaded, run_dir, checkpoint, datamodule, module, trainer, created, step)
+
+def _check_trains(trainer: dict, sources: list[C.Source]) -> None:
+    """A fit that would train no step is refused: it would make a run directory with no checkpoint."""
+    for key in ("max_steps", "max_epochs", "limit_train_batches"):
+        if trainer.get(key) == 0:
+            raise C.ConfigError(f"trainer.{key}=0 (in {C.source_of(f'trainer.{key}', sources)}): fit would train no step; "
+                                "use validate or test to score a checkpoint")
+
+
+def _place(loaded: Loaded, run_dir: Path) -> None:
+    """A resumed run's ``run.root`` and ``run.name`` are where its directory is now, which the saved config.yaml
+    does not know when the run was moved or copied."""
+    if version_of(run_dir) is not None and run_root(loaded.cfg).resolve() != run_dir.parent.resolve():
+        root, name = str(run_dir.parent.parent), run_dir.parent.name
+        loaded.data.run.root, loaded.data.run.name = root, name
+        loaded.cfg.run.root, loaded.cfg.run.name = root, name
+
+
+def hold(run_dir: Path) -> IO:
+    """Hold the run directory for this fit: a second fit of the same run (a requeued job whose first copy still
+    runs, two sweep workers resuming one trial) is refused. The lock is the kernel's (flock): a killed fit holds none."""
+    f = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise C.ConfigError(f"{run_dir} is being trained by another fit ({holder}); wait for it to end, or stop it") from None
+    f.truncate(0)
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    return f
+
+
+def check_fits(module: L.LightningModule, weights: dict, checkpoint: Path, loaded: Loaded) -> None:
+    """Refuse a checkpoint whose tensors the config's model does not have, in one message naming both shapes,
+    before anything is written (Lightning's own refusal comes mid-run, as a traceback)."""
+    ours = module.state_dict()
+    wrong = [f"{k} is {_shape(v)} in the checkpoint but {_shape(ours[k])} in the model the config describes"
+             for k, v in weights.items() if k in ours and v.shape != ours[k].shape]
+    strict = getattr(module, "strict_loading", True)
+    missing = [k for k in ours if k not in weights] if strict else []
+    extra = [k for k in weights if k not in ours] if strict else []
+    if not (wrong or missing or extra):
+        return
+    said = wrong[:3]
+    if missing:
+        said.append(f"the model has {len(missing)} tensors the checkpoint lacks ({', '.join(missing[:3])}"
+                    f"{', ...' if len(missing) > 3 else ''})")
+    if extra:
+        said.append(f"the checkpoint has {len(extra)} tensors the model lacks ({', '.join(extra[:3])}"
+                    f"{', ...' if len(extra) > 3 else ''})")
+    raise C.ConfigError(f"--ckpt: {checkpoint} does not fit the model the config describes: {'; '.join(said)}. "
+                        f"{_changed(checkpoint, loaded)}Nothing was written.")
+
+
+def _shape(t) -> str:
+    return "[" + ", ".join(map(str, t.shape)) + "]"
+
+
+def _changed(checkpoint: Path, loaded: Loaded) -> str:
+    """The model and tokenizer keys that differ from the run's own config.yaml, in words."""
+    run_dir = run_dir_of(checkpoint)
+    own = run_dir / "config.yaml" if run_dir is not None else None
+    if own is None or not own.is_file():
+        return "The checkpoint's run has no config.yaml to compare with; give the shape it was trained with. "
+    before, now = _flat(OmegaConf.load(own)), _flat(loaded.data)
+    keys = [k for k in now if k.split(".")[0] in ("model", "tokenizer") and k in before and before[k] != now[k]]
+    if not keys:
+        return f"Its config.yaml ({own}) gives the same model keys: the checkpoint is not that run's. "
+    return ("The run was trained with " + ", ".join(f"{k}={before[k]}" for k in keys) + f" ({own}); this command sets "
+            + ", ".join(f"{k}={now[k]}" for k in keys) + ". ")
+
+
+def _flat(cfg: DictConfig, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, DictConfig):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources: list[C.Source] = ()) -> L.Trainer:
@@ -307,6 +434,8 @@ def fit(s: Session) -> dict:
         raise
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
+        if s.lock is not None:
+            s.lock.close()
     step, last = s.trainer.global_step, s.run_dir / "checkpoints" / "last.ckpt"
     if step == 0 and last.is_file():  # ddp_spawn trained in processes of its own: their checkpoint knows
         step = read_checkpoint(last, mmap=True)["global_step"]
@@ -335,13 +464,20 @@ def evaluate(s: Session, verb: str) -> dict:
     return metrics
 
 
-def predict(s: Session, inputs: list | Path, output: Optional[Path] = None) -> tuple[list[dict], Path]:
-    """Run the checkpoint on ``inputs`` (a list, or a file the task's ``read_predict_inputs`` reads) and write the
-    task's ``format_predictions`` of the rows to ``output`` or ``<run dir>/<predictions_file>``."""
+def predict(s: Session, inputs: list | Path, flag: str, output: Optional[Path] = None) -> tuple[list[dict], Path]:
+    """Run the checkpoint on ``inputs`` (a list, or a file the task's ``read_predict_inputs`` reads), given by
+    ``flag`` (one of the task's ``predict_flags``), and write the task's ``format_predictions`` of the rows to
+    ``output`` or ``<run dir>/<predictions_file>``; an input with nothing to predict writes nothing."""
+    task = s.loaded.task
+    if flag not in s.module.predict_flags:
+        raise C.ConfigError(f"predict {flag}: a {task.name} run reads its inputs from "
+                            f"{' or '.join(s.module.predict_flags)} (see its page in docs/tasks/)")
     s.datamodule.predict_inputs = s.module.read_predict_inputs(inputs) if isinstance(inputs, Path) else inputs
+    path = output or s.run_dir / s.module.predictions_file
+    if not s.datamodule.predict_inputs:
+        raise C.ConfigError(f"--input {inputs}: no inputs in the file; nothing was written ({path} is unchanged)")
     outputs = s.trainer.predict(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint) or []
     rows = [row for out in outputs for row in (out if isinstance(out, list) else [out])]  # a batch may give several
-    path = output or s.run_dir / s.module.predictions_file
     if s.trainer.is_global_zero:
         atomic_write_text(path, s.module.format_predictions(rows))
     return rows, path
@@ -351,8 +487,13 @@ def export(ckpt: str, overrides: list[str], output: Path) -> str:
     """Write the checkpoint's model as a Hugging Face model folder (``models/hf.py``); returns its architecture.
 
     The model is described by the run's config.yaml (its shape) and the checkpoint (its weights, vocabulary size
-    and labels); the tokenizer is the run's tokenizer.json.
+    and labels); the tokenizer is the run's tokenizer.json. The folder is written beside ``output`` and renamed to
+    it when whole; an ``output`` that is a file or a folder with files in it is refused, so no file of another
+    model is left beside the new one.
     """
+    if output.is_file() or (output.is_dir() and any(output.iterdir())):
+        raise C.ConfigError(f"export --output: {output} is {'a file' if output.is_file() else 'a folder with files in it'}; "
+                            "name a new or empty folder (a stale file beside the new model might be loaded instead)")
     named = load_config([], [o for o in overrides if o.startswith("run.")]).cfg if ckpt in ("last", "best") else None
     checkpoint = resolve_checkpoint(ckpt, named)
     run_dir = run_dir_of(checkpoint)
@@ -363,4 +504,12 @@ def export(ckpt: str, overrides: list[str], output: Path) -> str:
     loaded = load_saved_config(config, [])
     state = read_checkpoint(checkpoint)
     model = dataclasses.asdict(loaded.cfg.model)
-    return hf.export(loaded.task.name, model, state["state_dict"], state.get("labels"), tokenizer, output)
+    staging = output.with_name(f".{output.name}.{os.getpid()}.export.tmp")
+    try:
+        architecture = hf.export(loaded.task.name, model, state["state_dict"], state.get("labels"), tokenizer, staging)
+        if output.is_dir():
+            output.rmdir()
+        staging.rename(output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return architecture

@@ -11,14 +11,14 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Optional, Protocol, TextIO
+from typing import Iterable, Iterator, Optional, Protocol, TextIO
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from lmtemplate.checkpointing import init_source
+from lmtemplate.files import atomic_write_text
 from lmtemplate.config import ConfigError
 from lmtemplate.models import hf
 
@@ -273,29 +273,6 @@ def vocab_tokenizer(path: Path) -> Tokenizer:
 
 def save_tokenizer(tok: Tokenizer, path: Path) -> None:
     atomic_write_text(Path(path), tok.to_str(pretty=True))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` as UTF-8 through ``atomic_file``."""
-    with atomic_file(Path(path)) as f:
-        f.write(text)
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path, binary: bool = False) -> Iterator[IO]:
-    """Write through a temporary file in the same folder, renamed over ``path`` when whole: readers never see half a file.
-
-    The temporary file is made by ``open``, so the file gets the mode the umask gives (0644 under umask 022), as
-    other files do; ``tempfile.mkstemp`` would make it 0600.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb" if binary else "x", encoding=None if binary else "utf-8") as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class TextSource(Protocol):

@@ -14,7 +14,7 @@ import torch
 from lmtemplate.checkpointing import AtomicCheckpointIO
 from lmtemplate.cli import main
 from lmtemplate.config import ConfigError
-from lmtemplate.tokenization import atomic_write_text
+from lmtemplate.files import atomic_write_text
 from test_run import TINY
 
 
@@ -87,11 +87,19 @@ def test_lightning_loads_checkpoints_with_weights_only(trained, monkeypatch, cap
     monkeypatch.setattr(torch, "load", spy)
     assert main(["validate", "run.name=tiny", f"run.root={trained}", "--ckpt", "last"]) == 0
     assert "val/loss" in capsys.readouterr().out
-    assert len(calls) == 2 and set(calls) == {(last(trained), True)}  # an mmap check up front, then the load
+    # mmap reads of its record (which file is last) and of its shapes (do they fit the config), then the load
+    assert len(calls) == 3 and set(calls) == {(last(trained), True)}
 
 
 class Opaque:
     pass
+
+
+class RunsCode:
+    """A pickle that would run a shell command when loaded without weights_only."""
+
+    def __reduce__(self):
+        return os.system, ("echo this never runs",)
 
 
 def write_truncated(path, checkpoint):
@@ -106,9 +114,12 @@ def write_truncated(path, checkpoint):
         (lambda path, _: path.write_text("epoch: 3\n"), "not a PyTorch checkpoint file"),
         (lambda path, _: path.write_bytes(pickle.dumps({"a": 1})), "not a PyTorch checkpoint file"),
         (lambda path, _: torch.save(OrderedDict(w=torch.ones(2)), path), "a PyTorch file but not a Lightning checkpoint"),
-        (lambda path, _: torch.save({"state_dict": {}, "x": Opaque()}, path), "object of type test_checkpointing.Opaque"),
+        (lambda path, _: torch.save({"state_dict": {}, "x": Opaque()}, path), "refuses to rebuild, as loading it could run "
+         "code (Unsupported global: GLOBAL test_checkpointing.Opaque"),
+        (lambda path, _: torch.save({"state_dict": {}, "x": RunsCode()}, path), "refuses to rebuild, as loading it "
+         "could run code (Trying to load unsupported GLOBAL posix.system whose module posix is blocked)"),
     ],
-    ids=["truncated", "empty", "text", "pickle", "state-dict", "object"],
+    ids=["truncated", "empty", "text", "pickle", "state-dict", "object", "blocked-module"],
 )
 def test_files_that_are_not_whole_checkpoints_are_config_errors(trained, tmp_path, write, problem):
     path = tmp_path / "bad.ckpt"

@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 
 from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.data.base import SPLITS, ShardedSampler
-from lmtemplate.tokenization import atomic_file, digest, document_separator, file_fingerprint, utf8_file
+from lmtemplate.files import atomic_file
+from lmtemplate.tokenization import digest, document_separator, file_fingerprint, utf8_file
 
 log = logging.getLogger(__name__)
 

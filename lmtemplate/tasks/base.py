@@ -108,6 +108,7 @@ class Task(L.LightningModule):
     limit_val_batches: int | float = 1.0  # default trainer.limit_val_batches: a corpus metric needs the whole set
     sample_columns: tuple[str, ...] = ("prompt", "completion")  # the TensorBoard table of text_samples()
     predictions_file: str = "predictions.jsonl"  # predict's output in the run directory, unless --output
+    predict_flags: tuple[str, ...] = ("--prompt", "--input")  # the forms of predict's input the task reads
 
     def __init__(self, cfg, datamodule: Optional[L.LightningDataModule] = None):
         super().__init__()

@@ -20,7 +20,8 @@ from lmtemplate.models.backbone import BackboneConfig, build_backbone, hidden_st
 from lmtemplate.models.gpt import Block
 from lmtemplate.registry import register_task
 from lmtemplate.tasks.base import OptimConfig, Task, configure_adamw, per_stage
-from lmtemplate.tokenization import EncoderTokenizerConfig, atomic_write_text
+from lmtemplate.files import atomic_write_text
+from lmtemplate.tokenization import EncoderTokenizerConfig
 
 POOLINGS = ("auto", "cls", "last", "mean")
 

@@ -47,6 +47,7 @@ class QuestionAnswering(Task):
     metrics = {"val/f1": "max", "val/exact": "max", "val/loss": "min"}
     blocks = (Block,)
     predictions_file = "predictions.json"
+    predict_flags = ("--input", "--question")
 
     def __init__(self, cfg: QAConfig, datamodule: QADataModule):
         super().__init__(cfg)

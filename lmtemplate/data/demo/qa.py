@@ -7,7 +7,7 @@ import json
 import pathlib
 import random
 
-from lmtemplate.tokenization import atomic_write_text
+from lmtemplate.files import atomic_write_text
 
 PEOPLE = ["Mara", "Tomas", "Ines", "Olek", "Priya", "Kenji", "Zoë", "José", "Amara", "Lukas", "Noor", "Sven",
           "Aiko", "Ravi", "Elena", "Farid", "Greta", "Hugo", "Ida", "Jonas", "Chloé", "Bram", "Yara", "Milo"]

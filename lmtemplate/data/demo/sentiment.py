@@ -6,7 +6,7 @@ from __future__ import annotations
 import pathlib
 import random
 
-from lmtemplate.tokenization import atomic_write_text
+from lmtemplate.files import atomic_write_text
 
 SUBJECTS = {  # subject -> the copula that agrees with it
     "film": "was", "movie": "was", "plot": "was", "story": "was", "ending": "was", "music": "was",

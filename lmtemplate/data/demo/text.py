@@ -20,7 +20,7 @@ from __future__ import annotations
 import pathlib
 import random
 
-from lmtemplate.tokenization import atomic_write_text
+from lmtemplate.files import atomic_write_text
 
 # singular -> plural
 NOUNS = {"dog": "dogs", "cat": "cats", "bird": "birds", "tree": "trees", "girl": "girls", "boy": "boys", "box": "boxes",
