@@ -295,14 +295,14 @@ def check_fits(module: L.LightningModule, weights: dict, checkpoint: Path, loade
     """Refuse a checkpoint whose tensors the config's model does not have, in one message naming both shapes,
     before anything is written (Lightning's own refusal comes mid-run, as a traceback)."""
     ours = module.state_dict()
-    wrong = [f"{k} is {_shape(v)} in the checkpoint but {_shape(ours[k])} in the model the config describes"
+    wrong = [f"{k} is {_shape(v)} in the checkpoint but {_shape(ours[k])} in the config's model"
              for k, v in weights.items() if k in ours and v.shape != ours[k].shape]
     strict = getattr(module, "strict_loading", True)
     missing = [k for k in ours if k not in weights] if strict else []
     extra = [k for k in weights if k not in ours] if strict else []
     if not (wrong or missing or extra):
         return
-    said = wrong[:3]
+    said = wrong[:2] + ([f"{len(wrong) - 2} more shapes differ"] if len(wrong) > 2 else [])
     if missing:
         said.append(f"the model has {len(missing)} tensors the checkpoint lacks ({', '.join(missing[:3])}"
                     f"{', ...' if len(missing) > 3 else ''})")

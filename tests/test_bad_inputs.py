@@ -250,6 +250,19 @@ CASES = {
                                      ["no best checkpoint in outputs/demo/version_0/checkpoints",
                                       "no version under outputs/demo has one"]),
     "predict, missing --input": (["predict", "--input", "nope.txt"], {}, ["--input: file not found: nope.txt"]),
+    "predict --output naming a folder": (["predict", "--prompt", "x", "--output", "out"], {"out/keep.txt": ""},
+                                         ["--output: out is a folder"]),
+    "export --output naming a file": (["export", "--ckpt", "last", "--output", "model.bin"], {"model.bin": "x"},
+                                      ["export --output: model.bin is a file"]),
+    "export into a folder with files": (["export", "--ckpt", "last", "--output", "hf"], {"hf/pytorch_model.bin": "old"},
+                                        ["export --output: hf is a folder with files in it"]),
+    # runs
+    "fit that trains no step": (["fit", "trainer.max_steps=0"], {}, ["trainer.max_steps=0 (in the command line)",
+                                                                      "fit would train no step"]),
+    "read-only run.root": (["fit", *TINY, "run.root=/sys/lmtemplate"], {},
+                           ["run.root: cannot write /sys/lmtemplate/demo/version_0: Operation not permitted", "free on"]),
+    "read-only run.cache_dir": (["fit", *TINY, "run.cache_dir=/sys/lmtemplate"], {},
+                                ["cannot write /sys/lmtemplate", "Operation not permitted", "free on the disk of"]),
     # plugins
     "plugin with a syntax error": (["fit"], {"plugins/syn.py": "x = 1\ny = (\n"},
                                    ["could not load plugin file plugins/syn.py: SyntaxError", "syn.py, line 2"]),
@@ -337,7 +350,92 @@ def test_a_failing_fit_leaves_a_directory_it_did_not_create(cwd, capsys):
     assert (cwd / "outputs/demo/version_0/notes.txt").read_text() == "mine\n"
 
 
+# Bad commands on a trained run (tiny, 2 steps, then one prediction): each exits 2 before changing any file of it.
+RUN_CASES = {
+    "fit into an existing run.version": (["fit", *TINY, "run.version=0"], {},
+                                         ["run.version=0: outputs/demo/version_0 exists", "--ckpt last"]),
+    "resume with another model shape": (["fit", "--ckpt", "last", "model.n_embd=32"], {},
+                                        ["model.tok_emb.weight is [300, 16] in the checkpoint but [300, 32] in the config's model",
+                                         "The run was trained with model.n_embd=16", "this command sets model.n_embd=32"]),
+    "validate with another depth": (["validate", "--ckpt", "last", "model.n_layer=2"], {},
+                                    ["the model has", "tensors the checkpoint lacks (model.blocks.1.", "model.n_layer=1"]),
+    "checkpoint of a run without config.yaml": (["validate", "--ckpt", "last", "run.name=demo"], {"-config.yaml": ""},
+                                                ["is [300, 16] in the checkpoint but", "has no config.yaml to compare"]),
+    "predict an empty --input file": (["predict", "--ckpt", "last", "--input", "empty.txt"], {"empty.txt": ""},
+                                      ["--input empty.txt: no inputs", "predictions.jsonl is unchanged"]),
+    "predict --question on a causal_lm run": (["predict", "--ckpt", "last", "--question", "q", "--context", "c"], {},
+                                              ["predict --question: a causal_lm run reads its inputs from --prompt or --input"]),
+    "export into the run directory": (["export", "--ckpt", "last", "--output", "outputs/demo/version_0"], {},
+                                      ["outputs/demo/version_0 is a folder with files in it"]),
+}
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under outputs/ but the shared cache, with its bytes."""
+    return {p: (root / "outputs" / p).read_bytes() for p in run_files(root) if (root / "outputs" / p).is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as m:
+        m.chdir(root)
+        torch.set_num_threads(1)
+        assert main(["fit", *TINY]) == 0
+        assert main(["predict", "--ckpt", "last", "--prompt", "the"]) == 0
+    return root / "outputs"
+
+
+@pytest.mark.parametrize("case", list(RUN_CASES), ids=list(RUN_CASES))
+def test_bad_command_on_a_run_changes_nothing_in_it(cwd, capsys, trained_run, case):
+    argv, files, expected = RUN_CASES[case]
+    shutil.copytree(trained_run, cwd / "outputs")
+    for name in [n for n in files if n.startswith("-")]:
+        (cwd / "outputs/demo/version_0" / name[1:]).unlink()
+    write_files(cwd, {n: c for n, c in files.items() if not n.startswith("-")})
+    before = snapshot(cwd)
+    capsys.readouterr()
+    assert main(argv) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("lmtemplate: error: ")
+    for part in expected:
+        assert part in err, err
+    assert snapshot(cwd) == before
+
+
+def test_a_fit_on_a_run_another_fit_holds_is_refused(cwd, capsys, trained_run):
+    """Two fits of one run directory (a requeued job beside its first copy, two sweep workers) would interleave
+    their checkpoints: the second is refused while the first holds the directory."""
+    import fcntl
+
+    shutil.copytree(trained_run, cwd / "outputs")
+    with open(cwd / "outputs/demo/version_0/.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242 on elsewhere\n")
+        held.flush()
+        assert main(["fit", "--ckpt", "last", "trainer.max_steps=4"]) == EXIT_CONFIG
+    assert "outputs/demo/version_0 is being trained by another fit (pid 4242 on elsewhere)" in capsys.readouterr().err
+    assert main(["fit", "--ckpt", "last", "trainer.max_steps=4"]) == 0  # released: it resumes
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_a_clear_error(cwd, capsys, monkeypatch):
+    import errno
+
+    import lmtemplate.checkpointing as checkpointing
+
+    def full(obj, f):
+        f.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpointing.torch, "save", full)
+    assert main(["fit", *TINY]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "cannot write " in err and "outputs/demo/version_0/checkpoints/" in err and "No space left on device" in err
+    assert "it needs about" in err and "MiB free on the disk of" in err
+    assert run_files(cwd) == set()  # the fit had no checkpoint: its run directory is gone, and no temporary is left
+
+
 def test_docs_errors_md_lists_every_case():
     table = (REPO / "docs" / "errors.md").read_text(encoding="utf-8").splitlines()
     rows = [line.split(" | ")[0].removeprefix("| ") for line in table if line.startswith("| ") and " --- " not in line]
-    assert rows[1:] == list(CASES)  # rows[0] is the header
+    assert rows[1:] == list(CASES) + list(RUN_CASES)  # rows[0] is the header
