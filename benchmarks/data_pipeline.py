@@ -13,7 +13,10 @@ Steps (each measured):
 2. tokenizer: a byte-level BPE (``lmtemplate.tokenization.train_tokenizer``, ``--vocab-size``) trained on
    the first ``--tokenizer-sample-mb`` MiB of the corpus only, so the benchmark measures the cache build,
    not BPE training; saved to ``<work>/tokenizer.json``.
-3. build: ``token_file(Corpus(files), tokenizer, cache_dir)`` in a fresh subprocess, timed; reports MiB/s of
+2b. digest: ``lmtemplate.tokenization.file_fingerprint`` over the whole corpus, timed: the hash of every byte that
+   each fit computes to find its caches (``docs/tasks/causal_lm.md``). The files were just written, so they are read
+   from the page cache: the hash's speed, not the disk's. Reports MiB/s and the hash's name.
+3. build: ``token_file(Corpus(files), tokenizer, cache_dir)`` in a fresh subprocess, timed (the digest included); reports MiB/s of
    text, tokens/s, the token file size and the subprocess's peak resident memory (``VmHWM``), plus its
    resident memory sampled while the build runs (streaming: it must not grow with the text processed).
 3b. build speed: in one more subprocess, ``--speed-rounds`` rounds over a ``--speed-mb`` MiB sample of the corpus
@@ -162,6 +165,19 @@ def train_sample_tokenizer(files: list[Path], sample_bytes: int, vocab_size: int
     seconds = time.perf_counter() - t0
     save_tokenizer(tok, out)
     return {"sample_mib": sample_bytes / MiB, "vocab_size": tok.get_vocab_size(), "seconds": seconds, "path": str(out)}
+
+
+# ---------------------------------------------------------------- step 2b: digest the corpus
+
+
+def measure_digest(files: list[Path]) -> dict:
+    from lmtemplate.tokenization import CONTENT_HASH, file_fingerprint
+
+    t0 = time.perf_counter()
+    file_fingerprint(files)
+    seconds = time.perf_counter() - t0
+    mib = sum(f.stat().st_size for f in files) / MiB
+    return {"hash": CONTENT_HASH, "text_mib": round(mib, 1), "seconds": round(seconds, 3), "mib_per_s": round(mib / seconds, 1)}
 
 
 # ---------------------------------------------------------------- step 3: build the token cache (child)
@@ -441,6 +457,8 @@ def table_rows(r: dict) -> list[tuple[str, str, str]]:
         ("build speed", "byte-identical builds", str(sp["byte_identical"])),
         ("corpus", "text", f"{c['text_mib']:.1f} MiB in {c['files']} files"),
         ("corpus", "generation (not measured pipeline)", f"{c['generate_seconds']:.1f} s, {c['generate_mib_per_s']:.2f} MiB/s"),
+        ("digest", f"{r['digest']['hash']} of the {r['digest']['text_mib']:.1f} MiB (page cache)",
+         f"{r['digest']['mib_per_s']:,.0f} MiB/s, {r['digest']['seconds']:.2f} s"),
         ("tokenizer", "byte-level BPE", f"vocab {t['vocab_size']}, trained on the first {t['sample_mib']:g} MiB in {t['seconds']:.1f} s"),
         ("build", "time", f"{b['seconds']:.1f} s"),
         ("build", "text throughput", f"{b['text_mib_per_s']:.2f} MiB/s"),
@@ -522,6 +540,9 @@ def main(argv=None) -> int:
         print(f"[data_pipeline] training the tokenizer on the first {args.tokenizer_sample_mb:g} MiB", flush=True)
         tokenizer = train_sample_tokenizer(files, int(args.tokenizer_sample_mb * MiB), args.vocab_size, work / "tokenizer.json")
 
+        print("[data_pipeline] digesting the corpus, as every fit does to find its caches", flush=True)
+        digest = measure_digest(files)
+
         shared = {"files": [str(f) for f in files], "tokenizer": tokenizer["path"], "cache_dir": str(work / "cache")}
         print("[data_pipeline] building the token cache (subprocess)", flush=True)
         build = run_child("build", {**shared, "sample_seconds": 0.2 if args.quick else 1.0}, work)
@@ -548,6 +569,7 @@ def main(argv=None) -> int:
              "children_maxrss_mib": round(children_maxrss, 1), "wall": time.perf_counter() - wall0}
     result = summarize(args, gen, tokenizer, build, read, extra)
     result["build_speed"] = summarize_speed(speed)
+    result["digest"] = digest
     result["work_dir"] = str(work)
     result["work_dir_kept"] = args.keep
     write_json(args.out, result)

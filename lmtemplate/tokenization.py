@@ -1,8 +1,8 @@
 """Tokenizers: train from text files, load and save ``tokenizer.json`` (Hugging Face ``tokenizers``).
 
 A trained tokenizer is cached under ``<cache_dir>/tokenizer-<hash>.json``,
-the hash covering the training files (path, size, modification time) and the
-tokenizer settings, so a second run on the same data skips training.
+the hash covering the content of the training files and the tokenizer
+settings, so a second run on the same data skips training.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Protocol, TextIO
+from typing import Callable, Iterable, Iterator, Optional, Protocol, Sequence, TextIO
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -21,6 +22,8 @@ from lmtemplate.checkpointing import init_source
 from lmtemplate.files import atomic_write_text
 from lmtemplate.config import ConfigError
 from lmtemplate.models import hf
+
+log = logging.getLogger(__name__)
 
 KINDS = ("bpe", "wordpiece", "char")
 UNKNOWN_CHAR = "<unk>"  # char tokenizers map characters unseen in training here
@@ -68,13 +71,29 @@ class EncoderTokenizerConfig(TokenizerConfig):
             raise ConfigError(f"tokenizer.special_tokens: an encoder needs {', '.join(missing)} among them")
 
 
-def file_fingerprint(files: Iterable[Path]) -> list[tuple[str, int, int]]:
-    """What identifies input files cheaply: resolved path, size and modification time."""
-    out = []
-    for f in files:
-        st = Path(f).stat()
-        out.append((str(Path(f).resolve()), st.st_size, st.st_mtime_ns))
-    return out
+CONTENT_HASH = "sha1"  # the fastest of hashlib's md5, sha1, sha256 and blake2b on the development CPU
+DIGEST_BLOCK = 2**20  # file_digest reads files in blocks of this many bytes
+INPUTS_RECORD = "inputs.json"  # in a cache folder: per kind of cache, each input file's path -> content at its last build
+
+
+def content_hash():
+    """A new hash of the kind caches are keyed on: a cache key, not a security check."""
+    return hashlib.new(CONTENT_HASH, usedforsecurity=False)
+
+
+def file_digest(path: Path) -> str:
+    """The hash of a file's bytes, read in large blocks."""
+    h = content_hash()
+    with open(path, "rb") as f:
+        while block := f.read(DIGEST_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_fingerprint(files: Iterable[Path]) -> list[tuple[str, str]]:
+    """(resolved path, digest of the bytes) of each file: the content identifies a file, since a rewrite can keep its
+    size and modification time (cp -p, rsync -t and tar keep times)."""
+    return [(str(Path(f).resolve()), file_digest(f)) for f in files]
 
 
 @contextlib.contextmanager
@@ -122,11 +141,35 @@ def build_tokenizer(cfg: TokenizerConfig, texts: "TextSource", cache_dir: Path) 
         return load_tokenizer(Path(cfg.path))
     settings = {k: v for k, v in asdict(cfg).items() if k != "path"}
     cached = Path(cache_dir) / f"tokenizer-{digest(settings, texts.fingerprint())}.json"
-    if cached.is_file():
-        return load_tokenizer(cached)
-    tok = train_tokenizer(cfg, texts.iter_texts())
-    save_tokenizer(tok, cached)
-    return tok
+    build_cache(cached, "tokenizer", texts.inputs, lambda: save_tokenizer(train_tokenizer(cfg, texts.iter_texts()), cached))
+    return load_tokenizer(cached)
+
+
+def build_cache(path: Path, kind: str, inputs: Sequence[tuple[str, str]], build: Callable[[], None]) -> None:
+    """Reuse the ``kind`` cache ``path`` (its name covers the content of ``inputs``, (path, digest) pairs), or ``build()``
+    it: first warning of each input whose content differs from what the last ``kind`` build in that folder read under
+    its path, then recording what this build read."""
+    if path.is_file():
+        log.info("reusing the cached %s %s", kind, path)
+        return
+    last = _read_record(path.parent).get(kind, {})
+    for file, content in inputs:
+        if last.get(file, content) != content:
+            log.warning("%s: its content changed since the cached %s was built from it; building a new %s", file, kind, kind)
+    build()
+    if not inputs:  # texts in memory
+        return
+    record = _read_record(path.parent)  # read again: another process may have written it during the build
+    record.setdefault(kind, {}).update(inputs)
+    atomic_write_text(path.parent / INPUTS_RECORD, json.dumps(record, indent=1, sort_keys=True))
+
+
+def _read_record(cache_dir: Path) -> dict:
+    """The inputs record of a cache folder; empty if there is none (or it is not JSON: it only feeds a warning)."""
+    try:
+        return json.loads((cache_dir / INPUTS_RECORD).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
 
 
 def train_tokenizer(cfg: TokenizerConfig, texts: Iterator[str]) -> Tokenizer:
@@ -277,6 +320,8 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> None:
 
 class TextSource(Protocol):
     """The protocol ``build_tokenizer`` needs from a corpus (see ``lmtemplate.data.corpus``)."""
+
+    inputs: Sequence[tuple[str, str]]  # file_fingerprint of the files the texts come from; empty for texts in memory
 
     def fingerprint(self) -> object: ...
 

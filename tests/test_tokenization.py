@@ -1,3 +1,6 @@
+import hashlib
+import json
+
 import pytest
 
 from lmtemplate.config import ConfigError
@@ -6,9 +9,11 @@ from lmtemplate.data.squad import read_squad
 from lmtemplate.data.tables import read_table
 from lmtemplate.data.translation import read_pairs
 from lmtemplate.tokenization import (
+    INPUTS_RECORD,
     TokenizerConfig,
     build_tokenizer,
     document_separator,
+    file_digest,
     load_tokenizer,
     save_tokenizer,
     train_tokenizer,
@@ -37,6 +42,16 @@ def test_trained_tokenizer_is_cached_by_inputs(corpus, tmp_path):
     assert len(list(cache.glob("tokenizer-*.json"))) == 1
     build_tokenizer(TokenizerConfig(vocab_size=320), corpus, cache)
     assert len(list(cache.glob("tokenizer-*.json"))) == 2
+
+
+def test_the_inputs_record_names_each_file_and_its_content_and_replaces_one_that_is_not_json(corpus, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / INPUTS_RECORD).write_text("{half a record")
+    build_tokenizer(TokenizerConfig(vocab_size=300), corpus, cache)
+    path = corpus.files[0]
+    assert json.loads((cache / INPUTS_RECORD).read_text()) == {"tokenizer": {str(path.resolve()): file_digest(path)}}
+    assert file_digest(path) == hashlib.sha1(path.read_bytes()).hexdigest()
 
 
 def test_given_path_is_loaded_not_trained(corpus, tmp_path):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 import signal
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Sampler
 
 from lmtemplate.config import ConfigError, require_positive
-from lmtemplate.tokenization import build_tokenizer, document_separator
+from lmtemplate.tokenization import build_tokenizer, content_hash, document_separator
 
 SPLITS = ("train", "val", "test")
 IGNORE = -100  # the label of positions a loss skips (torch's cross_entropy default ignore_index)
@@ -213,11 +212,13 @@ class DataModule(L.LightningDataModule):
 class Texts:
     """Texts as ``build_tokenizer`` reads a corpus; fingerprinted by their content."""
 
+    inputs = ()  # texts in memory: no file to name when the content changes
+
     def __init__(self, texts: list[str]):
         self.texts = texts
 
     def fingerprint(self) -> object:
-        h = hashlib.sha256()
+        h = content_hash()
         for t in self.texts:
             h.update(t.encode("utf-8", "surrogatepass") + b"\0")
         return h.hexdigest()

@@ -4,6 +4,7 @@ cache and read as fixed windows (docs/tasks/causal_lm.md). Documents are separat
 from __future__ import annotations
 
 import collections
+import functools
 import glob
 import itertools
 import json
@@ -24,7 +25,7 @@ from torch.utils.data import Dataset
 from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.data.base import SPLITS, ShardedSampler
 from lmtemplate.files import atomic_file
-from lmtemplate.tokenization import digest, document_separator, file_fingerprint, utf8_file
+from lmtemplate.tokenization import build_cache, digest, document_separator, file_fingerprint, utf8_file
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,16 @@ class Corpus:
     def __init__(self, files: list[Path], text_field: str = "text", line_documents: bool = False):
         self.files, self.text_field, self.line_documents = list(files), text_field, line_documents
 
+    @functools.cached_property
+    def inputs(self) -> list[tuple[str, str]]:
+        """Each file's resolved path and the digest of its bytes, read once (about a second per GiB)."""
+        return file_fingerprint(self.files)
+
     def fingerprint(self) -> object:
-        return [file_fingerprint(self.files), self.text_field, self.line_documents]
+        """What its caches are keyed on: each file's content and how it is read, in order, and the reading settings;
+        not the paths, so a corpus moved or copied elsewhere reuses its caches."""
+        files = [(content, is_jsonl(path)) for path, (_, content) in zip(self.files, self.inputs)]
+        return [files, self.text_field, self.line_documents]
 
     def iter_texts(self) -> Iterator[str]:
         for texts, _ in self.iter_batches():
@@ -84,7 +93,7 @@ class Corpus:
         with line_documents, a non-blank line) is a document; else a whole text file is, and its last batch always
         comes, with no texts and the one flag True where the file is empty or fills its batches exactly."""
         for path in self.files:
-            jsonl = path.suffix == ".jsonl"
+            jsonl = is_jsonl(path)
             each = jsonl or self.line_documents  # every text ends a document
             texts = self._records(path) if jsonl else self._lines(path)
             while len(batch := list(itertools.islice(texts, LINES_PER_BATCH))) == LINES_PER_BATCH:
@@ -115,6 +124,11 @@ class Corpus:
                 yield text
 
 
+def is_jsonl(path: Path) -> bool:
+    """A .jsonl file is read as JSON records, any other as text."""
+    return path.suffix == ".jsonl"
+
+
 def token_file(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path, workers: Optional[int] = None) -> np.memmap:
     """The corpus as one memory-mapped token array, built on first use and reused after; ``workers`` processes
     tokenize (None: :func:`default_workers`) while this one writes in the corpus's order, so the file is the same
@@ -122,15 +136,18 @@ def token_file(corpus: Corpus, tokenizer: Tokenizer, cache_dir: Path, workers: O
     dtype = np.uint16 if tokenizer.get_vocab_size() <= 2**16 else np.uint32
     suffix = ".u16" if dtype == np.uint16 else ".u32"
     path = Path(cache_dir) / f"tokens-{digest(corpus.fingerprint(), tokenizer.to_str())}{suffix}"
-    if not path.is_file():
+
+    def build() -> None:
         total = sum(f.stat().st_size for f in corpus.files)
-        workers = default_workers(total) if workers is None else max(1, workers)
+        processes = default_workers(total) if workers is None else max(1, workers)
         progress = Progress(total, path.name)
         with atomic_file(path, binary=True) as out:
-            for tokens, chars in _encoded(corpus, tokenizer, dtype, workers):
+            for tokens, chars in _encoded(corpus, tokenizer, dtype, processes):
                 out.write(tokens)
                 progress.update(chars)
         progress.done()  # after the file is in place
+
+    build_cache(path, "token file", corpus.inputs, build)
     if path.stat().st_size == 0:
         raise ConfigError(f"the training text is empty: {', '.join(map(str, corpus.files))}")
     return np.memmap(path, dtype=dtype, mode="r")

@@ -32,6 +32,8 @@ def test_quick_run_streams_the_build_and_reads_with_flat_memory(tmp_path):
     data = json.loads(out.read_text())
     assert not work.exists(), "the work dir should be deleted without --keep"
     assert 15 < data["corpus"]["text_mib"] < 25 and data["corpus"]["files"] > 1
+    digest = data["digest"]  # the content hash every fit computes over its corpus
+    assert digest["hash"] == "sha1" and digest["text_mib"] == data["corpus"]["text_mib"] and digest["mib_per_s"] > 0
 
     build = data["build"]
     assert build["text_mib_per_s"] > 0 and build["tokens_per_s"] > 0 and build["seconds"] > 0

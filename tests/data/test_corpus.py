@@ -1,5 +1,7 @@
 import json
+import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -44,6 +46,73 @@ def test_token_cache_is_reused_and_rebuilt_when_inputs_change(files, tmp_path):
     _, _, changed = tokenize(files, tmp_path)
     assert len(list((tmp_path / "cache").glob("tokens-*"))) == 2
     assert len(changed) != len(first)
+
+
+def rewrite_keeping_size_and_times(path, text):
+    """What ``cp -p``, ``rsync -t`` or tar can do: new content under the same path, size and modification time."""
+    before = path.stat()
+    assert len(text.encode()) == before.st_size and text != path.read_text()
+    path.write_text(text)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_an_edit_that_keeps_size_and_mtime_rebuilds_the_tokenizer_and_token_file_and_says_so(files, tmp_path, caplog):
+    _, tok, first = tokenize(files, tmp_path)
+    rewrite_keeping_size_and_times(files[0], files[0].read_text().replace("three", "THREE"))
+    with caplog.at_level(logging.INFO, logger="lmtemplate"):
+        _, retrained, changed = tokenize(files, tmp_path)
+    cache = tmp_path / "cache"
+    assert len(list(cache.glob("tokenizer-*.json"))) == len(list(cache.glob("tokens-*"))) == 2
+    assert len(retrained.encode(" THREE").ids) < len(tok.encode(" THREE").ids)  # trained on the new text
+    assert "THREE" in retrained.decode(np.asarray(changed[:20]).tolist())
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"{files[0]}: its content changed since the cached {kind} was built from it; building a new {kind}"
+                        for kind in ("tokenizer", "token file")]
+
+
+def test_unchanged_moved_or_copied_corpus_reuses_its_caches(files, tmp_path, caplog):
+    tokenize(files, tmp_path)
+    caches = sorted((tmp_path / "cache").iterdir())
+    stamps = [c.stat().st_mtime_ns for c in caches]
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    copies = [shutil.copy(f, moved / f.name) for f in files]  # new paths and modification times, the same bytes
+    for corpus_files in (files, copies):
+        with caplog.at_level(logging.INFO, logger="lmtemplate"):
+            tokenize(corpus_files, tmp_path)
+        assert sorted((tmp_path / "cache").iterdir()) == caches
+        assert [c.stat().st_mtime_ns for c in caches] == stamps  # nothing rewritten, not even the record
+        assert [r.getMessage() for r in caplog.records] == [f"reusing the cached tokenizer {caches[1]}",
+                                                            f"reusing the cached token file {caches[2]}"]
+        caplog.clear()
+
+
+def test_the_same_bytes_read_otherwise_are_another_cache(files, tmp_path):
+    """A .jsonl file is read as records, a .txt as text: renamed, the same bytes make other tokens."""
+    tokenize(files, tmp_path)
+    renamed = files[1].rename(files[1].with_suffix(".txt"))
+    _, _, tokens = tokenize([files[0], renamed], tmp_path)
+    assert len(list((tmp_path / "cache").glob("tokens-*"))) == 2
+    assert len(list((tmp_path / "cache").glob("tokenizer-*"))) == 2
+
+
+def test_fit_trains_on_the_new_text_after_an_edit_that_keeps_size_and_mtime(tmp_path, monkeypatch, caplog):
+    from lmtemplate.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"the dog number {i} runs to the small red house and back again\n" for i in range(40)))
+    tiny = ["data.train=corpus.txt", "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.block_size=16",
+            "tokenizer.vocab_size=300", "trainer.max_steps=1", "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false"]
+    assert main(["fit", *tiny]) == 0
+    rewrite_keeping_size_and_times(corpus, corpus.read_text().replace("dog", "cat"))
+    with caplog.at_level(logging.WARNING, logger="lmtemplate"):
+        assert main(["fit", *tiny]) == 0
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.name.startswith("lmtemplate")] == [str(corpus)] * 2
+    runs = [json.loads((tmp_path / f"outputs/demo/version_{v}/tokenizer.json").read_text())["model"]["vocab"] for v in (0, 1)]
+    assert "cat" not in runs[0] and "cat" in runs[1]
 
 
 def test_bad_jsonl_line_names_file_and_line(files, tmp_path):
