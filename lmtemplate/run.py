@@ -240,6 +240,7 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
         L.seed_everything(cfg.run.seed, workers=True, verbose=False)
         datamodule = loaded.task.datamodule(cfg)
         module = loaded.task.module(cfg, datamodule)
+        module.resuming = verb == "fit" and checkpoint is not None
         if state is not None:
             check_fits(module, state["state_dict"], checkpoint, loaded)
         if verb == "fit" and trainer.is_global_zero:

@@ -1,10 +1,13 @@
 """End-to-end runs through the CLI, in process, on a tiny model and a tiny demo corpus."""
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lmtemplate.cli import main
@@ -189,3 +192,72 @@ def test_a_saved_config_from_before_model_gelu_keeps_the_tanh_gelu(tmp_path):
     new = tmp_path / "new.yaml"
     new.write_text("task: causal_lm\nmodel:\n  n_layer: 2\n  gelu: exact\n")
     assert load_saved_config(new, []).cfg.model.gelu == "exact"
+
+
+def recorded(path: Path, **record) -> None:
+    """Rewrite a checkpoint's record (step, score), as a run killed at another moment would have left it."""
+    checkpoint = torch.load(path, weights_only=False)
+    checkpoint["lmtemplate"].update(record)
+    checkpoint["global_step"] = record.get("step", checkpoint["global_step"])
+    torch.save(checkpoint, path)
+
+
+def test_best_is_the_best_score_whatever_the_file_names_and_a_resume_keeps_only_it():
+    """A kill between saving a new best and replacing last.ckpt leaves two best files, which sort by name the
+    wrong way round (best-58 after best-106): --ckpt best takes the better score, and the resumed run, which
+    never heard of the newer file, adopts it and removes the worse one."""
+    from lmtemplate.run import checkpoint_of
+
+    fit("trainer.max_steps=20", "optim.decay_steps=30")
+    folder = Path("outputs/tiny/version_0/checkpoints")
+    (best,) = folder.glob("best-*.ckpt")
+    shutil.copy(best, folder / "best-58.ckpt")
+    shutil.copy(best, folder / "best-106.ckpt")
+    if best.name not in ("best-58.ckpt", "best-106.ckpt"):
+        best.unlink()
+    recorded(folder / "best-58.ckpt", step=58, score=2.53)
+    recorded(folder / "best-106.ckpt", step=106, score=0.01)  # better than anything the run reaches
+    assert checkpoint_of(folder.parent, "best") == folder / "best-106.ckpt"
+    assert main(["validate", "run.name=tiny", *TINY[:7]]) == 0
+    assert json.loads((folder.parent / "metrics.json").read_text())["validate"]["step"] == 106
+    fit("trainer.max_steps=30", "optim.decay_steps=30", "run.version=0", ckpt="last")
+    assert sorted(p.name for p in folder.glob("best*.ckpt")) == ["best-106.ckpt"]
+
+
+def test_a_run_moved_elsewhere_resumes_in_place_exactly():
+    """After `mv`, Lightning's saved paths point to the old place: the resumed run still writes last.ckpt (not
+    last-v1.ckpt beside a stale one), records where it now is, and ends with an uninterrupted run's weights."""
+    fit()  # version_0: 30 steps in one go
+    fit("trainer.max_steps=15", "run.name=moved")
+    shutil.move("outputs/moved", "elsewhere")
+    Path("outputs/moved").mkdir()  # an unrelated run of the same name where the old one was
+    fit("trainer.max_steps=30", ckpt="elsewhere/version_0")
+    run = Path("elsewhere/version_0")
+    assert sorted(p.name for p in run.glob("checkpoints/last*.ckpt")) == ["last.ckpt"]
+    a, b = weights(Path("outputs/tiny/version_0")), weights(run)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    saved = OmegaConf.load(run / "config.yaml").run
+    assert (Path(saved.root) / saved.name).resolve() == run.parent.resolve()  # where it is now
+    assert main(["validate", "--ckpt", "elsewhere/version_0"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["validate"]["step"] == 30
+    assert not any(Path("outputs/moved").iterdir())
+
+
+def test_a_resume_removes_temporaries_that_killed_saves_left():
+    fit("trainer.max_steps=10")
+    folder = Path("outputs/tiny/version_0/checkpoints")
+    dead = folder / ".last.ckpt.999999999.0123abcd.tmp"  # no process has that id
+    alive = folder / f".last.ckpt.{os.getpid()}.0123abcd.tmp"  # a write still going on
+    dead.write_bytes(b"half a checkpoint")
+    alive.write_bytes(b"half a checkpoint")
+    fit("trainer.max_steps=12", "run.version=0", ckpt="last")
+    assert not dead.exists() and alive.exists()
+
+
+def test_a_resumed_fine_tuning_run_does_not_need_the_run_it_started_from():
+    """model.init_from is read when training starts, not on resume: the checkpoint has the weights."""
+    fit("trainer.max_steps=10", "run.name=base")
+    fit("trainer.max_steps=10", "run.name=tuned", "model.init_from=outputs/base/version_0")
+    shutil.rmtree("outputs/base")
+    fit("trainer.max_steps=12", "run.name=tuned", "model.init_from=outputs/base/version_0", ckpt="last")
+    assert json.loads(Path("outputs/tuned/version_0/metrics.json").read_text())["step"] == 12

@@ -109,6 +109,7 @@ class Task(L.LightningModule):
     sample_columns: tuple[str, ...] = ("prompt", "completion")  # the TensorBoard table of text_samples()
     predictions_file: str = "predictions.jsonl"  # predict's output in the run directory, unless --output
     predict_flags: tuple[str, ...] = ("--prompt", "--input")  # the forms of predict's input the task reads
+    resuming: bool = False  # set by the run when fit continues from a checkpoint (``setup`` skips model.init_from)
 
     def __init__(self, cfg, datamodule: Optional[L.LightningDataModule] = None):
         super().__init__()
@@ -217,10 +218,11 @@ class Task(L.LightningModule):
                         "lmtemplate.data.base.DataModule.loader to resume exactly", type(self.trainer.datamodule).__name__)
 
     def setup(self, stage: str) -> None:
-        """Before training (and before a resumed run's checkpoint restores its own weights): ``model.init_from``,
-        a pretrained GPT or encoder; an encoder-decoder takes it as its encoder (a masked_lm run's)."""
+        """Before training: ``model.init_from``, a pretrained GPT or encoder; an encoder-decoder takes it as its
+        encoder (a masked_lm run's). Not when resuming: the checkpoint holds the weights, and the run it started
+        from may no longer be where it was."""
         init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
-        if stage == "fit" and init_from:
+        if stage == "fit" and init_from and not self.resuming:
             backbone = self.model.encoder if isinstance(self.model, Seq2Seq) else self.model
             load_backbone(backbone, init_from, "decoder" if isinstance(backbone, GPT) else "encoder")
 
