@@ -15,6 +15,7 @@ source is checked against the schema on its own, so an error names the file
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
@@ -22,7 +23,7 @@ import inspect
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, TextIO
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -39,6 +40,44 @@ def require_positive(section: str, cfg: object, *keys: str) -> None:
         value = getattr(cfg, key)
         if value is not None and value < 1:
             raise ConfigError(f"{section}.{key}: expected a positive integer, got {value}")
+
+
+@contextlib.contextmanager
+def utf8_file(path: Path, newline: Optional[str] = None) -> Iterator[TextIO]:
+    """``path`` opened as UTF-8 text, a leading byte order mark skipped; every reader of input files uses it.
+
+    A byte that is not UTF-8, wherever the reader meets it, raises a ConfigError naming the line and the byte.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline=newline) as f:
+            yield f
+    except UnicodeDecodeError:
+        raise ConfigError(_not_utf8(Path(path))) from None
+
+
+def read_utf8(path: Path) -> str:
+    """The whole of an input file that its reader parses whole (config files, SQuAD JSON, aligned text, predict inputs)."""
+    with utf8_file(path) as f:
+        return f.read()
+
+
+def _not_utf8(path: Path) -> str:
+    """Where the first byte that is not UTF-8 is: the file is read again line by line, so in little memory."""
+    offset = 0
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (
+                    f"{path}, line {line_no}: not valid UTF-8 (byte 0x{line[e.start]:02x} at byte offset "
+                    f"{offset + e.start} of the file); save the file as UTF-8, e.g. with iconv -f latin1 -t utf-8"
+                )
+            offset += len(line)
+    return f"{path}: not valid UTF-8; save the file as UTF-8"
+
+
+MAX_RUN_NAME = 1024  # bytes of run.name, leaving run.root and the files of a run room under Linux's 4096-byte paths
 
 
 @dataclass

@@ -19,11 +19,10 @@ from lightning.pytorch.strategies import FSDPStrategy
 import torch.nn.functional as F
 from torch import nn
 
-from lmtemplate.config import ConfigError
+from lmtemplate.config import ConfigError, read_utf8
 from lmtemplate.models.backbone import load_backbone
 from lmtemplate.models.gpt import GPT, Block
 from lmtemplate.models.seq2seq import Seq2Seq
-from lmtemplate.tokenization import read_utf8
 
 log = logging.getLogger(__name__)
 
