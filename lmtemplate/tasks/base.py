@@ -42,6 +42,8 @@ class OptimConfig:
     fused: Optional[bool] = None  # torch's fused AdamW kernel; None: wherever torch has it (parameters on CPU or CUDA)
 
     def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr: expected a positive learning rate, got {self.lr}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"optim.schedule: '{self.schedule}' is not one of {', '.join(SCHEDULES)}")
         if len(self.betas) != 2:
