@@ -15,14 +15,17 @@ source is checked against the schema on its own, so an error names the file
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
 import inspect
+import math
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, TextIO
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -41,6 +44,44 @@ def require_positive(section: str, cfg: object, *keys: str) -> None:
             raise ConfigError(f"{section}.{key}: expected a positive integer, got {value}")
 
 
+@contextlib.contextmanager
+def utf8_file(path: Path, newline: Optional[str] = None) -> Iterator[TextIO]:
+    """``path`` opened as UTF-8 text, a leading byte order mark skipped; every reader of input files uses it.
+
+    A byte that is not UTF-8, wherever the reader meets it, raises a ConfigError naming the line and the byte.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline=newline) as f:
+            yield f
+    except UnicodeDecodeError:
+        raise ConfigError(_not_utf8(Path(path))) from None
+
+
+def read_utf8(path: Path) -> str:
+    """The whole of an input file that its reader parses whole (config files, SQuAD JSON, aligned text, predict inputs)."""
+    with utf8_file(path) as f:
+        return f.read()
+
+
+def _not_utf8(path: Path) -> str:
+    """Where the first byte that is not UTF-8 is: the file is read again line by line, so in little memory."""
+    offset = 0
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return (
+                    f"{path}, line {line_no}: not valid UTF-8 (byte 0x{line[e.start]:02x} at byte offset "
+                    f"{offset + e.start} of the file); save the file as UTF-8, e.g. with iconv -f latin1 -t utf-8"
+                )
+            offset += len(line)
+    return f"{path}: not valid UTF-8; save the file as UTF-8"
+
+
+MAX_RUN_NAME = 1024  # bytes of run.name, leaving run.root and the files of a run room under Linux's 4096-byte paths
+
+
 @dataclass
 class RunConfig:
     """Where a run lives: ``<root>/<name>/version_<n>``."""
@@ -51,6 +92,17 @@ class RunConfig:
     seed: int = 1337
     cache_dir: str = "${run.root}/cache"  # tokenizers and token files, shared by runs
     peak_flops: Optional[float] = None  # one device's peak FLOP/s, for MFU; None: Lightning's table of GPUs
+
+    def __post_init__(self) -> None:
+        """``name`` stays under ``root``: names joined by '/', each a file name the filesystem takes (at most 255 bytes)."""
+        parts = self.name.split("/")
+        if (any(p in ("", ".", "..") or "\0" in p or len(os.fsencode(p)) > 255 for p in parts)
+                or len(os.fsencode(self.name)) > MAX_RUN_NAME):
+            raise ConfigError(
+                f"run.name: '{self.name[:80]}{'...' if len(self.name) > 80 else ''}' is not a run name: expected one "
+                f"or more names joined by '/' (e.g. demo or sweep/trial-3), none empty, '.' or '..', each at most 255 "
+                f"bytes and {MAX_RUN_NAME} in all; the run lives in run.root/run.name"
+            )
 
 
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -139,12 +191,14 @@ def _file_sources(path: Path, stack: tuple[Path, ...]) -> list[Source]:
         chain = " -> ".join(str(p) for p in (*stack, resolved))
         raise ConfigError(f"extends cycle: {chain}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _load_yaml(path)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(f"{path}{line}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply for Python to read") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -159,6 +213,67 @@ def _file_sources(path: Path, stack: tuple[Path, ...]) -> list[Source]:
         sources.extend(_file_sources(path.parent / parent, (*stack, resolved)))
     sources.append(Source(str(path), OmegaConf.create(raw)))
     return sources
+
+
+MAX_NODES = 10_000  # values a config file may expand to, each use of an alias counted: a config needs hundreds
+
+
+def _load_yaml(path: Path) -> Any:
+    """A YAML file's contents, refusing what would load quietly wrong or not at all.
+
+    A key twice in one mapping (YAML keeps the last silently), an alias that contains itself, or a document
+    that expands past MAX_NODES values once aliases are followed (a few lines of anchors can name billions)
+    is a ConfigError naming the file; the check walks the composed nodes, each once, before any is built.
+    """
+    loader = yaml.SafeLoader(read_utf8(path))
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_nodes(root: yaml.Node, path: Path) -> None:
+    sizes: dict[int, Optional[int]] = {}  # id(node) -> values it expands to; None while it is being counted
+
+    def size(node: yaml.Node, key: str) -> int:
+        if id(node) in sizes:
+            if sizes[id(node)] is None:
+                raise ConfigError(f"{path}: '{key}' is an alias of the mapping or list at line {node.start_mark.line + 1}, "
+                                  "which contains it; a config must not refer to itself")
+            return sizes[id(node)]
+        sizes[id(node)] = None
+        if isinstance(node, yaml.MappingNode):
+            children, lines = [], {}  # lines: (tag, text) of a key -> its line
+            for k, v in node.value:
+                scalar = isinstance(k, yaml.ScalarNode)
+                name = _join(key, k.value if scalar else "?")
+                if scalar and k.tag != "tag:yaml.org,2002:merge":
+                    if (k.tag, k.value) in lines:
+                        raise ConfigError(f"{path}: key '{name}' appears twice in one mapping, at lines "
+                                          f"{lines[k.tag, k.value]} and {k.start_mark.line + 1}; YAML would silently "
+                                          "keep only the second. Merge the two into one")
+                    lines[k.tag, k.value] = k.start_mark.line + 1
+                children += [(k, name), (v, name)]
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(v, f"{key}[{i}]") for i, v in enumerate(node.value)]
+        else:
+            children = []
+        total = 1 + sum(size(child, child_key) for child, child_key in children)
+        if total > MAX_NODES:
+            raise ConfigError(f"{path}: the document expands to more than {MAX_NODES:,} values once its aliases (*name) "
+                              "are replaced by what they refer to; a config needs far fewer (anchors nested in anchors?)")
+        sizes[id(node)] = total
+        return total
+
+    size(root, "")
+
+
+def _join(key: str, leaf: Any) -> str:
+    return f"{key}.{leaf}" if key else str(leaf)
 
 
 def peek(sources: list[Source], key: str, default: Any) -> Any:
@@ -221,8 +336,28 @@ def compose(schema: DictConfig, sources: list[Source]) -> DictConfig:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as e:
         raise ConfigError(_describe(e, cfg, "interpolation")) from None
+    _check_finite(cfg, sources)
     _check_trainer(cfg.trainer, sources)
     return cfg
+
+
+def _check_finite(cfg: DictConfig, sources: list[Source]) -> None:
+    """No number of any section is nan or infinite: no key gives them a meaning."""
+    for key, value in _leaves(OmegaConf.to_container(cfg), ""):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value} (in {source_of(key, sources)})")
+
+
+def _leaves(value: Any, key: str) -> Iterator[tuple[str, Any]]:
+    """Every value that is not a mapping or a list, with its dotted key (``optim.betas[0]``)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, _join(key, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaves(v, f"{key}[{i}]")
+    else:
+        yield key, value
 
 
 def _describe(e: OmegaConfBaseException, cfg: DictConfig, label: str) -> str:
@@ -253,7 +388,8 @@ def _check_trainer(trainer: DictConfig, sources: list[Source]) -> None:
     from lightning import Trainer
 
     valid = [p for p in inspect.signature(Trainer.__init__).parameters if p != "self"]
-    for key in trainer:
+    hints = typing.get_type_hints(Trainer.__init__)
+    for key, value in OmegaConf.to_container(trainer).items():
         label = next((s.label for s in reversed(sources) if "trainer" in s.data and key in s.data.trainer), "the defaults")
         if key in _OWNED_TRAINER_KEYS:
             raise ConfigError(f"trainer.{key} (in {label}) is set by lmtemplate itself; see docs/configs.md.")
@@ -262,6 +398,63 @@ def _check_trainer(trainer: DictConfig, sources: list[Source]) -> None:
                 f"unknown key 'trainer.{key}' in {label}: not an argument of lightning.Trainer."
                 + _did_you_mean(str(key), valid)
             )
+        if key in hints and not _accepts(hints[key], value):
+            raise ConfigError(f"trainer.{key}: expected {_type_name(hints[key])}, got {value!r} (in {label})"
+                              + _number_hint(value, hints[key]))
+
+
+def _accepts(t: Any, value: Any) -> bool:
+    """Whether ``value``, as YAML or the command line gives it, has the type ``t`` (an annotation of lightning.Trainer).
+
+    A Literal takes any value of its members' types: which of them is Lightning's to check, with its own message.
+    """
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is typing.Union:
+        return any(_accepts(a, value) for a in args)
+    if origin is typing.Literal:
+        return any(type(value) is type(a) for a in args)
+    if t in (int, float) and isinstance(value, bool):
+        return False
+    if t is float:
+        return isinstance(value, (int, float))
+    if t is type(None):
+        return value is None
+    if origin is dict:
+        return isinstance(value, dict) and all(_accepts(args[0], k) and _accepts(args[1], v) for k, v in value.items())
+    if args and isinstance(value, list):  # list[...], Iterable[...]
+        return issubclass(list, origin) and all(_accepts(args[0], v) for v in value)
+    try:
+        return isinstance(value, origin or t)
+    except TypeError:  # an annotation that is not a class: not ours to check
+        return True
+
+
+def _type_name(t: Any) -> str:
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is typing.Union:
+        return " or ".join(dict.fromkeys(_type_name(a) for a in args))
+    if origin is typing.Literal:
+        return " or ".join(dict.fromkeys(type(a).__name__ for a in args))
+    if t is type(None):
+        return "null"
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    return getattr(t, "__name__", str(t))
+
+
+def _number_hint(value: Any, t: Any) -> str:
+    """What to write instead of a number that YAML read as text (1e3, "5"), or a whole float where an int is expected."""
+    try:
+        number = float(value) if isinstance(value, (str, float)) else math.nan
+    except ValueError:
+        return ""
+    suggestion = int(number) if number.is_integer() and _accepts(t, int(number)) else number
+    if not math.isfinite(number) or not _accepts(t, suggestion):
+        return ""
+    if isinstance(value, str):
+        return (f"; YAML reads {value!r} as text, not a number (it is quoted, or an exponent without a dot and a "
+                f"sign such as 1e3): write {suggestion}")
+    return f"; write {suggestion}"
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -96,10 +96,34 @@ def all_tasks() -> dict[str, TaskSpec]:
 
 
 @contextlib.contextmanager
-def _source(label: str) -> Iterator[None]:
+def _source(label: str, target: Path | str | None = None) -> Iterator[None]:
+    """Load a plugin (``target``: its file or module name) as ``label``; what its import raises becomes a ConfigError.
+
+    SystemExit and KeyboardInterrupt raised while it loads too (BaseException): a plugin that exits must not end
+    the verb as if it had finished (exit 0), nor one that interrupts with a traceback. A Ctrl-C pressed while a
+    plugin loads reads the same, which is no loss: the verb stops with exit 2 before any work.
+    """
     _loading.append(label)
     try:
         yield
+    except ConfigError:
+        raise
+    except BaseException as e:
+        if isinstance(target, str) and _is_missing(target, e):
+            raise ConfigError(
+                f"plugins: '{target}' is not a file or folder (relative to {Path.cwd()}), nor a module that "
+                "Python can import; list a .py file, a folder of them, or an installed module's name"
+            ) from None
+        frames = traceback.extract_tb(e.__traceback__)
+        # The plugin's own line, not the library frame the error surfaced in.
+        mine = [f for f in frames if isinstance(target, Path) and Path(f.filename).is_relative_to(target)]
+        if isinstance(e, SyntaxError) and e.filename:
+            filename, lineno = e.filename, e.lineno
+        else:
+            filename, lineno = (mine or frames)[-1].filename, (mine or frames)[-1].lineno
+        what = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        exits = " (a plugin must not exit or stop the program while it loads)" if not isinstance(e, Exception) else ""
+        raise ConfigError(f"could not load {label}: {what} (at {filename}, line {lineno}){exits}") from None
     finally:
         _loading.pop()
 
@@ -134,12 +158,7 @@ def load_tasks(plugins: list[str] = (), base_dir: Path | None = None) -> dict[st
         if label in _loaded_sources:
             continue
         with _source(label):
-            try:
-                ep.load()
-            except ConfigError:
-                raise
-            except Exception as e:
-                raise ConfigError(f"could not load the task plugin from {label}: {type(e).__name__}: {e}") from None
+            ep.load()
         _loaded_sources.add(label)
     return all_tasks()
 
@@ -166,28 +185,11 @@ def _load_plugin(target: Path | str) -> None:
         label = f"plugin file {_relative(target)}"
     if label in _loaded_sources:
         return
-    with _source(label):
-        try:
-            if isinstance(target, str):
-                importlib.import_module(target)
-            else:
-                _import_file(target)
-        except ConfigError:
-            raise
-        except Exception as e:
-            if isinstance(target, str) and _is_missing(target, e):
-                raise ConfigError(
-                    f"plugins: '{target}' is not a file or folder (relative to {Path.cwd()}), nor a module that "
-                    "Python can import; list a .py file, a folder of them, or an installed module's name"
-                ) from None
-            frames = traceback.extract_tb(e.__traceback__)
-            # The plugin's own line, not the library frame the error surfaced in.
-            mine = [f for f in frames if isinstance(target, Path) and Path(f.filename).is_relative_to(target)]
-            if isinstance(e, SyntaxError) and e.filename:
-                filename, lineno = e.filename, e.lineno
-            else:
-                filename, lineno = (mine or frames)[-1].filename, (mine or frames)[-1].lineno
-            raise ConfigError(f"could not load {label}: {type(e).__name__}: {e} (at {filename}, line {lineno})") from None
+    with _source(label, target):
+        if isinstance(target, str):
+            importlib.import_module(target)
+        else:
+            _import_file(target)
     _loaded_sources.add(label)
 
 

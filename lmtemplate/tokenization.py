@@ -7,20 +7,19 @@ settings, so a second run on the same data skips training.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Protocol, Sequence, TextIO
+from typing import Callable, Iterable, Iterator, Optional, Protocol, Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from lmtemplate.checkpointing import init_source
+from lmtemplate.config import ConfigError, read_utf8, utf8_file
 from lmtemplate.files import atomic_write_text
-from lmtemplate.config import ConfigError
 from lmtemplate.models import hf
 
 log = logging.getLogger(__name__)
@@ -94,41 +93,6 @@ def file_fingerprint(files: Iterable[Path]) -> list[tuple[str, str]]:
     """(resolved path, digest of the bytes) of each file: the content identifies a file, since a rewrite can keep its
     size and modification time (cp -p, rsync -t and tar keep times)."""
     return [(str(Path(f).resolve()), file_digest(f)) for f in files]
-
-
-@contextlib.contextmanager
-def utf8_file(path: Path, newline: Optional[str] = None) -> Iterator[TextIO]:
-    """``path`` opened as UTF-8 text, a leading byte order mark skipped; every reader of input files uses it.
-
-    A byte that is not UTF-8, wherever the reader meets it, raises a ConfigError naming the line and the byte.
-    """
-    try:
-        with open(path, encoding="utf-8-sig", newline=newline) as f:
-            yield f
-    except UnicodeDecodeError:
-        raise ConfigError(_not_utf8(Path(path))) from None
-
-
-def read_utf8(path: Path) -> str:
-    """The whole of an input file that its reader parses whole (SQuAD JSON, aligned text, predict inputs)."""
-    with utf8_file(path) as f:
-        return f.read()
-
-
-def _not_utf8(path: Path) -> str:
-    """Where the first byte that is not UTF-8 is: the file is read again line by line, so in little memory."""
-    offset = 0
-    with open(path, "rb") as f:
-        for line_no, line in enumerate(f, 1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as e:
-                return (
-                    f"{path}, line {line_no}: not valid UTF-8 (byte 0x{line[e.start]:02x} at byte offset "
-                    f"{offset + e.start} of the file); save the file as UTF-8, e.g. with iconv -f latin1 -t utf-8"
-                )
-            offset += len(line)
-    return f"{path}: not valid UTF-8; save the file as UTF-8"
 
 
 def digest(*parts: object) -> str:

@@ -86,6 +86,8 @@ class Plugin(Task):
 '''
 
 
+ALIAS_BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(  # 9**9 values from 380 bytes
+    f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
 BAD_DEFAULT = plugin("bad_default", post_init='raise ConfigError(f"model.width: expected >= 1, got {self.width}")')
 BIGRAM = ["-c", "configs/plugins/bigram-demo.yaml", "data.demo_lines=50", "tokenizer.vocab_size=300",
           "trainer.accelerator=cpu"]
@@ -279,6 +281,26 @@ CASES = {
                                   ["data.train (empty.txt)", "model.block_size=64"]),
     "bigram plugin: non-UTF-8 .txt": (["fit", *BIGRAM, "data.train=latin.txt"], "bigram",
                                       ["latin.txt, line 1: not valid UTF-8 (byte 0xe9 at byte offset 6"]),
+    # configs and plugins that loaded quietly wrong, hung, or ended in a traceback
+    "key twice in a config file": (["fit", "-c", "twice.yaml"],
+                                   {"twice.yaml": "trainer:\n  max_steps: 5\nmodel:\n  n_layer: 1\ntrainer:\n  devices: 1\n"},
+                                   ["twice.yaml: key 'trainer' appears twice in one mapping, at lines 1 and 5"]),
+    "YAML alias bomb": (["config", "-c", "bomb.yaml"], {"bomb.yaml": ALIAS_BOMB},
+                        ["bomb.yaml: the document expands to more than 10,000 values"]),
+    "non-UTF-8 config file": (["fit", "-c", "latin.yaml"], {"latin.yaml": b"run:\n  name: caf\xe9\n"},
+                              ["latin.yaml, line 2: not valid UTF-8 (byte 0xe9 at byte offset 16 of the file)"]),
+    "run.name outside run.root": (["fit", "run.name=../../x"], {}, ["run.name: '../../x' is not a run name"]),
+    "absolute run.name": (["fit", "run.name=/tmp/x"], {}, ["run.name: '/tmp/x' is not a run name"]),
+    "run.name longer than a file name": (["fit", "run.name=" + "x" * 300], {},
+                                         ["run.name: 'xxx", "each at most 255 bytes"]),
+    "plugin calling sys.exit": (["fit"], {"plugins/quit.py": "import sys\n\nsys.exit(0)\n"},
+                                ["could not load plugin file plugins/quit.py: SystemExit: 0", "quit.py, line 3)"]),
+    "plugin raising KeyboardInterrupt": (["fit"], {"plugins/stop.py": "raise KeyboardInterrupt\n"},
+                                         ["could not load plugin file plugins/stop.py: KeyboardInterrupt", "stop.py, line 1)"]),
+    "nan learning rate": (["fit", "optim.lr=nan"], {}, ["optim.lr: expected a finite number, got nan (in the command line)"]),
+    "zero learning rate": (["fit", "optim.lr=0"], {}, ["optim.lr: expected a positive learning rate, got 0.0"]),
+    "trainer number YAML reads as text": (["fit", "-c", "t.yaml"], {"t.yaml": "trainer:\n  max_steps: 1e3\n"},
+                                          ["trainer.max_steps: expected int, got '1e3' (in t.yaml)", "write 1000"]),
 }
 BIGRAM_FILES = {"empty.txt": "", "latin.txt": LATIN1}
 

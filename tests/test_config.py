@@ -174,6 +174,63 @@ ERROR_CASES = {
         {}, [], ["task=causal_llm"],
         ["'causal_llm'", "'task'", "Registered tasks: causal_lm", "Did you mean 'causal_lm'"],
     ),
+    "key twice in an extends parent": (
+        {"child.yaml": "extends: parent.yaml\n", "parent.yaml": "optim:\n  lr: 0.1\n  betas: [0.9, 0.9]\n  lr: 0.2\n"},
+        ["child.yaml"], [],
+        ["parent.yaml: key 'optim.lr' appears twice in one mapping, at lines 2 and 4"],
+    ),
+    "key twice in a flow mapping on one line": (
+        {"t.yaml": "trainer: {max_steps: 5, max_steps: 6}\n"}, ["t.yaml"], [],
+        ["t.yaml: key 'trainer.max_steps' appears twice", "lines 1 and 1"],
+    ),
+    "alias of a list that contains it": (
+        {"loop.yaml": "data:\n  train: &a [x, *a]\n"}, ["loop.yaml"], [],
+        ["loop.yaml: 'data.train[1]' is an alias of the mapping or list at line 2, which contains it"],
+    ),
+    "YAML nested deeper than Python reads": (
+        {"deep.yaml": "x: " + "[" * 5000 + "]" * 5000 + "\n"}, ["deep.yaml"], [],
+        ["deep.yaml: not valid YAML: nested too deeply"],
+    ),
+    "non-UTF-8 extends parent": (
+        {"child.yaml": "extends: latin.yaml\n", "latin.yaml": b"run:\n  name: caf\xe9\n"}, ["child.yaml"], [],
+        ["latin.yaml, line 2: not valid UTF-8 (byte 0xe9 at byte offset 16 of the file)"],
+    ),
+    "inf in a list of floats in a file": (
+        {"o.yaml": "optim:\n  betas: [0.9, .inf]\n"}, ["o.yaml"], [],
+        ["optim.betas[1]: expected a finite number, got inf (in o.yaml)"],
+    ),
+    "nan in a trainer value": (
+        {"t.yaml": "trainer:\n  gradient_clip_val: .nan\n"}, ["t.yaml"], [],
+        ["trainer.gradient_clip_val: expected a finite number, got nan (in t.yaml)"],
+    ),
+    "nan through an interpolation": (
+        {"o.yaml": "optim:\n  lr: .nan\n  min_lr: ${optim.lr}\n"}, ["o.yaml"], [],
+        ["expected a finite number, got nan (in o.yaml)"],
+    ),
+    "negative learning rate": (
+        {}, [], ["optim.lr=-0.1"],
+        ["optim.lr: expected a positive learning rate, got -0.1 (in the command line)"],
+    ),
+    "trainer int as an exponent YAML reads as text": (
+        {"t.yaml": "trainer:\n  max_steps: 1e3\n"}, ["t.yaml"], [],
+        ["trainer.max_steps: expected int, got '1e3' (in t.yaml)", "as text", "write 1000"],
+    ),
+    "trainer float as an exponent YAML reads as text": (
+        {"t.yaml": "trainer:\n  gradient_clip_val: 5e-1\n"}, ["t.yaml"], [],
+        ["trainer.gradient_clip_val: expected int or float or null, got '5e-1' (in t.yaml)", "write 0.5"],
+    ),
+    "trainer int given as a whole float": (
+        {}, [], ["trainer.accumulate_grad_batches=2.0"],
+        ["trainer.accumulate_grad_batches: expected int, got 2.0 (in the command line); write 2"],
+    ),
+    "trainer int given as a bool": (
+        {"t.yaml": "trainer:\n  max_steps: yes\n"}, ["t.yaml"], [],
+        ["trainer.max_steps: expected int, got True (in t.yaml)"],
+    ),
+    "trainer devices as a list of names": (
+        {}, [], ["trainer.devices=[a,b]"],
+        ["trainer.devices: expected list[int] or str or int, got ['a', 'b']"],
+    ),
 }
 
 
@@ -181,7 +238,7 @@ ERROR_CASES = {
 def test_config_errors_name_key_and_source(tmp_cwd, case):
     files, cfiles, overrides, expected = ERROR_CASES[case]
     for name, text in files.items():
-        write(tmp_cwd / name, text)
+        (tmp_cwd / name).write_bytes(text) if isinstance(text, bytes) else write(tmp_cwd / name, text)
     with pytest.raises(ConfigError) as info:
         load_config(cfiles, overrides)
     message = str(info.value)
@@ -211,6 +268,46 @@ def test_diamond_extends_is_not_a_cycle(tmp_cwd):
 def test_a_glob_that_matches_is_accepted(tmp_cwd):
     write(tmp_cwd / "corpus/a.txt", "hello world\n")
     assert load_config([], ["data.train=corpus/*.txt"]).cfg.data.train == "corpus/*.txt"
+
+
+def test_run_name_is_a_relative_path_under_run_root(tmp_cwd):
+    longest = "é" * 127  # 254 bytes in UTF-8
+    for name in ("sweep/trial-3", "a.b/..c/-d", longest, "/".join([longest] * 4)):
+        assert load_config([], [f"run.name={name}"]).cfg.run.name == name
+    for name in ("../x", "a/../../x", "/tmp/x", "a//b", "a/", ".", "x" * 256, "é" * 128, "/".join(["x" * 255] * 5)):
+        with pytest.raises(ConfigError, match=r"^run.name: .* is not a run name: .* each at most 255 bytes and 1024"):
+            load_config([], [f"run.name={name}"])
+
+
+def test_anchors_aliases_and_merge_keys_still_compose(tmp_cwd):
+    write(tmp_cwd / "a.yaml", """\
+        model: &shape
+          n_layer: 2
+          n_head: 2
+        best: {}
+        data:
+          train: &corpus corpus/*.txt
+          val: *corpus
+        run:
+          <<: {name: merged, seed: 3}
+          seed: 4
+    """)
+    write(tmp_cwd / "corpus/a.txt", "hello world\n")
+    cfg = load_config(["a.yaml"], []).cfg
+    assert (cfg.model.n_layer, cfg.model.n_head, cfg.data.val, cfg.run.name, cfg.run.seed) == (2, 2, "corpus/*.txt", "merged", 4)
+
+
+@pytest.mark.parametrize("setting", [
+    "val_check_interval: 200", "val_check_interval: 0.25", "val_check_interval: '00:00:10:00'", "precision: 16",
+    "precision: bf16-mixed", "precision: '32'", "devices: 1", "devices: auto", "devices: [0, 1]", "devices: -1",
+    "max_time: '00:12:00:00'", "max_time: {hours: 12}", "deterministic: warn", "max_epochs: null", "max_steps: -1",
+    "gradient_clip_val: 1", "gradient_clip_val: 1.0e+3", "limit_val_batches: 0.5", "fast_dev_run: true",
+    "fast_dev_run: 3", "strategy: ddp", "profiler: simple", "accumulate_grad_batches: 4", "benchmark: null",
+])
+def test_trainer_values_lightning_accepts_pass_the_type_check(tmp_cwd, setting):
+    write(tmp_cwd / "t.yaml", f"trainer:\n  {setting}\n")
+    key, value = setting.split(": ", 1)
+    assert load_config(["t.yaml"], []).data.trainer[key] == yaml.safe_load(value)
 
 
 # --- the shipped configs/ ----------------------------------------------------------------------

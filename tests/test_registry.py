@@ -206,6 +206,31 @@ def test_plugin_with_syntax_error_names_file_and_line(tmp_path, monkeypatch):
         load_tasks()
 
 
+@pytest.mark.parametrize("stop", ["sys.exit(0)", "raise KeyboardInterrupt", "raise SystemExit('bye')"])
+@pytest.mark.parametrize("kind", ["plugins folder", "module name", "entry point"])
+def test_a_plugin_that_exits_while_it_loads_is_an_error_naming_it(tmp_path, monkeypatch, request, kind, stop):
+    """Not exit 0 with nothing done, nor a traceback: the verb stops with a ConfigError (exit 2) naming the plugin."""
+    write(tmp_path / "lmt_quit/__init__.py" if kind != "plugins folder" else tmp_path / "work/plugins/lmt_quit.py",
+          f"import sys\n\n{stop}\n")
+    if kind == "entry point":
+        write(tmp_path / "lmt_quit-0.3.dist-info/METADATA", "Metadata-Version: 2.1\nName: lmt_quit\nVersion: 0.3\n")
+        write(tmp_path / "lmt_quit-0.3.dist-info/entry_points.txt", "[lmtemplate.tasks]\nquit = lmt_quit\n")
+    (tmp_path / "work").mkdir(exist_ok=True)
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    request.addfinalizer(lambda: sys.modules.pop("lmt_quit", None))
+    label = {"plugins folder": "plugin file plugins/lmt_quit.py", "module name": "module lmt_quit",
+             "entry point": "package lmt_quit 0.3 (entry point quit = lmt_quit)"}[kind]
+    with pytest.raises(ConfigError) as info:
+        load_tasks(["lmt_quit"] if kind == "module name" else [])
+    what = {"sys.exit(0)": "SystemExit: 0", "raise KeyboardInterrupt": "KeyboardInterrupt (at",
+            "raise SystemExit('bye')": "SystemExit: bye"}[stop]
+    assert str(info.value).startswith(f"could not load {label}: {what}")
+    assert "lmt_quit" in str(info.value).split("(at ")[1] and "line 3)" in str(info.value)
+    assert "lmt_quit" not in sys.modules and "lmtemplate_plugins.lmt_quit" not in sys.modules
+
+
 def test_tasks_verb_lists_built_in_and_repo_plugin():
     proc = subprocess.run(
         [sys.executable, "-m", "lmtemplate", "tasks"], cwd=REPO, capture_output=True, text=True, timeout=120

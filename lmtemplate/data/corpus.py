@@ -22,10 +22,10 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import Dataset
 
-from lmtemplate.config import ConfigError, require_positive
+from lmtemplate.config import ConfigError, require_positive, utf8_file
 from lmtemplate.data.base import SPLITS, ShardedSampler
 from lmtemplate.files import atomic_file
-from lmtemplate.tokenization import build_cache, digest, document_separator, file_fingerprint, utf8_file
+from lmtemplate.tokenization import build_cache, digest, document_separator, file_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,10 @@ from typing import ClassVar, Optional
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
-from lmtemplate.config import ConfigError, require_positive
+from lmtemplate.config import ConfigError, read_utf8, require_positive
 from lmtemplate.data.base import ExampleData, SplitsConfig
 from lmtemplate.data.demo.qa import write_demo_qa
 from lmtemplate.data.tables import read_table
-from lmtemplate.tokenization import read_utf8
 
 
 @dataclass

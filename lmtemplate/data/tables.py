@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from lmtemplate.config import ConfigError
-from lmtemplate.tokenization import utf8_file
+from lmtemplate.config import ConfigError, utf8_file
 
 @dataclass
 class Table:

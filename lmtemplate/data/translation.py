@@ -19,11 +19,11 @@ from typing import ClassVar, Iterator, Optional
 
 from tokenizers import Tokenizer
 
-from lmtemplate.config import ConfigError, require_positive
+from lmtemplate.config import ConfigError, read_utf8, require_positive
 from lmtemplate.data.base import IGNORE, ExampleData, SplitsConfig, Texts, pad
 from lmtemplate.data.demo.translation import demo_translation
 from lmtemplate.data.tables import read_table
-from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, read_utf8, start_end_ids
+from lmtemplate.tokenization import TokenizerConfig, build_tokenizer, start_end_ids
 
 log = logging.getLogger(__name__)
 

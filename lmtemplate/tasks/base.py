@@ -19,11 +19,10 @@ from lightning.pytorch.strategies import FSDPStrategy
 import torch.nn.functional as F
 from torch import nn
 
-from lmtemplate.config import ConfigError
+from lmtemplate.config import ConfigError, read_utf8
 from lmtemplate.models.backbone import load_backbone
 from lmtemplate.models.gpt import GPT, Block
 from lmtemplate.models.seq2seq import Seq2Seq
-from lmtemplate.tokenization import read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,8 @@ class OptimConfig:
     fused: Optional[bool] = None  # torch's fused AdamW kernel; None: wherever torch has it (parameters on CPU or CUDA)
 
     def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr: expected a positive learning rate, got {self.lr}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"optim.schedule: '{self.schedule}' is not one of {', '.join(SCHEDULES)}")
         if len(self.betas) != 2:
