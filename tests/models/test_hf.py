@@ -135,7 +135,7 @@ def test_the_shape_comes_from_config_json_and_another_given_shape_names_both(ber
     assert load_config([], ["task=classification", f"model.init_from={bert_dir}", "model.block_size=16"]).cfg.model.block_size == 16
     with pytest.raises(ConfigError, match=r"model.n_layer: 3 \(in the command line\), but .*config.json gives 2"):
         load_config([], ["task=classification", f"model.init_from={bert_dir}", "model.n_layer=3"])
-    with pytest.raises(ConfigError, match="is a bert checkpoint .*task causal_lm needs a GPT-2 one"):
+    with pytest.raises(ConfigError, match="is a bert checkpoint .*task causal_lm needs a GPT-2, Llama, Mistral or Qwen2 one"):
         load_config([], ["task=causal_lm", f"model.init_from={bert_dir}"])
 
 
@@ -277,12 +277,15 @@ def test_round_trip_gpt2_through_causal_lm_and_export_is_exact(gpt2_dir, tmp_pat
     assert Path("OUT/tokenizer.json").read_text() == Path("outputs/rt/version_0/tokenizer.json").read_text()
 
 
-def test_a_rotary_gpt_cannot_export_to_gpt2_and_the_error_names_the_option(tmp_path, monkeypatch, capsys):
+def test_a_rotary_gpt_with_gpt2s_mlp_cannot_export_and_the_error_names_each_option(tmp_path, monkeypatch, capsys):
+    """Rotary positions make it a Llama-family export; its LayerNorm and GELU MLP do not map onto LlamaForCausalLM."""
     monkeypatch.chdir(tmp_path)
     assert main(["fit", "run.name=rope", "model.positions=rotary", "model.n_layer=1", "model.n_embd=32",
                  "model.block_size=16", "data.demo_lines=300", *QUIET]) == 0
     assert main(["export", "--ckpt", "last", "run.name=rope", "--output", "out"]) == 2
-    assert "GPT2LMHeadModel: model.positions=rotary (it needs learned)" in capsys.readouterr().err
+    assert ("LlamaForCausalLM: model.norm_type=layernorm (it needs rmsnorm); model.mlp=gelu (it needs swiglu)"
+            in capsys.readouterr().err)
+    assert not Path("out").exists()
 
 
 @pytest.mark.slow
