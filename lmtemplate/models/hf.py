@@ -133,7 +133,7 @@ def _check_window(folder: Path, c: dict, block_size: int) -> None:
     window = _window(c)
     if window is not None and window < block_size:
         raise ConfigError(f"model.init_from: {Path(folder) / 'config.json'} has sliding_window={window}: each position "
-                          f"attends to the last {window} only, which the project's attention does not do; set "
+                          f"attends to the last {window} tokens only, which the project's attention does not do; set "
                           f"model.block_size to {window} or less (it is {block_size}), so that the window holds every "
                           "sequence")
 
