@@ -365,13 +365,16 @@ def export(task: str, model: dict, state: dict[str, torch.Tensor], labels: Optio
         raise ConfigError(f"export: a {task} run has no Hugging Face counterpart; lmtemplate exports "
                           + ", ".join(f"{t} -> {a}" for t, a in EXPORTS.items()))
     cfg = GPTConfig(**{f.name: model[f.name] for f in dataclasses.fields(GPTConfig)})
-    architecture = EXPORTS[task] if task != "causal_lm" else "GPT2LMHeadModel" if cfg.positions == "learned" \
-        else "Qwen2ForCausalLM" if cfg.bias_of("qkv") and not cfg.bias_of("out") else "LlamaForCausalLM"
+    architecture = _architecture(task, cfg)
     kind = KINDS[architecture]
     _check_exportable(task, model, cfg, architecture)
     vocab_size = state["model.tok_emb.weight"].shape[0]
-    config = _gpt2_config(model, vocab_size) if kind == "gpt2" else _bert_config(model, vocab_size, labels) \
-        if kind == "bert" else _llama_config(cfg, vocab_size, kind)
+    if kind == "gpt2":
+        config = _gpt2_config(model, vocab_size)
+    elif kind == "bert":
+        config = _bert_config(model, vocab_size, labels)
+    else:
+        config = _llama_config(cfg, vocab_size, kind)
     weights = _export_weights(state, cfg, kind, architecture)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -379,6 +382,14 @@ def export(task: str, model: dict, state: dict[str, torch.Tensor], labels: Optio
     _save_weights(weights, output)
     shutil.copyfile(tokenizer, output / "tokenizer.json")
     return architecture
+
+
+def _architecture(task: str, cfg: GPTConfig) -> str:
+    if task != "causal_lm":
+        return EXPORTS[task]
+    if cfg.positions == "learned":
+        return "GPT2LMHeadModel"
+    return "Qwen2ForCausalLM" if cfg.bias_of("qkv") and not cfg.bias_of("out") else "LlamaForCausalLM"
 
 
 def _needs(cfg: GPTConfig, kind: str) -> dict:
