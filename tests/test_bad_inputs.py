@@ -88,6 +88,14 @@ class Plugin(Task):
 
 ALIAS_BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(  # 9**9 values from 380 bytes
     f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
+
+
+def llama_json(**change) -> str:
+    """A tiny Llama's config.json (no weights: each case fails before they are read)."""
+    return json.dumps({"model_type": "llama", "vocab_size": 300, "hidden_size": 16, "intermediate_size": 32,
+                       "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 64, **change})
+
+
 BAD_DEFAULT = plugin("bad_default", post_init='raise ConfigError(f"model.width: expected >= 1, got {self.width}")')
 BIGRAM = ["-c", "configs/plugins/bigram-demo.yaml", "data.demo_lines=50", "tokenizer.vocab_size=300",
           "trainer.accelerator=cpu"]
@@ -301,6 +309,19 @@ CASES = {
     "zero learning rate": (["fit", "optim.lr=0"], {}, ["optim.lr: expected a positive learning rate, got 0.0"]),
     "trainer number YAML reads as text": (["fit", "-c", "t.yaml"], {"t.yaml": "trainer:\n  max_steps: 1e3\n"},
                                           ["trainer.max_steps: expected int, got '1e3' (in t.yaml)", "write 1000"]),
+    # Hugging Face folders (model.init_from) and the Llama family's options
+    "init_from: unsupported architecture": (["fit", "model.init_from=hf"], {"hf/config.json": '{"model_type": "falcon"}'},
+                                            ["model.init_from: hf/config.json has model_type 'falcon'", "llama"]),
+    "init_from: unsupported rope scaling": (
+        ["fit", "model.init_from=hf"], {"hf/config.json": llama_json(rope_scaling={"rope_type": "yarn", "factor": 4.0})},
+        ['model.init_from: hf/config.json: rope_type="yarn" (supported: "default" or "llama3")']),
+    "init_from: sliding window shorter than the block": (
+        ["fit", "model.init_from=hf"], {"hf/config.json": llama_json(model_type="mistral", sliding_window=16)},
+        ["hf/config.json has sliding_window=16", "set model.block_size to 16 or less (it is 64)"]),
+    "causal_lm: model.n_kv_head not dividing n_head": (["fit", "model.n_kv_head=3"], {},
+                                                        ["model.n_kv_head: expected a divisor of model.n_head (4)"]),
+    "causal_lm: unsupported model.rope_scaling": (["fit", "model.rope_scaling={rope_type: yarn, factor: 4.0}"], {},
+                                                  ["model.rope_scaling: rope_type 'yarn' is not supported"]),
 }
 BIGRAM_FILES = {"empty.txt": "", "latin.txt": LATIN1}
 

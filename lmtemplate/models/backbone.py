@@ -62,11 +62,13 @@ def hidden_states(model: nn.Module, batch: dict) -> torch.Tensor:
 
 
 def load_backbone(backbone: nn.Module, init_from: str, arch: str) -> None:
-    """Copy the pretraining run's ``model.*`` weights, or a Hugging Face model's (``models/hf.py``), into
-    ``backbone``; any missing, extra or reshaped parameter is an error that names it (the config's shape or
-    ``model.arch`` differs from the run's)."""
+    """Copy the pretraining run's ``model.*`` weights, or a Hugging Face model's (``models/hf.py``, read one tensor
+    at a time), into ``backbone``; any missing, extra or reshaped parameter is an error that names it (the config's
+    shape or ``model.arch`` differs from the run's). A Hugging Face model without an output head (LlamaModel) leaves
+    the backbone's fresh one."""
+    fresh = set()
     if hf.is_pretrained_dir(init_from):
-        checkpoint, config = Path(init_from), None
+        checkpoint, config, fresh = Path(init_from), None, {"lm_head.weight"}
         source, task = hf.backbone_state(checkpoint, backbone.cfg.block_size)
     else:
         checkpoint, run_dir = init_source(init_from)
@@ -75,7 +77,7 @@ def load_backbone(backbone: nn.Module, init_from: str, arch: str) -> None:
         config = run_dir / "config.yaml" if run_dir else None
         task = f"a {OmegaConf.load(config).get('task', '?') if config and config.is_file() else '?'} run"
     own = backbone.state_dict()
-    missing, extra = [k for k in own if k not in source], [k for k in source if k not in own]
+    missing, extra = [k for k in own if k not in source and k not in fresh], [k for k in source if k not in own]
     if missing or extra:
         first = f"'{missing[0]}' is not in the checkpoint" if missing else f"the checkpoint's '{extra[0]}' is not in this model"
         raise ConfigError(
@@ -83,11 +85,15 @@ def load_backbone(backbone: nn.Module, init_from: str, arch: str) -> None:
             f"({len(missing)} missing, {len(extra)} unexpected parameters). A masked_lm run needs model.arch=encoder, "
             "a causal_lm run model.arch=decoder, and the same model.positions / model.type_vocab_size / model.bias"
         )
-    for name, tensor in own.items():
-        if tensor.shape != source[name].shape:
-            raise ConfigError(
-                f"model.init_from: parameter '{name}' has shape {tuple(source[name].shape)} in {checkpoint} but "
-                f"{tuple(tensor.shape)} in this model; set model.n_layer / n_head / n_embd / block_size to the "
-                f"pretraining run's{f' (see {config})' if config else ''}"
-            )
-    backbone.load_state_dict(source)
+    with torch.no_grad():
+        for name, tensor in own.items():
+            if name not in source:
+                continue  # a fresh head
+            value = source[name]
+            if tensor.shape != value.shape:
+                raise ConfigError(
+                    f"model.init_from: parameter '{name}' has shape {tuple(value.shape)} in {checkpoint} but "
+                    f"{tuple(tensor.shape)} in this model; set model.n_layer / n_head / n_embd / block_size to the "
+                    f"pretraining run's{f' (see {config})' if config else ''}"
+                )
+            tensor.copy_(value)

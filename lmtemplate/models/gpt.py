@@ -4,11 +4,14 @@ The attention and the block serve the bidirectional encoder (``models/encoder.py
 ``norm_eps``, ``embedding_norm``, ``final_norm`` and ``gelu`` exist so that BERT and GPT-2 checkpoints
 (``models/hf.py``) compute here exactly what they compute in ``transformers``; their defaults are GPT-2's layout,
 except ``gelu``, exact by default (faster on CPU; GPT-2's tanh form is set by its import and by configs meaning GPT-2).
+The Llama family's options (Llama, Qwen2, Mistral) follow: ``norm_type`` rmsnorm, ``mlp`` swiglu with its
+``intermediate_size``, grouped-query attention (``n_kv_head``), ``rope_theta`` and Llama 3.1's ``rope_scaling``,
+untied embeddings and a bias switch per projection kind; their defaults keep GPT-2's layout too.
 """
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +21,9 @@ from torch.utils.checkpoint import checkpoint
 POSITIONS = ("learned", "rotary")
 NORMS = ("pre", "post")
 GELUS = ("tanh", "exact")
+NORM_TYPES = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+LLAMA3_SCALING = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
 
 @dataclass
@@ -41,6 +47,18 @@ class GPTConfig:
     # The MLP's GELU: exact (erf; BERT's, nanoGPT's) or tanh (the approximation GPT-2 uses; its imports set it).
     # Exact by default: on CPU the tanh form cost ~4% of a baby-GPT training step (benchmarks/vs_nanogpt.py).
     gelu: str = "exact"
+    norm_type: str = "layernorm"  # every norm's kind: layernorm, or rmsnorm (no mean subtracted, no bias: Llama's)
+    mlp: str = "gelu"  # gelu: proj(gelu(fc(x))); swiglu: proj(silu(gate(x)) * up(x)), gate and up as one fc (Llama's)
+    intermediate_size: int = 0  # the MLP's hidden width; 0: 4 x n_embd
+    n_kv_head: int = 0  # key/value heads, dividing n_head: fewer is grouped-query attention, 1 multi-query; 0: n_head
+    rope_theta: float = 10000.0  # the base of rotary positions' frequencies
+    # Llama 3.1's frequency scaling: {rope_type: llama3, factor, low_freq_factor, high_freq_factor,
+    # original_max_position_embeddings}, as its config.json writes it; None: none
+    rope_scaling: Optional[dict[str, Any]] = None
+    tie_embeddings: bool = True  # the output head is the token embedding matrix (false: a matrix of its own)
+    qkv_bias: Optional[bool] = None  # biases of the query/key/value projections; None: as model.bias (Qwen2: true)
+    out_bias: Optional[bool] = None  # of the attention's output projection; None: as model.bias
+    mlp_bias: Optional[bool] = None  # of the MLP's projections; None: as model.bias
     init_from: Optional[str] = None  # a run directory (its last.ckpt), a checkpoint file, or a Hugging Face model folder
 
     def __post_init__(self):
@@ -61,6 +79,37 @@ class GPTConfig:
             raise ValueError(f"model.gelu: '{self.gelu}' is not one of {', '.join(GELUS)}")
         if not self.norm_eps > 0:
             raise ValueError(f"model.norm_eps: expected a positive number, got {self.norm_eps}")
+        if self.norm_type not in NORM_TYPES:
+            raise ValueError(f"model.norm_type: '{self.norm_type}' is not one of {', '.join(NORM_TYPES)}")
+        if self.mlp not in MLPS:
+            raise ValueError(f"model.mlp: '{self.mlp}' is not one of {', '.join(MLPS)}")
+        if self.intermediate_size < 0:
+            raise ValueError(f"model.intermediate_size: expected >= 0 (0: 4 x n_embd), got {self.intermediate_size}")
+        if self.n_kv_head < 0 or self.n_head % self.kv_heads:
+            raise ValueError(f"model.n_kv_head: expected a divisor of model.n_head ({self.n_head}) or 0 (as many), "
+                             f"got {self.n_kv_head}")
+        if not self.rope_theta > 0:
+            raise ValueError(f"model.rope_theta: expected a positive number, got {self.rope_theta}")
+        if self.rope_scaling is not None:
+            kind, missing = self.rope_scaling.get("rope_type"), [k for k in LLAMA3_SCALING if k not in self.rope_scaling]
+            if kind != "llama3":
+                raise ValueError(f"model.rope_scaling: rope_type '{kind}' is not supported; the one supported is llama3 "
+                                 "(Llama 3.1's)")
+            if missing:
+                raise ValueError(f"model.rope_scaling: llama3 needs {', '.join(missing)}")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def mlp_width(self) -> int:
+        return self.intermediate_size or 4 * self.n_embd
+
+    def bias_of(self, kind: str) -> bool:
+        """Whether the ``kind`` projections (qkv, out, mlp) have biases: ``model.<kind>_bias``, else ``model.bias``."""
+        own = getattr(self, f"{kind}_bias")
+        return self.bias if own is None else own
 
 
 class KVCache:
@@ -98,17 +147,19 @@ class SelfAttention(nn.Module):
 
     def __init__(self, cfg: GPTConfig, causal: bool = True):
         super().__init__()
-        self.n_head = cfg.n_head
+        self.n_head, self.n_kv_head = cfg.n_head, cfg.kv_heads
         self.causal = causal
         self.dropout = cfg.dropout
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.kv_width = cfg.kv_heads * (cfg.n_embd // cfg.n_head)
+        self.qkv = nn.Linear(cfg.n_embd, cfg.n_embd + 2 * self.kv_width, bias=cfg.bias_of("qkv"))
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias_of("out"))
         self.resid_drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, cache: KVCache | None = None, mask=None, rope=None):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, -1).transpose(1, 2) for t in (q, k, v))
+        q, k, v = self.qkv(x).split([C, self.kv_width, self.kv_width], dim=2)
+        q = q.view(B, T, self.n_head, -1).transpose(1, 2)
+        k, v = (t.view(B, T, self.n_kv_head, -1).transpose(1, 2) for t in (k, v))
         if rope is not None:
             q, k = rotate(q, *rope), rotate(k, *rope)
         prefix = 0
@@ -120,25 +171,42 @@ class SelfAttention(nn.Module):
             mask = torch.ones(T, prefix + T, dtype=torch.bool, device=x.device).tril(prefix)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=self.causal and prefix == 0,
-            dropout_p=self.dropout if self.training else 0.0,
+            dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv_head != self.n_head,
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.proj(y))
 
 
-def rotary_tables(head_dim: int, length: int, device=None, base: float = 10000.0):
-    """cos and sin tables (length, head_dim / 2) of rotary position embeddings (RoFormer)."""
-    freqs = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+def rotary_tables(head_dim: int, length: int, device=None, base: float = 10000.0, scaling: dict | None = None):
+    """cos and sin tables (length, head_dim / 2) of rotary position embeddings (RoFormer), the frequencies computed
+    as ``transformers`` computes them (Llama 3.1's ``scaling`` too), so that imported models match it exactly."""
+    freqs = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    if scaling is not None:
+        freqs = llama3_frequencies(freqs, scaling)
     angles = torch.outer(torch.arange(length, device=device, dtype=torch.float32), freqs)
     return angles.cos(), angles.sin()
 
 
-def layer_norm(cfg: GPTConfig) -> nn.LayerNorm:
+def llama3_frequencies(freqs, s: dict):
+    """Llama 3.1's rotary frequencies: long wavelengths divided by ``factor``, short ones kept, a smooth blend between."""
+    factor, low, high, context = (s[k] for k in LLAMA3_SCALING)
+    wavelen = 2 * math.pi / freqs
+    scaled = torch.where(wavelen > context / low, freqs / factor, freqs)
+    smooth = (context / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < context / high) * ~(wavelen > context / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+def layer_norm(cfg: GPTConfig) -> nn.Module:
+    """A LayerNorm, or an RMSNorm with ``model.norm_type=rmsnorm``."""
+    if cfg.norm_type == "rmsnorm":
+        return nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
     return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
 
 
 def optional_norm(cfg: GPTConfig, present: bool) -> nn.Module:
-    """A LayerNorm, or an Identity (no parameters, so a model without it has the state dict it always had)."""
+    """A norm, or an Identity (no parameters, so a model without it has the state dict it always had)."""
     return layer_norm(cfg) if present else nn.Identity()
 
 
@@ -157,7 +225,8 @@ def add_positions(module: nn.Module, x, start_pos: int = 0):
     T = x.size(1)
     if module.pos_emb is not None:
         return x + module.pos_emb(torch.arange(start_pos, start_pos + T, device=x.device)), None
-    cos, sin = rotary_tables(module.cfg.n_embd // module.cfg.n_head, start_pos + T, x.device)
+    c = module.cfg
+    cos, sin = rotary_tables(c.n_embd // c.n_head, start_pos + T, x.device, c.rope_theta, c.rope_scaling)
     return x, (cos[start_pos:], sin[start_pos:])
 
 
@@ -169,21 +238,25 @@ def rotate(x, cos, sin):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network with a 4x hidden width."""
+    """Position-wise feed-forward network, ``model.mlp_width`` wide: GELU, or SwiGLU (``fc`` holds gate, then up)."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.swiglu = cfg.mlp == "swiglu"
+        self.fc = nn.Linear(cfg.n_embd, (2 if self.swiglu else 1) * cfg.mlp_width, bias=cfg.bias_of("mlp"))
+        self.proj = nn.Linear(cfg.mlp_width, cfg.n_embd, bias=cfg.bias_of("mlp"))
         self.drop = nn.Dropout(cfg.dropout)
         self.approximate = "tanh" if cfg.gelu == "tanh" else "none"
 
     def forward(self, x):
+        if self.swiglu:
+            gate, up = self.fc(x).chunk(2, dim=-1)
+            return self.drop(self.proj(F.silu(gate) * up))
         return self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):
-    """Transformer block: attention then MLP, each on a residual branch; LayerNorm before each (pre) or after each
+    """Transformer block: attention then MLP, each on a residual branch; a norm before each (pre) or after each
     residual sum (post, BERT's). ln1 goes with attention and ln2 with the MLP either way."""
 
     def __init__(self, cfg: GPTConfig, causal: bool = True):
@@ -217,7 +290,8 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = optional_norm(cfg, cfg.final_norm)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        self.lm_head.weight = self.tok_emb.weight
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
         GPT.init_weights(self, cfg.n_layer)
 
     @staticmethod
@@ -238,7 +312,7 @@ class GPT(nn.Module):
         return self.lm_head(self.features(idx, caches, start_pos))
 
     def features(self, idx, caches: list[KVCache] | None = None, start_pos: int = 0):
-        """The final hidden states (B, T, n_embd), after the last LayerNorm (if any): what heads read."""
+        """The final hidden states (B, T, n_embd), after the last norm (if any): what heads read."""
         T = idx.size(1)
         if start_pos + T > self.cfg.block_size:
             raise ValueError(f"sequence of {T} tokens at start_pos {start_pos} exceeds block_size {self.cfg.block_size}")
@@ -256,13 +330,17 @@ class GPT(nn.Module):
     def new_caches(self, batch_size: int) -> list[KVCache]:
         """One empty KV cache per layer, on the model's device and dtype."""
         c, w = self.cfg, self.lm_head.weight
-        return [KVCache(batch_size, c.n_head, c.block_size, c.n_embd // c.n_head, w.device, w.dtype)
+        return [KVCache(batch_size, c.kv_heads, c.block_size, c.n_embd // c.n_head, w.device, w.dtype)
                 for _ in range(c.n_layer)]
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; non_embedding drops a learned position embedding (token embedding is the tied head)."""
+        """Parameter count; non_embedding drops a learned position embedding, and the token embedding when it is
+        not the (tied) output head: tables looked up, not multiplied."""
         n = sum(p.numel() for p in self.parameters())
-        return n - self.pos_emb.weight.numel() if non_embedding and self.pos_emb is not None else n
+        if non_embedding:
+            lookups = (self.pos_emb, None if self.cfg.tie_embeddings else self.tok_emb)
+            n -= sum(m.weight.numel() for m in lookups if m is not None)
+        return n
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token, forward and backward (PaLM appendix B estimate)."""

@@ -1,25 +1,30 @@
-"""Hugging Face checkpoints in and out: BERT into the encoder, GPT-2 into the GPT, and any such model back out.
+"""Hugging Face checkpoints in and out: BERT into the encoder; GPT-2, Llama, Qwen2 and Mistral into the GPT; and
+any such model back out.
 
 A Hugging Face model folder holds ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``); both are
 read as data, never as code (no ``transformers`` needed). One table per architecture maps this project's
 parameter names to Hugging Face's, so import and export read the same names::
 
-    fields = model_fields(folder)                    # the model config: shape and BERT's / GPT-2's options
-    state, what = backbone_state(folder, block_size)  # our names; load_backbone copies it into the model
+    fields = model_fields(folder)                    # the model config: shape and the family's options
+    state, what = backbone_state(folder, block_size)  # our names, read when looked up; load_backbone copies them
     export(task, model_cfg, state, labels, tokenizer_json, out)   # ``python -m lmtemplate export``
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lmtemplate.config import ConfigError, Source
+from lmtemplate.models.gpt import LLAMA3_SCALING, GPTConfig
 
 # ours (under blocks.{i}.) -> theirs (under the layer prefix); a tuple is concatenated along the output dimension.
 BERT_BLOCK = {
@@ -46,11 +51,23 @@ GPT2_BLOCK = {"ln1": "ln_1", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_pro
               "mlp.fc": "mlp.c_fc", "mlp.proj": "mlp.c_proj"}
 GPT2_EMBEDDINGS = {"tok_emb": "wte", "pos_emb": "wpe", "ln_f": "ln_f"}
 GPT2_CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # Conv1D stores weights (in, out): transposed
+LLAMA_BLOCK = {"ln1": "input_layernorm", "attn.qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+               "attn.proj": "self_attn.o_proj", "ln2": "post_attention_layernorm",
+               "mlp.fc": ("mlp.gate_proj", "mlp.up_proj"), "mlp.proj": "mlp.down_proj"}
+LLAMA_EMBEDDINGS = {"tok_emb": "embed_tokens", "ln_f": "norm"}
+LLAMA_HEAD = {"lm_head": "lm_head"}  # *ForCausalLM's untied output head, outside the backbone's prefix
 
 ARCHITECTURES = {  # model_type -> (our backbone, the backbone's prefix inside the head models)
     "bert": ("encoder", "bert."),
     "gpt2": ("decoder", "transformer."),
+    "llama": ("decoder", "model."),
+    "mistral": ("decoder", "model."),
+    "qwen2": ("decoder", "model."),
 }
+LLAMA_FAMILY = ("llama", "mistral", "qwen2")
+# The GPT's options that BERT and GPT-2 leave at their defaults (the Llama family's).
+LLAMA_OPTIONS = ("norm_type", "mlp", "intermediate_size", "n_kv_head", "rope_theta", "rope_scaling", "tie_embeddings",
+                 "qkv_bias", "out_bias", "mlp_bias")
 
 
 def is_pretrained_dir(init_from: Optional[str]) -> bool:
@@ -68,7 +85,7 @@ def read_config(folder: Path) -> dict:
     kind = config.get("model_type")
     if kind not in ARCHITECTURES:
         raise ConfigError(f"model.init_from: {path} has model_type '{kind}'; lmtemplate imports "
-                          f"{', '.join(ARCHITECTURES)} (BERT into the encoder, GPT-2 into the GPT)")
+                          f"{', '.join(ARCHITECTURES)} (BERT into the encoder, the others into the GPT)")
     unsupported = _unsupported(config)
     if unsupported:
         raise ConfigError(f"model.init_from: {path}: {'; '.join(unsupported)}: the project's models do not compute "
@@ -81,16 +98,47 @@ def _unsupported(c: dict) -> list[str]:
     if c["model_type"] == "bert":
         wanted = {"position_embedding_type": "absolute", "hidden_act": "gelu", "is_decoder": False,
                   "add_cross_attention": False, "intermediate_size": 4 * c.get("hidden_size", 768)}
-    else:
+    elif c["model_type"] == "gpt2":
         wanted = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "scale_attn_by_inverse_layer_idx": False,
                   "scale_attn_weights": True, "add_cross_attention": False,
                   "n_inner": (None, 4 * c.get("n_embd", 768))}
+    else:
+        wanted = {"hidden_act": "silu", "head_dim": (None, c.get("hidden_size", 0) // c.get("num_attention_heads", 1)),
+                  "rope_type": ("default", "llama3"), "partial_rotary_factor": 1.0}
+        c = {**c, **_rope_parameters(c)}
     out = []
     for key, ok in wanted.items():
         ok = ok if isinstance(ok, tuple) else (ok,)
         if key in c and c[key] not in ok:
             out.append(f"{key}={json.dumps(c[key])} (supported: {' or '.join(json.dumps(v) for v in ok)})")
     return out
+
+
+def _rope_parameters(c: dict) -> dict:
+    """The rotary settings of a config.json: ``rope_parameters`` (transformers 5), or ``rope_theta`` and
+    ``rope_scaling`` (earlier versions), with ``rope_type`` (default when unscaled) and ``rope_theta`` always set."""
+    params = c.get("rope_parameters") or {**(c.get("rope_scaling") or {}), "rope_theta": c.get("rope_theta", 10000.0)}
+    return {**params, "rope_type": params.get("rope_type", params.get("type", "default")),
+            "rope_theta": params.get("rope_theta", 10000.0)}
+
+
+def _window(c: dict) -> Optional[int]:
+    """The attention window of a Mistral, or of a Qwen2 that uses one; None: every position sees all before it."""
+    if c["model_type"] == "mistral" or (c["model_type"] == "qwen2" and c.get("use_sliding_window")):
+        return c.get("sliding_window")
+    return None
+
+
+def _check_window(folder: Path, c: dict, block_size: int) -> None:
+    window = _window(c)
+    if window is not None and window < block_size:
+        raise ConfigError(f"model.init_from: {Path(folder) / 'config.json'} has sliding_window={window}: each position "
+                          f"attends to the last {window} tokens only, which the project's attention does not do; set "
+                          f"model.block_size to {window} or less (it is {block_size}), so that the window holds every "
+                          "sequence")
+
+
+DEFAULT_OPTIONS = {name: getattr(GPTConfig, name) for name in LLAMA_OPTIONS}
 
 
 def model_fields(folder: Path) -> dict:
@@ -101,11 +149,30 @@ def model_fields(folder: Path) -> dict:
                 "n_head": c["num_attention_heads"], "n_embd": c["hidden_size"],
                 "block_size": c["max_position_embeddings"], "type_vocab_size": c.get("type_vocab_size", 2),
                 "positions": "learned", "bias": True, "norm": "post", "norm_eps": c.get("layer_norm_eps", 1e-12),
-                "embedding_norm": True, "final_norm": False, "gelu": "exact"}
-    return {"arch": "decoder", "vocab_size": c["vocab_size"], "n_layer": c["n_layer"], "n_head": c["n_head"],
-            "n_embd": c["n_embd"], "block_size": c["n_positions"], "positions": "learned", "bias": True,
-            "norm": "pre", "norm_eps": c.get("layer_norm_epsilon", 1e-5), "embedding_norm": False,
-            "final_norm": True, "gelu": "tanh"}
+                "embedding_norm": True, "final_norm": False, "gelu": "exact", **DEFAULT_OPTIONS}
+    if c["model_type"] == "gpt2":
+        return {"arch": "decoder", "vocab_size": c["vocab_size"], "n_layer": c["n_layer"], "n_head": c["n_head"],
+                "n_embd": c["n_embd"], "block_size": c["n_positions"], "positions": "learned", "bias": True,
+                "norm": "pre", "norm_eps": c.get("layer_norm_epsilon", 1e-5), "embedding_norm": False,
+                "final_norm": True, "gelu": "tanh", **DEFAULT_OPTIONS}
+    return _llama_fields(c)
+
+
+def _llama_fields(c: dict) -> dict:
+    """Llama, Mistral and Qwen2: RMSNorm, SwiGLU, grouped-query attention, rotary positions, no biases but Qwen2's
+    q/k/v ones (Llama's ``attention_bias`` puts them on q, k, v and o, ``mlp_bias`` on the MLP)."""
+    rope = _rope_parameters(c)
+    attention_bias = c.get("attention_bias", False)
+    return {"arch": "decoder", "vocab_size": c["vocab_size"], "n_layer": c["num_hidden_layers"],
+            "n_head": c["num_attention_heads"], "n_kv_head": c.get("num_key_value_heads") or c["num_attention_heads"],
+            "n_embd": c["hidden_size"], "intermediate_size": c["intermediate_size"],
+            "block_size": c["max_position_embeddings"], "positions": "rotary", "rope_theta": rope["rope_theta"],
+            "rope_scaling": {"rope_type": "llama3", **{k: rope[k] for k in LLAMA3_SCALING if k in rope}}
+            if rope["rope_type"] == "llama3" else None,
+            "bias": False, "qkv_bias": c["model_type"] == "qwen2" or attention_bias, "out_bias": attention_bias,
+            "mlp_bias": c.get("mlp_bias", False), "norm": "pre", "norm_type": "rmsnorm",
+            "norm_eps": c.get("rms_norm_eps", 1e-6), "embedding_norm": False, "final_norm": True, "mlp": "swiglu",
+            "tie_embeddings": c.get("tie_word_embeddings", False)}
 
 
 def with_checkpoint_fields(schema: DictConfig, sources: list[Source], task: str) -> list[Source]:
@@ -123,7 +190,8 @@ def with_checkpoint_fields(schema: DictConfig, sources: list[Source], task: str)
     backbone = "either" if "arch" in keys else "encoder" if "type_vocab_size" in keys else "decoder"
     if backbone not in ("either", fields["arch"]):
         raise ConfigError(f"model.init_from: {init_from} is a {read_config(Path(init_from))['model_type']} checkpoint "
-                          f"(an {fields['arch']}); task {task} needs {'a BERT' if backbone == 'encoder' else 'a GPT-2'} one")
+                          f"(an {fields['arch']}); task {task} needs "
+                          f"{'a BERT' if backbone == 'encoder' else 'a GPT-2, Llama, Mistral or Qwen2'} one")
     if "src_vocab_size" in keys and fields["arch"] == "encoder":  # a BERT starts an encoder-decoder's encoder
         fields["arch"] = "encoder_decoder"
     separate = _given(sources, "shared_embeddings")
@@ -139,6 +207,9 @@ def with_checkpoint_fields(schema: DictConfig, sources: list[Source], task: str)
         elif not (key == "block_size" and isinstance(given[1], int) and given[1] <= value):
             raise ConfigError(f"model.{key}: {given[1]} (in {given[0]}), but the checkpoint's {init_from}/config.json "
                               f"gives {value}; the model's shape and options come from the checkpoint: leave model.{key} out")
+    block_size = _given(sources, "block_size")
+    block_size = block_size[1] if block_size and isinstance(block_size[1], int) else fields["block_size"]
+    _check_window(Path(init_from), read_config(Path(init_from)), block_size)
     return [Source(f"{init_from}/config.json", OmegaConf.create({"model": layer})), *sources]
 
 
@@ -151,65 +222,113 @@ def _given(sources: list[Source], key: str) -> Optional[tuple[str, object]]:
     return None
 
 
-def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """model.safetensors (with the ``safetensors`` package) or pytorch_model.bin (``weights_only``): no code runs."""
+class Lazy(Mapping):
+    """Tensors by name, each read from the checkpoint when it is looked up: ``load_backbone`` copies one at a time
+    into the model, so an import never holds a second copy of the weights."""
+
+    def __init__(self, readers: dict[str, Callable[[], torch.Tensor]]):
+        self.readers = readers
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.readers[name]()
+
+    def __contains__(self, name) -> bool:  # without reading the tensor, as Mapping's would
+        return name in self.readers
+
+    def __iter__(self):
+        return iter(self.readers)
+
+    def __len__(self) -> int:
+        return len(self.readers)
+
+
+def read_weights(folder: Path) -> Lazy:
+    """model.safetensors (with the ``safetensors`` package) or pytorch_model.bin (``weights_only``, memory-mapped):
+    no code runs, and no tensor is read before it is looked up."""
     folder = Path(folder)
     safetensors_file, bin_file = folder / "model.safetensors", folder / "pytorch_model.bin"
     if safetensors_file.is_file():
         try:
-            from safetensors.torch import load_file
+            from safetensors import safe_open
         except ImportError:
             if not bin_file.is_file():
                 raise ConfigError(f"model.init_from: {safetensors_file} needs the safetensors package "
                                   "(pip install safetensors)") from None
         else:
-            return load_file(str(safetensors_file))
+            with safe_open(str(safetensors_file), "pt") as f:
+                return Lazy({name: partial(_read_tensor, safetensors_file, name) for name in f.keys()})
     if bin_file.is_file():
-        return torch.load(bin_file, map_location="cpu", weights_only=True)
+        weights = torch.load(bin_file, map_location="cpu", weights_only=True, mmap=True)
+        return Lazy({name: partial(weights.get, name) for name in weights})
     raise ConfigError(f"model.init_from: {folder} has a config.json but no model.safetensors or pytorch_model.bin "
                       "(a sharded checkpoint is not supported: save it as one file)")
 
 
-def names(kind: str, n_layer: int) -> dict[str, str | tuple[str, ...]]:
-    """Our backbone's module names -> the Hugging Face module names (without the head models' prefix)."""
+def _read_tensor(file: Path, name: str) -> torch.Tensor:
+    """One tensor of a safetensors file. The file is opened for it alone: the pages a long-open file maps stay in the
+    process's memory, and the model would sit beside a second copy of itself."""
+    from safetensors import safe_open
+
+    with safe_open(str(file), "pt") as f:
+        return f.get_tensor(name)
+
+
+def names(kind: str, n_layer: int, prefix: str = "") -> dict[str, str | tuple[str, ...]]:
+    """Our backbone's module names -> the Hugging Face module names, the backbone's under ``prefix`` (the head
+    models'; import strips it from the checkpoint's names). A Llama-family output head is outside it."""
     if kind == "bert":
         embeddings, block, layer = BERT_EMBEDDINGS, BERT_BLOCK, "encoder.layer.{}."
-    else:
+    elif kind == "gpt2":
         embeddings, block, layer = GPT2_EMBEDDINGS, GPT2_BLOCK, "h.{}."
-    table = dict(embeddings)
+    else:
+        embeddings, block, layer = LLAMA_EMBEDDINGS, LLAMA_BLOCK, "layers.{}."
+    table = {ours: prefix + theirs for ours, theirs in embeddings.items()}
     for i in range(n_layer):
+        start = prefix + layer.format(i)
         for ours, theirs in block.items():
-            prefix = layer.format(i)
-            table[f"blocks.{i}.{ours}"] = tuple(prefix + t for t in theirs) if isinstance(theirs, tuple) else prefix + theirs
-    return table
+            table[f"blocks.{i}.{ours}"] = tuple(start + t for t in theirs) if isinstance(theirs, tuple) else start + theirs
+    return {**table, **(LLAMA_HEAD if kind in LLAMA_FAMILY else {})}
 
 
 def _transposed(theirs: str) -> bool:
     return theirs.endswith(GPT2_CONV1D)
 
 
-def backbone_state(folder: Path, block_size: int) -> tuple[dict[str, torch.Tensor], str]:
-    """(our backbone's state dict from the checkpoint, a description of it). The position table keeps its first
-    ``block_size`` rows: a model may read shorter sequences than the checkpoint's longest."""
-    config, weights = read_config(folder), read_weights(folder)
+def backbone_state(folder: Path, block_size: int) -> tuple[Lazy, str]:
+    """(our backbone's state dict from the checkpoint, each tensor read when looked up; a description of it). The
+    position table keeps its first ``block_size`` rows: a model may read shorter sequences than the checkpoint's
+    longest. A tied output head is the token embedding; an untied one that the checkpoint lacks (LlamaModel) is
+    left out, and the model keeps its fresh one."""
+    config = read_config(folder)
     kind = config["model_type"]
+    _check_window(folder, config, block_size)
     prefix = ARCHITECTURES[kind][1]
+    weights = read_weights(folder).readers
     weights = {k.removeprefix(prefix): v for k, v in weights.items()}
-    table = names(kind, config.get("num_hidden_layers", config.get("n_layer")))
     state = {}
-    for ours, theirs in table.items():
+    for ours, theirs in names(kind, config.get("num_hidden_layers", config.get("n_layer"))).items():
         for suffix in ("weight", "bias"):
             parts = [f"{t}.{suffix}" for t in (theirs if isinstance(theirs, tuple) else (theirs,))]
-            if not all(p in weights for p in parts):
-                continue  # absent: load_backbone names what the model misses
-            tensors = [weights[p].t() if suffix == "weight" and _transposed(p.rsplit(".", 1)[0]) else weights[p]
-                       for p in parts]
-            state[f"{ours}.{suffix}"] = torch.cat(tensors).contiguous()
+            if all(p in weights for p in parts):  # else absent: load_backbone names what the model misses
+                transposed = suffix == "weight" and _transposed(parts[0].removesuffix(".weight"))
+                state[f"{ours}.{suffix}"] = partial(_joined, [weights[p] for p in parts], transposed)
     if "pos_emb.weight" in state:
-        state["pos_emb.weight"] = state["pos_emb.weight"][:block_size].clone()
-    if kind == "gpt2" and "tok_emb.weight" in state:
-        state["lm_head.weight"] = state["tok_emb.weight"]  # tied
-    return state, f"a Hugging Face {', '.join(config.get('architectures') or [kind])}"
+        state["pos_emb.weight"] = partial(_rows, state["pos_emb.weight"], block_size)
+    tied = kind == "gpt2" or (kind in LLAMA_FAMILY and config.get("tie_word_embeddings", False))
+    if tied and "tok_emb.weight" in state:
+        state["lm_head.weight"] = state["tok_emb.weight"]
+    return Lazy(state), f"a Hugging Face {', '.join(config.get('architectures') or [kind])}"
+
+
+def _joined(readers: list[Callable[[], torch.Tensor]], transposed: bool) -> torch.Tensor:
+    """The tensors concatenated along the output dimension (q, k, v; gate, up); GPT-2's Conv1D weight transposed."""
+    tensors = [r() for r in readers]
+    tensor = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+    return tensor.t() if transposed else tensor
+
+
+def _rows(reader: Callable[[], torch.Tensor], n: int) -> torch.Tensor:
+    return reader()[:n]
 
 
 def head_state(folder: Path, module: str) -> dict[str, torch.Tensor]:
@@ -228,26 +347,35 @@ def head_state(folder: Path, module: str) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------------------------------------- export
 
-BERT_OPTIONS = {"positions": "learned", "bias": True, "norm": "post", "embedding_norm": True, "final_norm": False}
-GPT2_OPTIONS = {"positions": "learned", "bias": True, "norm": "pre", "embedding_norm": False, "final_norm": True}
 # model.gelu -> the activation name both GPT-2's and BERT's transformers configs accept for it (ACT2FN)
 ACTIVATIONS = {"exact": "gelu", "tanh": "gelu_new"}
-EXPORTS = {"causal_lm": "GPT2LMHeadModel", "masked_lm": "BertForMaskedLM", "classification": "BertForSequenceClassification"}
+# task -> what it exports as; causal_lm: GPT-2 with learned positions, else the Llama family (Qwen2 with q/k/v biases
+# and none on the attention output)
+EXPORTS = {"causal_lm": "GPT2LMHeadModel, LlamaForCausalLM or Qwen2ForCausalLM", "masked_lm": "BertForMaskedLM",
+           "classification": "BertForSequenceClassification"}
+KINDS = {"GPT2LMHeadModel": "gpt2", "BertForMaskedLM": "bert", "BertForSequenceClassification": "bert",
+         "LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 
 
 def export(task: str, model: dict, state: dict[str, torch.Tensor], labels: Optional[list[str]],
            tokenizer: Path, output: Path) -> str:
     """Write ``output``/config.json, model.safetensors (pytorch_model.bin without safetensors) and tokenizer.json
     from a run's model config and state dict (the task's names); returns the architecture written."""
-    architecture = EXPORTS.get(task)
-    if architecture is None:
+    if task not in EXPORTS:
         raise ConfigError(f"export: a {task} run has no Hugging Face counterpart; lmtemplate exports "
                           + ", ".join(f"{t} -> {a}" for t, a in EXPORTS.items()))
-    gpt2 = architecture.startswith("GPT2")
-    _check_exportable(task, model, GPT2_OPTIONS if gpt2 else BERT_OPTIONS, architecture)
+    cfg = GPTConfig(**{f.name: model[f.name] for f in dataclasses.fields(GPTConfig)})
+    architecture = _architecture(task, cfg)
+    kind = KINDS[architecture]
+    _check_exportable(task, model, cfg, architecture)
     vocab_size = state["model.tok_emb.weight"].shape[0]
-    config = _gpt2_config(model, vocab_size) if gpt2 else _bert_config(model, vocab_size, labels)
-    weights = _export_weights(state, model["n_layer"], gpt2, architecture)
+    if kind == "gpt2":
+        config = _gpt2_config(model, vocab_size)
+    elif kind == "bert":
+        config = _bert_config(model, vocab_size, labels)
+    else:
+        config = _llama_config(cfg, vocab_size, kind)
+    weights = _export_weights(state, cfg, kind, architecture)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "config.json").write_text(json.dumps({**config, "architectures": [architecture]}, indent=2) + "\n")
@@ -256,9 +384,38 @@ def export(task: str, model: dict, state: dict[str, torch.Tensor], labels: Optio
     return architecture
 
 
-def _check_exportable(task: str, model: dict, options: dict, architecture: str) -> None:
+def _architecture(task: str, cfg: GPTConfig) -> str:
+    if task != "causal_lm":
+        return EXPORTS[task]
+    if cfg.positions == "learned":
+        return "GPT2LMHeadModel"
+    return "Qwen2ForCausalLM" if cfg.bias_of("qkv") and not cfg.bias_of("out") else "LlamaForCausalLM"
+
+
+def _needs(cfg: GPTConfig, kind: str) -> dict:
+    """The options (defaults resolved, as :func:`_options` gives them) that the architecture computes."""
+    if kind in LLAMA_FAMILY:
+        qkv = cfg.bias_of("qkv")  # Llama's attention_bias is on q, k, v and o alike; Qwen2's on q, k, v only
+        biases = {"qkv_bias": True, "out_bias": False, "mlp_bias": False} if kind == "qwen2" else {"out_bias": qkv}
+        return {"positions": "rotary", "norm": "pre", "norm_type": "rmsnorm", "embedding_norm": False,
+                "final_norm": True, "mlp": "swiglu", **biases}
+    layout = {"norm": "pre", "embedding_norm": False, "final_norm": True} if kind == "gpt2" \
+        else {"norm": "post", "embedding_norm": True, "final_norm": False}
+    return {"positions": "learned", "bias": True, **layout, "norm_type": "layernorm", "mlp": "gelu",
+            "intermediate_size": 4 * cfg.n_embd, "n_kv_head": cfg.n_head, "tie_embeddings": True,
+            "qkv_bias": True, "out_bias": True, "mlp_bias": True}
+
+
+def _options(cfg: GPTConfig) -> dict:
+    return {**dataclasses.asdict(cfg), "intermediate_size": cfg.mlp_width, "n_kv_head": cfg.kv_heads,
+            **{f"{kind}_bias": cfg.bias_of(kind) for kind in ("qkv", "out", "mlp")}}
+
+
+def _check_exportable(task: str, model: dict, cfg: GPTConfig, architecture: str) -> None:
     """Every option of the run's model that the architecture does not compute, named in one error."""
-    wrong = [f"model.{k}={model[k]} (it needs {v})" for k, v in options.items() if model[k] != v]
+    options = _options(cfg)
+    wrong = [f"model.{k}={options[k]} (it needs {v})" for k, v in _needs(cfg, KINDS[architecture]).items()
+             if options[k] != v]
     if task == "classification":
         wrong += [f"model.{k}={model[k]} (it needs {v})" for k, v in
                   (("arch", "encoder"), ("pooling", "cls"), ("pooler", True)) if model[k] != v and
@@ -277,6 +434,21 @@ def _gpt2_config(model: dict, vocab_size: int) -> dict:
             "tie_word_embeddings": True, "bos_token_id": None, "eos_token_id": None}
 
 
+def _llama_config(cfg: GPTConfig, vocab_size: int, kind: str) -> dict:
+    """LlamaConfig's or Qwen2Config's fields; rotary settings as rope_theta and rope_scaling, which transformers 4
+    and 5 both read."""
+    config = {"model_type": kind, "vocab_size": vocab_size, "hidden_size": cfg.n_embd,
+              "intermediate_size": cfg.mlp_width, "num_hidden_layers": cfg.n_layer,
+              "num_attention_heads": cfg.n_head, "num_key_value_heads": cfg.kv_heads, "hidden_act": "silu",
+              "max_position_embeddings": cfg.block_size, "rms_norm_eps": cfg.norm_eps,
+              "rope_theta": cfg.rope_theta, "rope_scaling": cfg.rope_scaling, "attention_dropout": cfg.dropout,
+              "tie_word_embeddings": cfg.tie_embeddings, "bos_token_id": None, "eos_token_id": None}
+    if kind == "qwen2":
+        return {**config, "use_sliding_window": False, "sliding_window": None}
+    return {**config, "head_dim": cfg.n_embd // cfg.n_head, "attention_bias": cfg.bias_of("qkv"),
+            "mlp_bias": cfg.bias_of("mlp")}
+
+
 def _bert_config(model: dict, vocab_size: int, labels: Optional[list[str]]) -> dict:
     config = {"model_type": "bert", "vocab_size": vocab_size, "hidden_size": model["n_embd"],
               "num_hidden_layers": model["n_layer"], "num_attention_heads": model["n_head"],
@@ -292,22 +464,22 @@ def _bert_config(model: dict, vocab_size: int, labels: Optional[list[str]]) -> d
     return config
 
 
-def _export_weights(state: dict[str, torch.Tensor], n_layer: int, gpt2: bool, architecture: str) -> dict:
-    """The task's state dict under the architecture's names (the tied output matrices are the embedding's)."""
-    kind = "gpt2" if gpt2 else "bert"
-    prefix = ARCHITECTURES[kind][1]
-    table = {f"model.{ours}": tuple(prefix + t for t in theirs) if isinstance(theirs, tuple) else prefix + theirs
-             for ours, theirs in names(kind, n_layer).items()}
-    if not gpt2:
+def _export_weights(state: dict[str, torch.Tensor], cfg: GPTConfig, kind: str, architecture: str) -> dict:
+    """The task's state dict under the architecture's names (a tied output matrix is the embedding's)."""
+    table = {f"model.{ours}": theirs for ours, theirs in names(kind, cfg.n_layer, ARCHITECTURES[kind][1]).items()
+             if not (ours == "lm_head" and cfg.tie_embeddings)}
+    if kind == "bert":
         table.update(BERT_HEADS)
+    kv_width = cfg.kv_heads * (cfg.n_embd // cfg.n_head)
     out = {}
     for ours, full in table.items():
         for suffix in ("weight", "bias"):
             tensor = state.get(f"{ours}.{suffix}")
             if tensor is None:
                 continue
-            if isinstance(full, tuple):  # fused q, k, v
-                for name, part in zip(full, tensor.chunk(len(full))):
+            if isinstance(full, tuple):  # fused: q, k, v or gate, up
+                sizes = [cfg.n_embd, kv_width, kv_width] if len(full) == 3 else [len(tensor) // len(full)] * len(full)
+                for name, part in zip(full, tensor.split(sizes)):
                     out[f"{name}.{suffix}"] = part
             else:
                 out[f"{full}.{suffix}"] = tensor.t() if suffix == "weight" and _transposed(full) else tensor

@@ -162,7 +162,7 @@ class Seq2Seq(nn.Module):
         memories = [(k.repeat_interleave(copies, 0), v.repeat_interleave(copies, 0)) for k, v in memories]
         mask = mask.repeat_interleave(copies, 0)
         n, c = mask.size(0), self.cfg
-        caches = [KVCache(n, c.n_head, c.block_size, c.n_embd // c.n_head, src.device, memories[0][0].dtype)
+        caches = [KVCache(n, c.kv_heads, c.block_size, c.n_embd // c.n_head, src.device, memories[0][0].dtype)
                   for _ in self.decoder.blocks] if use_cache else None
         history = src.new_empty(n, 0)
 

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lmtemplate.models import GPT, GPTConfig
+from lmtemplate.models.gpt import llama3_frequencies, rotary_tables
 
 
 def tiny(**overrides) -> GPT:
@@ -198,6 +199,130 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(positions):
         grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
     assert torch.equal(grads[0][0], grads[1][0])
     assert all(torch.allclose(grads[0][1][n], grads[1][1][n], atol=1e-6) for n in grads[0][1])
+
+
+# ------------------------------------------------------------------ the Llama family's options, one test each
+
+LLAMA = dict(positions="rotary", norm_type="rmsnorm", mlp="swiglu", bias=False)
+
+
+def test_rmsnorm_scales_without_centering_and_has_no_bias():
+    model = tiny(norm_type="rmsnorm")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.RMSNorm)]
+    assert len(norms) == 2 * 2 + 1 and not any(isinstance(m, torch.nn.LayerNorm) for m in model.modules())
+    assert all(m.eps == 1e-5 for m in norms) and not any(n.endswith(("ln1.bias", "ln_f.bias")) for n, _ in
+                                                         model.named_parameters())
+    x = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(0)) + 3.0
+    y = model.ln_f(x)  # weight ones: each row divided by its root mean square, its mean kept
+    assert torch.allclose(y, x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5), atol=1e-6)
+    assert (y.mean(-1) > 0.5).all()
+
+
+def test_swiglu_mlp_is_down_of_silu_gate_times_up_with_its_own_width():
+    model = tiny(mlp="swiglu", intermediate_size=24)
+    mlp = model.blocks[0].mlp
+    assert mlp.fc.weight.shape == (2 * 24, 32) and mlp.proj.weight.shape == (32, 24)
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(0))
+    gate, up = mlp.fc.weight.split(24)
+    expected = (F.silu(x @ gate.T + mlp.fc.bias[:24]) * (x @ up.T + mlp.fc.bias[24:])) @ mlp.proj.weight.T + mlp.proj.bias
+    assert torch.allclose(mlp(x), expected, atol=1e-6)
+    assert tiny(intermediate_size=24).blocks[0].mlp.fc.weight.shape == (24, 32)  # the GELU MLP's width too
+
+
+@pytest.mark.parametrize("n_kv_head", [2, 1], ids=["grouped-query", "multi-query"])
+def test_grouped_query_attention_is_multi_head_attention_with_shared_keys_and_values(n_kv_head):
+    """A GQA model computes what a full multi-head model computes whose k/v heads repeat its own; fewer parameters."""
+    gqa = tiny(positions="rotary", n_kv_head=n_kv_head)
+    full = tiny(positions="rotary")
+    state, head = gqa.state_dict(), 32 // 4
+    for i in range(2):
+        q, k, v = state[f"blocks.{i}.attn.qkv.weight"].split([32, n_kv_head * head, n_kv_head * head])
+        repeat = [t.view(n_kv_head, head, 32).repeat_interleave(4 // n_kv_head, 0).reshape(32, 32) for t in (k, v)]
+        state[f"blocks.{i}.attn.qkv.weight"] = torch.cat([q, *repeat])
+        qb, kb, vb = state[f"blocks.{i}.attn.qkv.bias"].split([32, n_kv_head * head, n_kv_head * head])
+        state[f"blocks.{i}.attn.qkv.bias"] = torch.cat([qb, *(b.view(n_kv_head, head).repeat_interleave(
+            4 // n_kv_head, 0).flatten() for b in (kb, vb))])
+    full.load_state_dict(state)
+    x = prompts(2, 10)
+    assert torch.allclose(gqa(x), full(x), atol=1e-5)
+    assert gqa.num_params() < full.num_params()
+
+
+@pytest.mark.parametrize("n_kv_head", [2, 1], ids=["grouped-query", "multi-query"])
+def test_grouped_query_kv_cache_holds_fewer_heads_and_matches_recompute(n_kv_head):
+    model = tiny(**LLAMA, n_kv_head=n_kv_head).double()
+    assert model.new_caches(2)[0].k.shape == (2, n_kv_head, 16, 8)
+    idx = prompts(2, 5)
+    assert torch.equal(model.generate(idx, 20, temperature=0), model.generate(idx, 20, temperature=0, use_cache=False))
+    caches = model.new_caches(2)
+    prefill = torch.cat([model(idx[:, :3], caches), model(idx[:, 3:], caches, start_pos=3)], dim=1)
+    assert torch.allclose(prefill, model(idx), atol=1e-10)
+
+
+def test_rope_theta_sets_the_rotary_frequencies():
+    cos, sin = rotary_tables(8, 4, base=500.0)
+    angles = torch.arange(4.0)[:, None] / 500.0 ** (torch.arange(0, 8, 2) / 8)
+    assert torch.allclose(cos, angles.cos()) and torch.allclose(sin, angles.sin())
+    x = prompts(1, 10)
+    assert not torch.allclose(tiny(positions="rotary")(x), tiny(positions="rotary", rope_theta=500.0)(x), atol=1e-4)
+
+
+def test_llama3_rope_scaling_slows_the_low_frequencies_only():
+    """Wavelengths beyond original / low_freq_factor are divided by factor, those under original / high_freq_factor
+    kept, the ones between blended."""
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 32}
+    plain = 1.0 / 10000.0 ** (torch.arange(0, 16, 2) / 16)
+    scaled = llama3_frequencies(plain, scaling)
+    wavelength = 2 * torch.pi / plain
+    short, long = wavelength < 32 / 4, wavelength > 32
+    assert short.any() and long.any() and (~short & ~long).any()
+    assert torch.equal(scaled[short], plain[short]) and torch.allclose(scaled[long], plain[long] / 8)
+    between = ~short & ~long
+    assert ((scaled[between] < plain[between]) & (scaled[between] > plain[between] / 8)).all()
+    assert torch.equal(rotary_tables(16, 5, scaling=scaling)[0], torch.outer(torch.arange(5.0), scaled).cos())
+
+
+def test_untied_embeddings_have_an_output_matrix_of_their_own():
+    model = tiny(tie_embeddings=False)
+    assert model.lm_head.weight is not model.tok_emb.weight
+    assert set(model.state_dict()) == set(tiny().state_dict())
+    assert model.num_params(non_embedding=False) - model.num_params() == 16 * 32 + 32 * 32  # positions, input table
+    decay = {id(p) for p in model.param_groups(0.1)[0]["params"]}
+    assert id(model.lm_head.weight) in decay and id(model.tok_emb.weight) not in decay
+
+
+def test_a_bias_switch_per_projection_kind():
+    """Qwen2's: q/k/v biases on, the rest off; each kind follows model.bias unless set."""
+    names = {n for n, _ in tiny(bias=False, qkv_bias=True).named_parameters() if n.endswith("bias")}
+    assert names == {"blocks.0.attn.qkv.bias", "blocks.1.attn.qkv.bias"}
+    names = {n for n, _ in tiny(out_bias=False, mlp_bias=False).named_parameters() if n.startswith("blocks.0")}
+    assert "blocks.0.attn.qkv.bias" in names and "blocks.0.ln1.bias" in names
+    assert not names & {"blocks.0.attn.proj.bias", "blocks.0.mlp.fc.bias", "blocks.0.mlp.proj.bias"}
+
+
+def test_defaults_keep_the_gpt2_layout_and_its_parameters():
+    model = tiny()
+    shapes = {n: tuple(p.shape) for n, p in model.state_dict().items() if n.startswith("blocks.0.")}
+    assert shapes == {"blocks.0.ln1.weight": (32,), "blocks.0.ln1.bias": (32,), "blocks.0.attn.qkv.weight": (96, 32),
+                      "blocks.0.attn.qkv.bias": (96,), "blocks.0.attn.proj.weight": (32, 32),
+                      "blocks.0.attn.proj.bias": (32,), "blocks.0.ln2.weight": (32,), "blocks.0.ln2.bias": (32,),
+                      "blocks.0.mlp.fc.weight": (128, 32), "blocks.0.mlp.fc.bias": (128,),
+                      "blocks.0.mlp.proj.weight": (32, 128), "blocks.0.mlp.proj.bias": (32,)}
+
+
+@pytest.mark.parametrize("option, message", [
+    ({"n_kv_head": 3}, r"model\.n_kv_head: expected a divisor of model\.n_head \(4\)"),
+    ({"norm_type": "batchnorm"}, r"model\.norm_type: 'batchnorm' is not one of layernorm, rmsnorm"),
+    ({"mlp": "geglu"}, r"model\.mlp: 'geglu' is not one of gelu, swiglu"),
+    ({"intermediate_size": -1}, r"model\.intermediate_size: expected >= 0"),
+    ({"rope_theta": 0.0}, r"model\.rope_theta: expected a positive number"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, r"model\.rope_scaling: rope_type 'yarn' is not supported"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, r"model\.rope_scaling: llama3 needs low_freq_factor"),
+])
+def test_invalid_llama_options_raise(option, message):
+    with pytest.raises(ValueError, match=message):
+        GPTConfig(**option)
 
 
 @pytest.mark.slow

@@ -135,7 +135,7 @@ def test_the_shape_comes_from_config_json_and_another_given_shape_names_both(ber
     assert load_config([], ["task=classification", f"model.init_from={bert_dir}", "model.block_size=16"]).cfg.model.block_size == 16
     with pytest.raises(ConfigError, match=r"model.n_layer: 3 \(in the command line\), but .*config.json gives 2"):
         load_config([], ["task=classification", f"model.init_from={bert_dir}", "model.n_layer=3"])
-    with pytest.raises(ConfigError, match="is a bert checkpoint .*task causal_lm needs a GPT-2 one"):
+    with pytest.raises(ConfigError, match="is a bert checkpoint .*task causal_lm needs a GPT-2, Llama, Mistral or Qwen2 one"):
         load_config([], ["task=causal_lm", f"model.init_from={bert_dir}"])
 
 
@@ -277,12 +277,15 @@ def test_round_trip_gpt2_through_causal_lm_and_export_is_exact(gpt2_dir, tmp_pat
     assert Path("OUT/tokenizer.json").read_text() == Path("outputs/rt/version_0/tokenizer.json").read_text()
 
 
-def test_a_rotary_gpt_cannot_export_to_gpt2_and_the_error_names_the_option(tmp_path, monkeypatch, capsys):
+def test_a_rotary_gpt_with_gpt2s_mlp_cannot_export_and_the_error_names_each_option(tmp_path, monkeypatch, capsys):
+    """Rotary positions make it a Llama-family export; its LayerNorm and GELU MLP do not map onto LlamaForCausalLM."""
     monkeypatch.chdir(tmp_path)
     assert main(["fit", "run.name=rope", "model.positions=rotary", "model.n_layer=1", "model.n_embd=32",
                  "model.block_size=16", "data.demo_lines=300", *QUIET]) == 0
     assert main(["export", "--ckpt", "last", "run.name=rope", "--output", "out"]) == 2
-    assert "GPT2LMHeadModel: model.positions=rotary (it needs learned)" in capsys.readouterr().err
+    assert ("LlamaForCausalLM: model.norm_type=layernorm (it needs rmsnorm); model.mlp=gelu (it needs swiglu)"
+            in capsys.readouterr().err)
+    assert not Path("out").exists()
 
 
 @pytest.mark.slow
@@ -306,3 +309,124 @@ def test_minilm_last_hidden_states_equal_transformers_bert_model():
         diff = (ours(ids, mask) - expected).abs().max().item()
     print(f"MiniLM: last hidden states max |diff| {diff:.2e}")
     assert diff <= 1e-4
+
+
+# ------------------------------------------------------------------ the Llama family: Llama, Qwen2, Mistral
+
+SMALL = dict(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+             max_position_embeddings=64, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+LLAMA3 = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+          "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+FAMILIES = {  # each with grouped-query attention (Mistral's multi-query), and what sets it apart
+    "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(  # untied, Llama 3.1's rope scaling
+        **SMALL, num_key_value_heads=2, rope_parameters=LLAMA3, tie_word_embeddings=False)),
+    "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(  # q/k/v biases, tied, its own theta
+        **SMALL, num_key_value_heads=2, rope_parameters={"rope_type": "default", "rope_theta": 1000.0},
+        tie_word_embeddings=True)),
+    "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(  # a window as long as the block
+        **SMALL, num_key_value_heads=1, sliding_window=64, tie_word_embeddings=False)),
+}
+
+
+def decoder_folder(model, folder: Path) -> Path:
+    save(model, folder)
+    text = ["the quick brown fox jumps over the lazy dog"] * 50
+    save_tokenizer(train_tokenizer(TokenizerConfig(vocab_size=300, min_frequency=1), iter(text)), folder / "tokenizer.json")
+    return folder
+
+
+@pytest.fixture(params=list(FAMILIES))
+def family_dir(request, tmp_path) -> Path:
+    return decoder_folder(FAMILIES[request.param](), tmp_path / request.param)
+
+
+def test_llama_family_fields_come_from_config_json(family_dir):
+    fields = hf.model_fields(family_dir)
+    kind = family_dir.name
+    assert (fields["n_head"], fields["n_kv_head"], fields["intermediate_size"]) == (4, 1 if kind == "mistral" else 2, 48)
+    assert (fields["norm_type"], fields["mlp"], fields["positions"], fields["bias"]) == ("rmsnorm", "swiglu", "rotary", False)
+    assert fields["qkv_bias"] == (kind == "qwen2") and not fields["out_bias"] and not fields["mlp_bias"]
+    assert fields["tie_embeddings"] == (kind == "qwen2")
+    assert fields["rope_theta"] == {"llama": 500000.0, "qwen2": 1000.0, "mistral": 10000.0}[kind]
+    assert fields["rope_scaling"] == ({k: v for k, v in LLAMA3.items() if k != "rope_theta"} if kind == "llama" else None)
+
+
+def test_llama_family_hidden_states_logits_and_greedy_generation_equal_transformers(family_dir):
+    """fp32, right padding (the real positions compared), grouped-query attention; generation with the KV cache."""
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(family_dir).eval()
+    ours = imported(GPT, GPTConfig, family_dir, "decoder")
+    ids, mask, _ = padded_batch(300)
+    real = mask.bool()
+    with torch.no_grad():
+        expected = theirs(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        h_diff = (ours.features(ids) - theirs.model(input_ids=ids, attention_mask=mask).last_hidden_state)[real]
+        logits_diff = (ours(ids) - expected.logits)[real]
+        prompt = ids[:, :6]
+        generated = theirs.generate(prompt, max_new_tokens=30, do_sample=False, attention_mask=torch.ones_like(prompt),
+                                    pad_token_id=0)
+    print(f"{family_dir.name}: hidden states max |diff| {h_diff.abs().max():.2e}, logits {logits_diff.abs().max():.2e}")
+    assert h_diff.abs().max() <= 1e-5 and logits_diff.abs().max() <= 1e-5
+    assert torch.equal(ours.generate(prompt, 30, temperature=0), generated)
+
+
+def test_llama_model_without_an_output_head_keeps_the_fresh_one(tmp_path):
+    folder = save(transformers.LlamaModel(transformers.LlamaConfig(**SMALL, num_key_value_heads=2)), tmp_path / "base")
+    fields = {k: v for k, v in hf.model_fields(folder).items() if k != "arch"}
+    torch.manual_seed(0)
+    ours = GPT(GPTConfig(**fields))
+    fresh = ours.lm_head.weight.clone()
+    load_backbone(ours, str(folder), "decoder")
+    ids = padded_batch(300)[0]
+    with torch.no_grad():
+        expected = transformers.LlamaModel.from_pretrained(folder).eval()(input_ids=ids).last_hidden_state
+        assert_close(ours.eval().features(ids), expected)
+    assert torch.equal(ours.lm_head.weight, fresh)
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}}, 'rope_type="yarn"'),
+    ({"rope_parameters": None, "rope_theta": 10000.0, "rope_scaling": {"type": "dynamic", "factor": 2.0}},
+     'rope_type="dynamic"'),
+    ({"hidden_act": "gelu"}, 'hidden_act="gelu"'),
+    ({"head_dim": 16}, "head_dim=16"),
+    ({"model_type": "gemma"}, "model_type 'gemma'"),
+])
+def test_an_unsupported_llama_option_is_one_error_naming_it(tmp_path, change, named):
+    folder = save(FAMILIES["llama"](), tmp_path / "llama")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ConfigError, match=f"model.init_from: .*{named}"):
+        hf.model_fields(folder)
+
+
+def test_mistral_with_a_window_shorter_than_the_block_is_refused_unless_the_block_fits_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = save(transformers.MistralForCausalLM(transformers.MistralConfig(**SMALL, num_key_value_heads=2, sliding_window=16)), tmp_path / "m")
+    with pytest.raises(ConfigError, match=r"sliding_window=16: .*set model.block_size to 16 or less \(it is 64\)"):
+        load_config([], [f"model.init_from={folder}"])
+    assert load_config([], [f"model.init_from={folder}", "model.block_size=16"]).cfg.model.block_size == 16
+    with pytest.raises(ConfigError, match="sliding_window=16"):
+        hf.backbone_state(folder, 64)
+
+
+@pytest.mark.parametrize("family, architecture", [("llama", "LlamaForCausalLM"), ("qwen2", "Qwen2ForCausalLM"),
+                                                  ("mistral", "LlamaForCausalLM")])
+def test_round_trip_llama_family_through_causal_lm_and_export_is_exact(tmp_path, monkeypatch, family, architecture):
+    """The issue's round trip on each family (grouped-query attention; Llama's and Mistral's embeddings untied):
+    fit one step at lr 1e-12, export (Mistral's layout is Llama's), and transformers computes the same logits."""
+    monkeypatch.chdir(tmp_path)
+    folder = decoder_folder(FAMILIES[family](), tmp_path / family)
+    assert main(["fit", "task=causal_lm", "run.name=rt", f"model.init_from={folder}", "trainer.max_steps=1",
+                 "optim.lr=1e-12", "optim.min_lr=0", "trainer.enable_progress_bar=false"]) == 0
+    assert main(["export", "--ckpt", "last", "run.name=rt", "--output", "OUT"]) == 0
+    assert json.loads(Path("OUT/config.json").read_text())["architectures"] == [architecture]
+    exported = transformers.AutoModelForCausalLM.from_pretrained("OUT").eval()
+    assert type(exported).__name__ == architecture
+    ids = padded_batch(300)[0]
+    with torch.no_grad():
+        ours = exported(input_ids=ids).logits
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()(input_ids=ids).logits
+    print(f"{family} round trip: logits max |diff| {(ours - theirs).abs().max().item():.2e}")
+    assert_close(ours, theirs)
+    assert exported.config.tie_word_embeddings == (family == "qwen2")
+    assert exported.config.num_key_value_heads == (1 if family == "mistral" else 2)
