@@ -34,6 +34,21 @@ def truncated_checkpoint() -> bytes:
     return whole.getvalue()[: len(whole.getvalue()) // 2]
 
 
+class RunsCode:
+    """Pickled as a call of os.system: a checkpoint that would run a command if loaded without weights_only."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("echo this never runs",)
+
+
+def code_checkpoint() -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {}, "hook": RunsCode()}, buffer)
+    return buffer.getvalue()
+
+
 def squad(question: str = "who sat?", answer: str = "the cat", start: int = 0) -> str:
     qa = {"id": "q1", "question": question, "answers": [{"text": answer, "answer_start": start}]}
     return json.dumps({"data": [{"title": "t", "paragraphs": [{"context": "the cat sat on the mat.", "qas": [qa]}]}]})
@@ -253,6 +268,9 @@ CASES = {
                              ["checkpoint cut.ckpt", "truncated"]),
     "not a checkpoint": (["validate", "--ckpt", "notes.ckpt"], {"notes.ckpt": "just text\n"},
                          ["checkpoint notes.ckpt", "not a PyTorch checkpoint file"]),
+    "checkpoint that would run code": (["validate", "--ckpt", "evil.ckpt"], {"evil.ckpt": code_checkpoint()},
+                                       ["checkpoint evil.ckpt: it holds something that torch.load(weights_only=True) "
+                                        "refuses to rebuild", "GLOBAL posix.system whose module posix is blocked"]),
     "resume from a truncated checkpoint": (["fit", "--ckpt", "cut.ckpt"], {"cut.ckpt": truncated_checkpoint()},
                                            ["checkpoint cut.ckpt", "truncated"]),
     "--ckpt best with no run": (["validate", "--ckpt", "best"], {}, ["no runs under outputs/demo"]),
