@@ -226,6 +226,10 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
     cfg = loaded.cfg
     if verb == "fit":
         _check_trains(cfg.trainer, loaded.sources)
+        if state is not None and "optimizer_states" not in state:
+            raise C.ConfigError(f"--ckpt: {checkpoint} holds the weights alone, as best checkpoints do, so training "
+                                "cannot continue from it; resume from the run's last.ckpt (--ckpt last), or start a new "
+                                f"run from these weights with model.init_from={checkpoint}")
         if run_dir is not None:
             _place(loaded, run_dir)
     resolve_tokenizer(cfg, run_dir)

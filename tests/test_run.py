@@ -261,3 +261,16 @@ def test_a_resumed_fine_tuning_run_does_not_need_the_run_it_started_from():
     shutil.rmtree("outputs/base")
     fit("trainer.max_steps=12", "run.name=tuned", "model.init_from=outputs/base/version_0", ckpt="last")
     assert json.loads(Path("outputs/tuned/version_0/metrics.json").read_text())["step"] == 12
+
+
+def test_best_checkpoints_hold_the_weights_alone_and_are_not_resumed_from(capsys):
+    """Only last.ckpt is resumed from, so only it carries the optimizer and the loops' state."""
+    fit("trainer.max_steps=10", "optim.decay_steps=30")
+    run = Path("outputs/tiny/version_0")
+    best = torch.load(next(run.glob("checkpoints/best-*.ckpt")), weights_only=True)
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "optimizer_states" in last and "optimizer_states" not in best and "callbacks" not in best
+    assert best["lmtemplate"]["score"] is not None and best["state_dict"].keys() == last["state_dict"].keys()
+    assert main(["fit", *TINY, "run.version=0", "--ckpt", "best"]) == 2
+    assert "holds the weights alone, as best checkpoints do" in capsys.readouterr().err
+    assert main(["test", "run.name=tiny", "--ckpt", "best"]) == 0  # scoring needs the weights alone
