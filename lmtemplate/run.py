@@ -6,7 +6,7 @@ Run directory layout (``<run.root>/<run.name>/version_<n>/``)::
     tokenizer.json
     checkpoints/       last.ckpt and best-<step>.ckpt (by the task's monitored metric)
     events.out.tfevents.*
-    metrics.json       final validation / test metrics
+    metrics.json       fit's final validation; a list of blocks for validate and test, one per checkpoint scored
 """
 
 from __future__ import annotations
@@ -416,6 +416,16 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
     atomic_write_text(path, json.dumps({**old, **metrics}, indent=2, sort_keys=True) + "\n")
 
 
+def add_block(run_dir: Path, verb: str, block: dict) -> None:
+    """Append ``block`` (a checkpoint's scores) to the verb's list in metrics.json, replacing the block of the
+    same checkpoint and step: every checkpoint a verb scored keeps its own block."""
+    path = run_dir / "metrics.json"
+    blocks = (json.loads(path.read_text()) if path.is_file() else {}).get(verb, [])
+    blocks = [blocks] if isinstance(blocks, dict) else blocks  # one block per verb, as runs before lists wrote
+    same = (block["checkpoint"], block["step"])
+    write_metrics(run_dir, {verb: [b for b in blocks if (b.get("checkpoint"), b.get("step")) != same] + [block]})
+
+
 def results(s: Session, logged: dict, stage: str) -> dict:
     """The pass's scalars under ``{stage}/``, with the task's full-precision scores over the logged float32 ones,
     and a note when the pass saw part of its set."""
@@ -457,15 +467,17 @@ def _discard_unless_checkpointed(s: Session) -> None:
 
 
 def evaluate(s: Session, verb: str) -> dict:
-    """Validate or test the checkpoint; metrics.json records them under the verb, with the checkpoint they came
-    from (test metrics also at the top level, where fit's validation metrics are)."""
+    """Validate or test the checkpoint; metrics.json keeps a block of its scores, with the checkpoint (relative to
+    the run directory when inside it) and step they came from, in the verb's list."""
     s.trainer.fit_loop.epoch_loop._batches_that_stepped = s.step  # TensorBoard shows the metrics at the checkpoint's step
     run = s.trainer.validate if verb == "validate" else s.trainer.test
     logged = run(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint, verbose=False)
     metrics = results(s, logged[0] if logged else {}, "val" if verb == "validate" else "test")
     if s.trainer.is_global_zero:
-        source = {"checkpoint": str(s.checkpoint), "step": s.step}
-        write_metrics(s.run_dir, {verb: {**metrics, **source}, **(metrics if verb == "test" else {})})
+        where = s.checkpoint.resolve()
+        inside = where.is_relative_to(s.run_dir.resolve())
+        add_block(s.run_dir, verb, {**metrics, "step": s.step,
+                                    "checkpoint": str(where.relative_to(s.run_dir.resolve()) if inside else where)})
     return metrics
 
 

@@ -158,10 +158,15 @@ def test_validate_and_test_record_their_checkpoint_and_log_at_its_step():
     assert main(["validate", "run.name=tiny"]) == 0  # the best checkpoint
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["val/loss"] == fitted["val/loss"] and metrics["step"] == 30  # fit's own block stays as it was
-    assert metrics["test"]["checkpoint"].endswith("last.ckpt") and metrics["test"]["step"] == 30
+    (test,) = metrics["test"]  # testing one checkpoint twice keeps one block
+    assert test["checkpoint"] == "checkpoints/last.ckpt" and test["step"] == 30 and "test/loss" in test
+    assert "test/loss" not in metrics  # the top level is fit's
     best = next(run.glob("checkpoints/best-*.ckpt"))
-    assert metrics["validate"]["checkpoint"].endswith(best.name)
-    assert metrics["validate"]["step"] == int(best.stem.removeprefix("best-"))
+    (validated,) = metrics["validate"]
+    assert validated["checkpoint"] == f"checkpoints/{best.name}" and validated["step"] == int(best.stem.removeprefix("best-"))
+    assert main(["validate", "run.name=tiny", "--ckpt", "last"]) == 0  # another checkpoint: a second block
+    blocks = json.loads((run / "metrics.json").read_text())["validate"]
+    assert [b["checkpoint"] for b in blocks] == [f"checkpoints/{best.name}", "checkpoints/last.ckpt"]
     assert list(scalars(run, "test/loss")) == [30]
 
 
@@ -219,7 +224,7 @@ def test_best_is_the_best_score_whatever_the_file_names_and_a_resume_keeps_only_
     recorded(folder / "best-106.ckpt", step=106, score=0.01)  # better than anything the run reaches
     assert checkpoint_of(folder.parent, "best") == folder / "best-106.ckpt"
     assert main(["validate", "run.name=tiny", *TINY[:7]]) == 0
-    assert json.loads((folder.parent / "metrics.json").read_text())["validate"]["step"] == 106
+    assert json.loads((folder.parent / "metrics.json").read_text())["validate"][-1]["step"] == 106
     fit("trainer.max_steps=30", "optim.decay_steps=30", "run.version=0", ckpt="last")
     assert sorted(p.name for p in folder.glob("best*.ckpt")) == ["best-106.ckpt"]
 
@@ -239,7 +244,7 @@ def test_a_run_moved_elsewhere_resumes_in_place_exactly():
     saved = OmegaConf.load(run / "config.yaml").run
     assert (Path(saved.root) / saved.name).resolve() == run.parent.resolve()  # where it is now
     assert main(["validate", "--ckpt", "elsewhere/version_0"]) == 0
-    assert json.loads((run / "metrics.json").read_text())["validate"]["step"] == 30
+    assert json.loads((run / "metrics.json").read_text())["validate"][-1]["step"] == 30
     assert not any(Path("outputs/moved").iterdir())
 
 
