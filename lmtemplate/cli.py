@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -135,9 +136,10 @@ def cmd_predict(args) -> int:
     s = run.prepare("predict", args.config, args.overrides, args.ckpt or "best")
     rows, out = run.predict(s, inputs, flag, Path(args.output) if args.output else None)
     if s.trainer.is_global_zero:
-        for row in rows:
-            print(row)
-        print(f"written to {out}")
+        if flag != "--input" and args.output is None:  # an input typed on the command line: its answer goes there too
+            for row in rows:
+                print(json.dumps(row, ensure_ascii=False))
+        print(f"{len(rows)} prediction{'s' * (len(rows) != 1)} written to {out}")
     return 0
 
 

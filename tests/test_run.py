@@ -111,15 +111,19 @@ def test_validate_test_and_predict_use_the_run(capsys, tmp_path):
     assert "val/loss" in capsys.readouterr().out
     assert main(["test", "run.name=tiny", "--ckpt", "last"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
-    assert {"val/loss", "test/loss", "test/ppl"} <= set(metrics)
+    assert "val/loss" in metrics and {"test/loss", "test/ppl"} <= set(metrics["test"][0])
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("the dog\nanna says\n")
+    capsys.readouterr()
     assert main(["predict", "run.name=tiny", "--input", str(prompts), "generate.temperature=0", "generate.max_new_tokens=8"]) == 0
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["the dog", "anna says"] and all(r["completion"] for r in rows)
+    out = capsys.readouterr().out  # a file's rows stay in the file
+    assert out.startswith("2 predictions written to ") and out.endswith(f"{run / 'predictions.jsonl'}\n")
     assert main(["predict", "run.name=tiny", "--prompt", "the dog", "generate.temperature=0", "generate.max_new_tokens=8"]) == 0
     again = json.loads((run / "predictions.jsonl").read_text())
     assert again == rows[0]  # greedy decoding is deterministic
+    assert json.loads(capsys.readouterr().out.splitlines()[0]) == again  # a prompt's answer is shown too
     assert main(["predict", "run.name=tiny", "--prompt", "the", "generate.top_k=5", "generate.top_p=0.9"]) == 0
 
 
