@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unrecognized arguments: {' '.join(unknown)} (overrides are key=value)")
     args.overrides += extra  # overrides may also come after options
+    if args.verb in ("fit", "validate", "test", "predict"):
+        from lmtemplate.callbacks.console import quiet
+
+        quiet()
     try:
         return VERBS[args.verb](args)
     except (ConfigError, OSError) as e:

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 
 from lmtemplate import config as C
+from lmtemplate.callbacks.console import Summary
 from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
 from lmtemplate.callbacks.progress import ProgressBar
 from lmtemplate.callbacks.tensorboard import HParams, TextSamples
@@ -354,6 +355,8 @@ def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources:
         default_hp_metric=False,
     )
     callbacks: list[L.Callback] = [ProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
+    if cfg.trainer.get("enable_model_summary", True) and training:
+        callbacks.append(Summary())
     if training:
         metric = cfg.best.metric
         callbacks += [
@@ -366,7 +369,7 @@ def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources:
             TokenThroughput(window_size=max(2, cfg.trainer.get("log_every_n_steps", 50)), peak_flops=cfg.run.peak_flops),
             TextSamples(),
         ]
-    settings = {**cfg.trainer, "strategy": build_strategy(cfg, task)}
+    settings = {**cfg.trainer, "strategy": build_strategy(cfg, task), "enable_model_summary": False}  # Summary's job
     try:
         return L.Trainer(
             **settings, logger=logger, callbacks=callbacks, default_root_dir=run_dir, use_distributed_sampler=False,

@@ -19,6 +19,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 import torch.nn.functional as F
 from torch import nn
 
+from lmtemplate.callbacks.console import synced_elsewhere
 from lmtemplate.config import ConfigError, read_utf8
 from lmtemplate.models.backbone import load_backbone
 from lmtemplate.models.gpt import GPT, Block
@@ -174,6 +175,7 @@ class Task(L.LightningModule):
     def _end_pass(self, stage: str) -> None:
         scores = self.pass_scores(stage)
         for name, value in scores.items():
+            synced_elsewhere(f"{stage}/{name}")
             self.log(f"{stage}/{name}", value, prog_bar=True)
         if self._trainer is None or self.trainer.sanity_checking:  # unattached: a test driving the module by hand
             return
