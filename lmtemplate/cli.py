@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_config(args) -> int:
     from lmtemplate.config import to_yaml
-    from lmtemplate.run import load_config
+    from lmtemplate.run import resolved_config
 
-    print(to_yaml(load_config(args.config, args.overrides).data), end="")
+    print(to_yaml(resolved_config(args.config, args.overrides)), end="")
     return 0
 
 

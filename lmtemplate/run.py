@@ -40,7 +40,7 @@ from lmtemplate.models import hf
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
 from lmtemplate.tasks.base import Task
 from lmtemplate.files import atomic_write_text, cannot_write, stale_temporaries
-from lmtemplate.tokenization import resolve_tokenizer, save_tokenizer
+from lmtemplate.tokenization import TokenizerConfig, describe_tokenizer, resolve_tokenizer, save_tokenizer
 
 RUN_DIR_ENV = "LMTEMPLATE_RUN_DIR"  # set for worker processes, so every rank uses one run directory
 
@@ -233,7 +233,7 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
                                 f"run from these weights with model.init_from={checkpoint}")
         if run_dir is not None:
             _place(loaded, run_dir)
-    resolve_tokenizer(cfg, run_dir)
+    settle_tokenizer(loaded, run_dir)
     created = lock = None
     if run_dir is None:
         run_dir, created = new_run_dir(cfg) if verb == "fit" else (find_run(cfg), None)
@@ -261,6 +261,32 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
             shutil.rmtree(created, ignore_errors=True)
         raise
     return Session(loaded, run_dir, checkpoint, datamodule, module, trainer, created, state["global_step"] if state else 0, lock)
+
+
+def settle_tokenizer(loaded: Loaded, run_dir: Optional[Path]) -> None:
+    """Decide the run's tokenizer (``resolve_tokenizer``); one taken from ``model.init_from`` is also written into
+    the config's tokenizer section (its kind, vocabulary size and special tokens), so that ``config`` and
+    config.yaml show the tokenizer the run uses, not the settings of one it would have trained."""
+    tok = getattr(loaded.cfg, "tokenizer", None)
+    before = getattr(tok, "path", None)
+    resolve_tokenizer(loaded.cfg, run_dir)
+    if not isinstance(tok, TokenizerConfig) or tok.path in (before, str(run_dir / "tokenizer.json") if run_dir else None):
+        return
+    described = describe_tokenizer(Path(tok.path))
+    try:
+        C.to_object(OmegaConf.merge(loaded.data, {"tokenizer": described}))  # the section's checks still hold
+    except C.ConfigError:
+        return
+    loaded.data.tokenizer.update(described)
+    for key, value in described.items():
+        setattr(tok, key, value)
+
+
+def resolved_config(files: list[str], overrides: list[str]) -> DictConfig:
+    """The config ``fit`` would run and save, tokenizer decided (``python -m lmtemplate config``)."""
+    loaded = load_config(files, overrides)
+    settle_tokenizer(loaded, None)
+    return loaded.data
 
 
 def _check_trains(trainer: dict, sources: list[C.Source]) -> None:

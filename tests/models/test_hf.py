@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 transformers = pytest.importorskip("transformers")
 
@@ -430,3 +431,15 @@ def test_round_trip_llama_family_through_causal_lm_and_export_is_exact(tmp_path,
     assert_close(ours, theirs)
     assert exported.config.tie_word_embeddings == (family == "qwen2")
     assert exported.config.num_key_value_heads == (1 if family == "mistral" else 2)
+
+
+def test_config_shows_the_tokenizer_of_the_checkpoint_the_run_starts_from(bert_dir, capsys):
+    """Not the settings of a tokenizer the run would train (wordpiece, 2,048 pieces, by default): the folder's."""
+    from lmtemplate.cli import main
+    from lmtemplate.tokenization import load_tokenizer
+
+    vocab = load_tokenizer(next(p for p in (bert_dir / "tokenizer.json", bert_dir / "vocab.txt") if p.is_file()))
+    assert main(["config", "task=classification", f"model.init_from={bert_dir}"]) == 0
+    tokenizer = OmegaConf.create(capsys.readouterr().out).tokenizer
+    assert tokenizer.kind == "wordpiece" and tokenizer.vocab_size == vocab.get_vocab_size() != 2048
+    assert "[CLS]" in tokenizer.special_tokens and tokenizer.path is None  # a path would go stale when runs move
