@@ -51,8 +51,12 @@ class Loaded:
     sources: list[C.Source] = field(default_factory=list)  # the layers it was built from, to name a key's source
 
 
-def load_config(files: list[str], overrides: list[str]) -> Loaded:
+def load_config(files: list[str], overrides: list[str], aside: tuple[str, ...] = ()) -> Loaded:
+    """``aside``: top-level sections another verb reads and this config leaves out (``sweep``)."""
     sources = C.read_sources(files, overrides)
+    for s in sources:
+        for key in aside:
+            s.data.pop(key, None)
     plugins = C.peek(sources, "plugins", [])
     if not isinstance(plugins, list):
         raise C.ConfigError("plugins: expected a list of files, folders or module names")
@@ -234,6 +238,9 @@ def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources:
             TokenThroughput(window_size=max(2, cfg.trainer.get("log_every_n_steps", 50)), peak_flops=cfg.run.peak_flops),
             TextSamples(),
         ]
+        from lmtemplate.sweep import trial_callbacks  # here: sweep.py imports this module
+
+        callbacks += trial_callbacks()  # a sweep's trial reports to its study
     settings = {**cfg.trainer, "strategy": build_strategy(cfg, task)}
     try:
         return L.Trainer(
