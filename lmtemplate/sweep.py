@@ -90,6 +90,7 @@ class Sweep:
     seeds: list[int]
     metric: str
     mode: str
+    claimed: set[int] = field(default_factory=set)  # trials this process took: another with its pid is a dead one's
 
     @property
     def grid(self) -> list[dict[str, Any]]:
@@ -139,15 +140,18 @@ def load(files: list[str], overrides: list[str]) -> Sweep:
     if metric not in metrics:
         raise C.ConfigError(f"sweep.metric: '{metric}' is not one of {', '.join(metrics)} "
                             f"(in {C.source_of('sweep.metric', sources)})")
-    space = {}
+    space, where = {}, C.source_of(f"{SECTION}.parameters", sources)
     for key, spec in flatten(cfg.parameters).items():  # {optim: {lr: ...}} is {optim.lr: ...}
-        space[key] = distribution(key, spec, cfg.method)
+        try:
+            space[key] = distribution(key, spec, cfg.method)
+        except C.ConfigError as e:
+            raise C.ConfigError(f"{e} (in {where})") from None
         for value in bounds(space[key]):
             try:
                 run.load_config(files, [*overrides, dotlist(key, value)], aside=(SECTION,))
             except C.ConfigError as e:
-                raise C.ConfigError(f"sweep.parameters: {key}: the value {value!r} fails the task's config: {e} "
-                                    f"(in {C.source_of(f'{SECTION}.parameters', sources)})") from None
+                raise C.ConfigError(f"sweep.parameters: {key}: the value {value!r} (in {where}) fails as the "
+                                    f"override a trial gets: {e}") from None
     name = cfg.name or base.cfg.run.name
     seeds = cfg.seeds or [base.cfg.run.seed]
     return Sweep(cfg, base, space, Path(base.cfg.run.root) / name, seeds, metric, cfg.mode or metrics[metric])
@@ -216,7 +220,8 @@ def plan(s: Sweep) -> str:
              f"under {s.dir}; method {s.cfg.method}, metric {s.metric} ({s.mode}), prune {s.cfg.prune}, "
              f"parallel {s.cfg.parallel}, storage {s.storage}"]
     if s.cfg.method == "grid":
-        lines += [f"  trial-{n}: {' '.join(dotlist(k, v) for k, v in point.items())}" for n, point in enumerate(s.grid)]
+        lines += [f"  trial-{n}: {' '.join(dotlist(k, v) for k, v in point.items()) or '(the base config)'}"
+                  for n, point in enumerate(s.grid)]
     else:
         lines += [f"  {key}: {describe(dist)}" for key, dist in s.space.items()]
         if s.base_point is not None:
@@ -295,7 +300,7 @@ def claim(s: Sweep, study):
     o = optuna()
     with locked(s):
         trials = study.get_trials(deepcopy=False)
-        orphan = next((t for t in trials if t.state == o.trial.TrialState.RUNNING and dead(t.user_attrs)), None)
+        orphan = next((t for t in trials if t.state == o.trial.TrialState.RUNNING and dead(s, t)), None)
         if orphan is None and len(trials) >= s.size:
             return None
         if orphan is None and s.cfg.method == "grid":
@@ -304,6 +309,7 @@ def claim(s: Sweep, study):
             study.enqueue_trial(own)  # random and tpe start from the base config's own values
         trial = study.ask(s.space) if orphan is None else orphan
         mark(study, trial, worker=WORKER, heartbeat=time.time())
+        s.claimed.add(trial.number)
         return trial
 
 
@@ -314,8 +320,11 @@ def mark(study, trial, **attrs) -> None:
         handle.set_user_attr(key, value)
 
 
-def dead(attrs: dict) -> bool:
+def dead(s: Sweep, trial) -> bool:
     """Whether the worker that runs a configuration is gone: its process (this machine) or its heartbeat (another)."""
+    attrs = trial.user_attrs
+    if attrs.get("worker") == WORKER:  # this process's pid: ours, or a dead worker's that had the same pid
+        return trial.number not in s.claimed
     host, _, pid = str(attrs.get("worker", ":")).rpartition(":")
     if host != socket.gethostname():
         return time.time() - attrs.get("heartbeat", 0) > 3 * HEARTBEAT_S
@@ -338,8 +347,8 @@ def work(s: Sweep, study, slot: int, interrupted: threading.Event) -> None:
         if message:
             mark(study, trial, error=message)
         study.tell(trial.number, value, state=getattr(o.trial.TrialState, state))
-        shown = f"{s.metric} {value:.4f}" if value is not None else message or state.lower()
-        print(f"trial-{trial.number} {state.lower()}: {shown}", flush=True)
+        shown = f": {s.metric} {value:.4f}" if value is not None else f": {message}" if message else ""
+        print(f"trial-{trial.number} {state.lower()}{shown}", flush=True)
 
 
 def run_configuration(s: Sweep, study, trial, slot: int) -> tuple[Optional[str], Optional[float], str]:

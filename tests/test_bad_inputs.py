@@ -266,6 +266,25 @@ CASES = {
                                   ["data.train (empty.txt)", "model.block_size=64"]),
     "bigram plugin: non-UTF-8 .txt": (["fit", *BIGRAM, "data.train=latin.txt"], "bigram",
                                       ["latin.txt, line 1: not valid UTF-8 (byte 0xe9 at byte offset 6"]),
+    # sweeps and the runs table
+    "sweep: unknown key in the section": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  methd: tpe\n"},
+                                          ["unknown key 'sweep.methd' in s.yaml", "method"]),
+    "sweep: unknown key in parameters": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  parameters:\n    model.n_layr: [1, 2]\n"},
+                                         ["sweep.parameters: model.n_layr: the value 1 (in s.yaml)", "unknown key 'model.n_layr'", "n_layer"]),
+    "sweep: value of the wrong type": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  parameters:\n    model.n_layer: [2, abc]\n"},
+                                       ["sweep.parameters: model.n_layer: the value 'abc'", "could not be converted to Integer"]),
+    "sweep: empty list": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  parameters:\n    model.n_layer: []\n"},
+                          ["sweep.parameters.model.n_layer: no values to try", "(in s.yaml)"]),
+    "sweep: distribution with low > high": (
+        ["sweep", "-c", "s.yaml", "sweep.method=random", "sweep.trials=4"],
+        {"s.yaml": "sweep:\n  parameters:\n    optim.lr: loguniform(1e-3, 1e-5)\n"},
+        ["sweep.parameters.optim.lr: loguniform(1e-3, 1e-5): expected low <= high", "(in s.yaml)"]),
+    "sweep: grid with trials": (["sweep", "-c", "s.yaml", "sweep.trials=4"], {"s.yaml": "sweep:\n  seeds: [1, 2]\n"},
+                                ["sweep.trials: grid tries every point", "(in the command line)"]),
+    "sweep: storage that cannot be opened": (["sweep", "-c", "s.yaml", "sweep.storage=sqlite:////no/such/dir/study.db"],
+                                             {"s.yaml": "sweep:\n  seeds: [1]\n"},
+                                             ["sweep.storage: cannot open the study at 'sqlite:////no/such/dir/study.db'"]),
+    "runs: a folder with no runs": (["runs", "empty"], {"empty/notes.txt": "not a run\n"}, ["runs: no runs under empty"]),
 }
 BIGRAM_FILES = {"empty.txt": "", "latin.txt": LATIN1}
 
