@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -70,8 +71,8 @@ class SweepConfig:
                                 "random or tpe")
         if self.method != "grid" and self.trials is None:
             raise C.ConfigError(f"sweep.trials: method {self.method} needs the number of configurations to try")
-        if self.seeds is not None and not self.seeds:
-            raise C.ConfigError("sweep.seeds: expected at least one seed")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) < len(self.seeds)):
+            raise C.ConfigError(f"sweep.seeds: expected one or more different seeds, got {self.seeds}")
 
 
 @dataclass
@@ -105,9 +106,7 @@ class Sweep:
     def base_point(self) -> Optional[dict[str, Any]]:
         """The base config's own values of the parameters, if they lie in the space."""
         point = {k: OmegaConf.select(self.base.data, k) for k in self.space}
-        inside = all(v in d.choices if hasattr(d, "choices") else isinstance(v, (int, float)) and d.low <= v <= d.high
-                     for (k, v), d in zip(point.items(), self.space.values()))
-        return point if inside else None
+        return point if all(contains(self.space[k], v) for k, v in point.items()) else None
 
     @property
     def storage(self) -> str:
@@ -142,6 +141,9 @@ def load(files: list[str], overrides: list[str]) -> Sweep:
                             f"(in {C.source_of('sweep.metric', sources)})")
     space, where = {}, C.source_of(f"{SECTION}.parameters", sources)
     for key, spec in flatten(cfg.parameters).items():  # {optim: {lr: ...}} is {optim.lr: ...}
+        if key.startswith("run."):
+            raise C.ConfigError(f"sweep.parameters: {key}: run.* says where a run lives; seeds go in sweep.seeds "
+                                f"(in {where})")
         try:
             space[key] = distribution(key, spec, cfg.method)
         except C.ConfigError as e:
@@ -176,7 +178,7 @@ def distribution(key: str, spec: Any, method: str):
     match = re.fullmatch(r"\s*(loguniform|uniform|int|choice)\((.*)\)\s*", spec) if isinstance(spec, str) else None
     if match is None and not isinstance(spec, list):
         raise C.ConfigError(f"{where}: expected {FORMS}, got {spec!r}")
-    kind, args = ("choice", spec) if match is None else (match[1], [scalar(a.strip()) for a in match[2].split(",")])
+    kind, args = ("choice", spec) if match is None else (match[1], [a.strip() for a in match[2].split(",")])
     values = [scalar(v) for v in args]
     if not values or values == [""]:
         raise C.ConfigError(f"{where}: no values to try; expected {FORMS}")
@@ -196,6 +198,12 @@ def distribution(key: str, spec: Any, method: str):
     if kind == "int":
         return d.IntDistribution(low, high)
     return d.FloatDistribution(float(low), float(high), log=kind == "loguniform")
+
+
+def contains(dist, value: Any) -> bool:
+    if hasattr(dist, "choices"):
+        return value in dist.choices
+    return isinstance(value, (int, float)) and dist.low <= value <= dist.high
 
 
 def bounds(dist) -> list:
@@ -358,7 +366,7 @@ def run_configuration(s: Sweep, study, trial, slot: int) -> tuple[Optional[str],
         run_dir = s.dir / f"trial-{trial.number}-seed{seed}" / "version_0"
         report = json.dumps({"storage": s.storage, "study": s.dir.name, "trial": trial._trial_id,
                              "metric": s.metric, "prune": s.cfg.prune}) if i == 0 else None
-        code, message = fit(s, trial, seed, run_dir, slot, report, study)
+        code, message = run_seed(s, trial, seed, run_dir, slot, report, study)
         if code >= 128:
             return None, None, ""
         if code != 0:
@@ -372,7 +380,7 @@ def run_configuration(s: Sweep, study, trial, slot: int) -> tuple[Optional[str],
     return "COMPLETE", sum(values) / len(values), ""
 
 
-def fit(s: Sweep, trial, seed: int, run_dir: Path, slot: int, report: Optional[str], study) -> tuple[int, str]:
+def run_seed(s: Sweep, trial, seed: int, run_dir: Path, slot: int, report: Optional[str], study) -> tuple[int, str]:
     """One seed's run as a ``fit`` subprocess: done already, resumed from its last.ckpt, or started afresh.
     Returns its exit code and the last line it wrote."""
     if (run_dir / "metrics.json").is_file():
@@ -400,7 +408,7 @@ def fit(s: Sweep, trial, seed: int, run_dir: Path, slot: int, report: Optional[s
             except subprocess.TimeoutExpired:
                 mark(study, trial, heartbeat=time.time())
     lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    return code, lines[-1] if lines else ""
+    return code, f"killed by {signal.Signals(-code).name}" if code < 0 else lines[-1] if lines else ""
 
 
 def share(slot: int, parallel: int) -> dict[str, str]:

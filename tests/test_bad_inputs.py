@@ -284,6 +284,10 @@ CASES = {
     "sweep: storage that cannot be opened": (["sweep", "-c", "s.yaml", "sweep.storage=sqlite:////no/such/dir/study.db"],
                                              {"s.yaml": "sweep:\n  seeds: [1]\n"},
                                              ["sweep.storage: cannot open the study at 'sqlite:////no/such/dir/study.db'"]),
+    "sweep: a run.* parameter": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  parameters:\n    run.seed: [1, 2]\n"},
+                                 ["sweep.parameters: run.seed: run.* says where a run lives; seeds go in sweep.seeds"]),
+    "sweep: a seed twice": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  seeds: [1, 1]\n"},
+                            ["sweep.seeds: expected one or more different seeds, got [1, 1] (in s.yaml)"]),
     "runs: a folder with no runs": (["runs", "empty"], {"empty/notes.txt": "not a run\n"}, ["runs: no runs under empty"]),
 }
 BIGRAM_FILES = {"empty.txt": "", "latin.txt": LATIN1}
