@@ -46,10 +46,10 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--output", metavar="DIR", required=True, help="the folder: config.json, model.safetensors, tokenizer.json")
     verbs.add_parser("config", parents=[common], help="print the resolved config that fit would run")
     verbs.add_parser("tasks", parents=[common], help="list registered tasks and where each came from")
-    sweep = verbs.add_parser("sweep", parents=[common], help="run the config's sweep: section, each trial an ordinary run")
+    sweep = verbs.add_parser("sweep", parents=[common], help="run the config's sweep: section; each trial is a run")
     sweep.add_argument("--dry-run", action="store_true", help="check the sweep and list what it would run; run nothing")
     runs = verbs.add_parser("runs", help="compare the runs under each PATH (default outputs), seeds grouped")
-    runs.add_argument("paths", nargs="*", default=["outputs"], metavar="PATH", help="a sweep, a run, or any folder of runs")
+    runs.add_argument("paths", nargs="*", default=["outputs"], metavar="PATH", help="a sweep, or any folder of runs")
     runs.add_argument("--metric", help="the metric rows are sorted by (default: the runs' best.metric)")
     out = runs.add_mutually_exclusive_group()
     out.add_argument("--csv", action="store_true", help="the table as CSV")
@@ -169,7 +169,8 @@ def cmd_runs(args) -> int:
 
     if args.overrides:
         raise ConfigError(f"runs: takes folders, not overrides: {' '.join(args.overrides)}")
-    print(runs.report(args.paths, args.metric, "csv" if args.csv else "json" if args.json else "text", args.plot), end="")
+    form = "csv" if args.csv else "json" if args.json else "text"
+    print(runs.report(args.paths, args.metric, form, args.plot), end="")
     return 0
 
 

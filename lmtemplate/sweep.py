@@ -456,7 +456,8 @@ class ReportToStudy(L.Callback):
             storage = self.spec["storage"]
             if "://" not in storage:
                 storage = o.storages.journal.JournalStorage(o.storages.journal.JournalFileBackend(storage))
-            pruner = o.pruners.MedianPruner(n_startup_trials=2) if self.spec["prune"] == "median" else o.pruners.NopPruner()
+            median = self.spec["prune"] == "median"
+            pruner = o.pruners.MedianPruner(n_startup_trials=2) if median else o.pruners.NopPruner()
             study = o.load_study(study_name=self.spec["study"], storage=storage, pruner=pruner,
                                  sampler=o.samplers.RandomSampler())
             self._trial = o.trial.Trial(study, self.spec["trial"])

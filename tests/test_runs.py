@@ -59,7 +59,7 @@ def test_seeds_are_one_row_with_mean_sd_and_a_t_interval(sweep, capsys):
     mean, sd = statistics.fmean(ROTARY), statistics.stdev(ROTARY)
     assert top["val/loss"] == pytest.approx(mean) and top["val/loss sd"] == pytest.approx(sd)
     half = 4.303 * sd / 3 ** 0.5
-    assert (top["val/loss ci95 low"], top["val/loss ci95 high"]) == (pytest.approx(mean - half), pytest.approx(mean + half))
+    assert [top["val/loss ci95 low"], top["val/loss ci95 high"]] == pytest.approx([mean - half, mean + half])
     assert top["val/loss best"] == pytest.approx(statistics.fmean(v - 0.01 for v in ROTARY))  # the curves' minimum
     assert top["steps"] == 100 and "run.seed" not in top and "model.n_layer" not in top  # only what differs
 

@@ -46,7 +46,8 @@ def write(section: str, base: str = BASE) -> str:
 
 
 def study(name: str = "s"):
-    storage = optuna.storages.journal.JournalStorage(optuna.storages.journal.JournalFileBackend(f"outputs/{name}/study.journal"))
+    journal = optuna.storages.journal
+    storage = journal.JournalStorage(journal.JournalFileBackend(f"outputs/{name}/study.journal"))
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -82,12 +83,14 @@ def test_dry_run_checks_and_lists_the_grid_and_writes_nothing(capsys):
     assert main(["sweep", "-c", "s.yaml", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "4 configurations x 2 seeds (1, 2) under outputs/s; method grid, metric val/loss (min)" in out
-    assert "trial-0: model.positions=rotary optim.lr=0.001" in out and "trial-3: model.positions=learned optim.lr=0.003" in out
+    assert "trial-0: model.positions=rotary optim.lr=0.001" in out
+    assert "trial-3: model.positions=learned optim.lr=0.003" in out
     assert not Path("outputs").exists()
 
 
 def test_a_search_starts_from_the_base_config_when_it_lies_in_the_space(capsys):
-    write("  method: tpe\n  trials: 5\n  parameters:\n    optim.lr: loguniform(1e-4, 1e-2)\n    model.n_layer: int(1, 3)\n")
+    write("  method: tpe\n  trials: 5\n  parameters:\n    optim.lr: loguniform(1e-4, 1e-2)\n"
+          "    model.n_layer: int(1, 3)\n")
     assert main(["sweep", "-c", "s.yaml", "--dry-run"]) == 0
     assert "trial-0: the base config's optim.lr=0.002 model.n_layer=1" in capsys.readouterr().out
     assert main(["sweep", "-c", "s.yaml", "--dry-run", "optim.lr=0.5"]) == 0
@@ -98,6 +101,8 @@ def test_the_shipped_sweeps_check(capsys, tmp_path):
     """configs/sweeps/: their data are in ../shared/data, which the tests do not need; small stand-ins here."""
     Path("text.txt").write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 100)
     Path("sst2.tsv").write_text("sentence\tlabel\n" + "a fine film\t1\na dull film\t0\n" * 5)
+    assert main(["sweep", "-c", str(REPO / "configs/sweeps/demo-positions.yaml"), "--dry-run"]) == 0
+    assert "2 configurations x 2 seeds (1, 2) under outputs/demo-positions" in capsys.readouterr().out
     positions = REPO / "configs/sweeps/shakespeare-positions.yaml"
     assert main(["sweep", "-c", str(positions), "--dry-run", "data.train=text.txt"]) == 0
     out = capsys.readouterr().out
@@ -134,7 +139,8 @@ def test_two_values_by_two_seeds_give_four_runs_and_a_table_of_two_rows(capsys):
     write("  parameters:\n    model.positions: [rotary, learned]\n  seeds: [1, 2]\n")
     assert main(["sweep", "-c", "s.yaml"]) == 0
     out = capsys.readouterr().out
-    assert "study 's': 2 of 2 configurations: 2 complete" in out and "compare: python -m lmtemplate runs outputs/s" in out
+    assert "study 's': 2 of 2 configurations: 2 complete" in out
+    assert "compare: python -m lmtemplate runs outputs/s" in out
     runs = sorted(p.parent.relative_to("outputs/s") for p in Path("outputs/s").glob("*/*/config.yaml"))
     assert runs == [Path(f"trial-{n}-seed{s}/version_0") for n in (0, 1) for s in (1, 2)]
     config = OmegaConf.load("outputs/s/trial-1-seed2/version_0/config.yaml")
