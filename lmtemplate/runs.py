@@ -208,7 +208,7 @@ def plot(runs: list[Run], rows: list[dict], differ: list[str], metric: str, path
         shown = [row for row in rows if row.get(metric) is not None]
         low = [row[metric] - (interval(row, metric)[0]) for row in shown]
         ax.errorbar([str(row[key]) for row in shown], [row[metric] for row in shown], yerr=low, fmt="o", capsize=4)
-        ax.set(xlabel=key, ylabel=metric)
+        ax.set(xlabel=key, ylabel=metric, title="final value (mean, 95% interval)")
     ax = axes[0][-1]
     for row in rows:
         curves = [by_path[p].curves.get(metric, {}) for p in row["paths"]]
