@@ -7,6 +7,8 @@
     python -m lmtemplate export --ckpt last|best|PATH --output DIR [run.name=... run.version=...]
     python -m lmtemplate config [-c FILE ...] [key=value ...]
     python -m lmtemplate tasks [-c FILE ...]
+    python -m lmtemplate sweep -c FILE ... [--dry-run] [key=value ...]
+    python -m lmtemplate runs [PATH ...] [--metric NAME] [--csv | --json] [--plot FILE.png]
 """
 
 from __future__ import annotations
@@ -46,6 +48,16 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--output", metavar="DIR", required=True, help="the folder: config.json, model.safetensors, tokenizer.json")
     verbs.add_parser("config", parents=[common], help="print the resolved config that fit would run")
     verbs.add_parser("tasks", parents=[common], help="list registered tasks and where each came from")
+    sweep = verbs.add_parser("sweep", parents=[common], help="run the config's sweep: section; each trial is a run")
+    sweep.add_argument("--dry-run", action="store_true", help="check the sweep and list what it would run; run nothing")
+    runs = verbs.add_parser("runs", help="compare the runs under each PATH (default outputs), seeds grouped")
+    runs.add_argument("paths", nargs="*", default=["outputs"], metavar="PATH", help="a sweep, or any folder of runs")
+    runs.add_argument("--metric", help="the metric rows are sorted by (default: the runs' best.metric)")
+    out = runs.add_mutually_exclusive_group()
+    out.add_argument("--csv", action="store_true", help="the table as CSV")
+    out.add_argument("--json", action="store_true", help="the table as JSON")
+    runs.add_argument("--plot", metavar="FILE.png", help="also draw the metric against each setting, and the curves")
+    runs.set_defaults(overrides=[], debug=False)
     return p
 
 
@@ -157,6 +169,22 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from lmtemplate import sweep
+
+    return sweep.sweep(args.config, args.overrides, args.dry_run)
+
+
+def cmd_runs(args) -> int:
+    from lmtemplate import runs
+
+    if args.overrides:
+        raise ConfigError(f"runs: takes folders, not overrides: {' '.join(args.overrides)}")
+    form = "csv" if args.csv else "json" if args.json else "text"
+    print(runs.report(args.paths, args.metric, form, args.plot), end="")
+    return 0
+
+
 VERBS = {
     "fit": cmd_fit,
     "validate": cmd_evaluate,
@@ -165,4 +193,6 @@ VERBS = {
     "export": cmd_export,
     "config": cmd_config,
     "tasks": cmd_tasks,
+    "sweep": cmd_sweep,
+    "runs": cmd_runs,
 }

@@ -457,6 +457,14 @@ def _number_hint(value: Any, t: Any) -> str:
     return f"; write {suggestion}"
 
 
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested sections as dotted keys: ``{"model": {"n_layer": 4}}`` -> ``{"model.n_layer": 4}``."""
+    out = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
 def to_yaml(cfg: DictConfig) -> str:
     """The resolved config as YAML, exactly as a run saves it."""
     return OmegaConf.to_yaml(cfg, resolve=True)

@@ -55,8 +55,12 @@ class Loaded:
     sources: list[C.Source] = field(default_factory=list)  # the layers it was built from, to name a key's source
 
 
-def load_config(files: list[str], overrides: list[str]) -> Loaded:
+def load_config(files: list[str], overrides: list[str], aside: tuple[str, ...] = ()) -> Loaded:
+    """``aside``: top-level sections another verb reads and this config leaves out (``sweep``)."""
     sources = C.read_sources(files, overrides)
+    for s in sources:
+        for key in aside:
+            s.data.pop(key, None)
     plugins = C.peek(sources, "plugins", [])
     if not isinstance(plugins, list):
         raise C.ConfigError("plugins: expected a list of files, folders or module names")
@@ -355,22 +359,12 @@ def _changed(checkpoint: Path, loaded: Loaded) -> str:
     own = run_dir / "config.yaml" if run_dir is not None else None
     if own is None or not own.is_file():
         return "The checkpoint's run has no config.yaml to compare with; give the shape it was trained with. "
-    before, now = _flat(OmegaConf.load(own)), _flat(loaded.data)
+    before, now = (C.flatten(OmegaConf.to_container(c)) for c in (OmegaConf.load(own), loaded.data))
     keys = [k for k in now if k.split(".")[0] in ("model", "tokenizer") and k in before and before[k] != now[k]]
     if not keys:
         return f"Its config.yaml ({own}) gives the same model keys: the checkpoint is not that run's. "
     return ("The run was trained with " + ", ".join(f"{k}={before[k]}" for k in keys) + f" ({own}); this command sets "
             + ", ".join(f"{k}={now[k]}" for k in keys) + ". ")
-
-
-def _flat(cfg: DictConfig, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, DictConfig):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources: list[C.Source] = ()) -> L.Trainer:
@@ -395,6 +389,9 @@ def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources:
             TokenThroughput(window_size=max(2, cfg.trainer.get("log_every_n_steps", 50)), peak_flops=cfg.run.peak_flops),
             TextSamples(),
         ]
+        from lmtemplate.sweep import trial_callbacks  # here: sweep.py imports this module
+
+        callbacks += trial_callbacks()  # a sweep's trial reports to its study
     settings = {**cfg.trainer, "strategy": build_strategy(cfg, task), "enable_model_summary": False}  # Summary's job
     try:
         return L.Trainer(

@@ -340,6 +340,33 @@ CASES = {
                                                         ["model.n_kv_head: expected a divisor of model.n_head (4)"]),
     "causal_lm: unsupported model.rope_scaling": (["fit", "model.rope_scaling={rope_type: yarn, factor: 4.0}"], {},
                                                   ["model.rope_scaling: rope_type 'yarn' is not supported"]),
+    # sweeps and the runs table
+    "sweep: unknown key in the section": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  methd: tpe\n"},
+                                          ["unknown key 'sweep.methd' in s.yaml", "method"]),
+    "sweep: unknown key in parameters": (
+        ["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  parameters:\n    model.n_layr: [1, 2]\n"},
+        ["sweep.parameters: model.n_layr: the value 1 (in s.yaml)", "unknown key 'model.n_layr'", "n_layer"]),
+    "sweep: value of the wrong type": (
+        ["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  parameters:\n    model.n_layer: [2, abc]\n"},
+        ["sweep.parameters: model.n_layer: the value 'abc'", "could not be converted to Integer"]),
+    "sweep: empty list": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  parameters:\n    model.n_layer: []\n"},
+                          ["sweep.parameters.model.n_layer: no values to try", "(in s.yaml)"]),
+    "sweep: distribution with low > high": (
+        ["sweep", "-c", "s.yaml", "sweep.method=random", "sweep.trials=4"],
+        {"s.yaml": "sweep:\n  parameters:\n    optim.lr: loguniform(1e-3, 1e-5)\n"},
+        ["sweep.parameters.optim.lr: loguniform(1e-3, 1e-5): expected low <= high", "(in s.yaml)"]),
+    "sweep: grid with trials": (["sweep", "-c", "s.yaml", "sweep.trials=4"], {"s.yaml": "sweep:\n  seeds: [1, 2]\n"},
+                                ["sweep.trials: grid tries every point", "(in the command line)"]),
+    "sweep: storage that cannot be opened": (
+        ["sweep", "-c", "s.yaml", "sweep.storage=sqlite:////no/such/dir/study.db"],
+        {"s.yaml": "sweep:\n  seeds: [1]\n"},
+        ["sweep.storage: cannot open the study at 'sqlite:////no/such/dir/study.db'"]),
+    "sweep: a run.* parameter": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  parameters:\n    run.seed: [1, 2]\n"},
+                                 ["sweep.parameters: run.seed: run.* says where a run lives; seeds go in sweep.seeds"]),
+    "sweep: a seed twice": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  seeds: [1, 1]\n"},
+                            ["sweep.seeds: expected one or more different seeds, got [1, 1] (in s.yaml)"]),
+    "runs: a folder with no runs": (["runs", "empty"], {"empty/notes.txt": "not a run\n"},
+                                    ["runs: no runs under empty"]),
 }
 BIGRAM_FILES = {"empty.txt": "", "latin.txt": LATIN1}
 
