@@ -35,7 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lmtemplate import config as C
 from lmtemplate import run
-from lmtemplate.runs import flatten
+from lmtemplate.config import flatten
 
 SECTION = "sweep"
 TRIAL_ENV = "LMTEMPLATE_SWEEP_TRIAL"  # set for a trial's first seed: where it reports its validation metric
