@@ -86,7 +86,8 @@ def test_bert_hidden_states_and_mlm_logits_equal_transformers_with_padding_and_t
     theirs = transformers.BertForMaskedLM.from_pretrained(bert_dir).eval()
     ours = imported(Encoder, EncoderConfig, bert_dir, "encoder")
     head = MaskedLMHead(ours.cfg, ours.tok_emb)
-    head.load_state_dict(hf.head_state(bert_dir, "mlm_head"), strict=False)
+    head.load_state_dict({k.removeprefix("mlm_head."): v for k, v in
+                          hf.head_state(bert_dir, [f"mlm_head.{k}" for k in head.state_dict()]).items()}, strict=False)
     ids, mask, types = padded_batch(len(VOCAB))
     with torch.no_grad():
         expected = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
