@@ -329,10 +329,11 @@ FAMILIES = {  # each with grouped-query attention (Mistral's multi-query), and w
 }
 
 
-def decoder_folder(model, folder: Path) -> Path:
+def decoder_folder(model, folder: Path, specials=("<|endoftext|>",)) -> Path:
     save(model, folder)
     text = ["the quick brown fox jumps over the lazy dog"] * 50
-    save_tokenizer(train_tokenizer(TokenizerConfig(vocab_size=300, min_frequency=1), iter(text)), folder / "tokenizer.json")
+    tok = train_tokenizer(TokenizerConfig(vocab_size=300, min_frequency=1, special_tokens=list(specials)), iter(text))
+    save_tokenizer(tok, folder / "tokenizer.json")
     return folder
 
 

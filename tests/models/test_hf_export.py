@@ -9,22 +9,13 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from test_hf import QUIET, VOCAB, assert_close, bert_config, bert_dir, bert_folder, fit, gpt2_config, padded_batch, save, trained  # noqa: E402
+from test_hf import (FAMILIES, QUIET, VOCAB, assert_close, bert_config, bert_dir, bert_folder,  # noqa: E402
+                     decoder_folder, fit, gpt2_config, padded_batch, trained)
 
 from lmtemplate.cli import main  # noqa: E402
 from lmtemplate.models import hf  # noqa: E402
 from lmtemplate.run import load_config  # noqa: E402
 from lmtemplate.tasks.qa_postprocess import best_span  # noqa: E402
-from lmtemplate.tokenization import TokenizerConfig, save_tokenizer, train_tokenizer  # noqa: E402
-
-TEXT = ["the quick brown fox jumps over the lazy dog"] * 50
-
-
-def gpt2_folder(model, folder: Path, specials=("<|endoftext|>",)) -> Path:
-    save(model, folder)
-    tok = train_tokenizer(TokenizerConfig(vocab_size=300, min_frequency=1, special_tokens=list(specials)), iter(TEXT))
-    save_tokenizer(tok, folder / "tokenizer.json")
-    return folder
 
 
 def export(name: str, out: str = "out") -> Path:
@@ -91,24 +82,26 @@ def exported_answer(out: Path, question: str, context: str) -> str:
     return context[first:last]
 
 
-@pytest.mark.parametrize("specials", [("<|endoftext|>",), ("<|endoftext|>", "<pad>")])
-def test_classification_on_a_gpt2_exports_as_gpt2_for_sequence_classification_and_its_pipeline_agrees(
-        tmp_path, monkeypatch, specials):
+@pytest.mark.parametrize("family, specials", [("gpt2", ("<|endoftext|>",)), ("gpt2", ("<|endoftext|>", "<pad>")),
+                                              ("llama", ("<|endoftext|>",))])
+def test_classification_on_a_decoder_exports_as_its_for_sequence_classification_and_its_pipeline_agrees(
+        tmp_path, monkeypatch, family, specials):
     """The separator ends each text (as encode_texts puts it); without a pad token of its own the data pads with
     the separator, so config.json has no pad_token_id (transformers then reads one text at a time)."""
     monkeypatch.chdir(tmp_path)
-    folder = gpt2_folder(transformers.GPT2LMHeadModel(gpt2_config()), tmp_path / "gpt2", specials)
+    source = transformers.GPT2LMHeadModel(gpt2_config()) if family == "gpt2" else FAMILIES[family]()
+    folder = decoder_folder(source, tmp_path / family, specials)
     fit("classification", "cls", folder, "model.arch=decoder", "model.head_bias=false", "data.demo_train=40",
         "data.demo_val=8")
     out = export("cls")
     config = json.loads((out / "config.json").read_text())
-    assert config["architectures"] == ["GPT2ForSequenceClassification"]
+    assert config["architectures"] == [f"{'GPT2' if family == 'gpt2' else 'Llama'}ForSequenceClassification"]
     assert config["pad_token_id"] == (1 if len(specials) == 2 else None) and config["eos_token_id"] == 0
-    exported = transformers.GPT2ForSequenceClassification.from_pretrained(out).eval()
+    exported = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
     ids = padded_batch(300)[0]
     with torch.no_grad():
-        source = transformers.GPT2Model.from_pretrained(folder).eval()(input_ids=ids).last_hidden_state
-        assert_close(exported.transformer(input_ids=ids).last_hidden_state, source)
+        expected = transformers.AutoModel.from_pretrained(folder).eval()(input_ids=ids).last_hidden_state
+        assert_close(exported.base_model(input_ids=ids).last_hidden_state, expected)
     texts = ["a fine film , warm and funny", "dull and far too long"]
     Path("in.txt").write_text("".join(t + "\n" for t in texts))
     rows = predict("cls", "classification", "--input", "in.txt")
@@ -121,7 +114,7 @@ def test_classification_on_a_gpt2_exports_as_gpt2_for_sequence_classification_an
 def test_a_decoder_classifier_with_a_head_bias_or_mean_pooling_cannot_export_and_the_error_names_both(
         tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    fit("classification", "cls", gpt2_folder(transformers.GPT2LMHeadModel(gpt2_config()), tmp_path / "g"),
+    fit("classification", "cls", decoder_folder(transformers.GPT2LMHeadModel(gpt2_config()), tmp_path / "g"),
         "model.arch=decoder", "model.pooling=mean", "data.demo_train=40", "data.demo_val=8")
     assert main(["export", "--ckpt", "last", "run.name=cls", "--output", "out"]) == 2
     assert ("GPT2ForSequenceClassification: model.pooling=mean (it needs last); model.head_bias=True (it needs False)"
@@ -153,7 +146,7 @@ def test_a_gpt_from_scratch_exports_a_complete_folder_that_truncates_at_its_bloc
 
 def test_generation_config_holds_the_runs_decoding_settings(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    folder = gpt2_folder(transformers.GPT2LMHeadModel(gpt2_config()), tmp_path / "g")
+    folder = decoder_folder(transformers.GPT2LMHeadModel(gpt2_config()), tmp_path / "g")
     fit("causal_lm", "lm", folder)
     run = Path("outputs/lm/version_0")
     cfg = load_config([run / "config.yaml"], ["generate.temperature=0.7", "generate.top_k=20"]).cfg
@@ -167,7 +160,7 @@ def test_generation_config_holds_the_runs_decoding_settings(tmp_path, monkeypatc
 def test_an_imported_gpt2_exports_the_sources_whole_position_table_and_generates_past_the_block(tmp_path, monkeypatch):
     """Fine-tuned at block_size 16 from a 64-position GPT-2: the export has all 64 rows, the last 48 the source's."""
     monkeypatch.chdir(tmp_path)
-    folder = gpt2_folder(transformers.GPT2LMHeadModel(gpt2_config()), tmp_path / "g")
+    folder = decoder_folder(transformers.GPT2LMHeadModel(gpt2_config()), tmp_path / "g")
     fit("causal_lm", "lm", folder, "model.block_size=16")
     out = export("lm")
     exported = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
