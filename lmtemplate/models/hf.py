@@ -435,9 +435,11 @@ def _check_exportable(task: str, model: dict, cfg: GPTConfig, architecture: str)
              if options[k] != v]
     if task == "classification":
         needs = (("pooling", "last"), ("pooler", False), ("head_bias", False)) if model["arch"] == "decoder" \
-            else (("arch", "encoder"), ("pooling", "cls"), ("pooler", True))
-        wrong += [f"model.{k}={model.get(k, True)} (it needs {v})" for k, v in needs
-                  if model.get(k, True) != v and not (k == "pooling" and model[k] == "auto")]
+            else (("pooling", "cls"), ("pooler", True))
+        wrong += [f"model.{k}={model[k]} (it needs {v})" for k, v in needs
+                  if model[k] != v and not (k == "pooling" and model[k] == "auto")]
+    if architecture.startswith("Bert") and model.get("arch", "encoder") != "encoder":  # a GPT under qa
+        wrong.append(f"model.arch={model['arch']} (it needs encoder)")
     if architecture.startswith("Bert") and model["type_vocab_size"] < 1:
         wrong.append("model.type_vocab_size=0 (BERT always has token types: it needs >= 1)")
     if wrong:
