@@ -46,7 +46,9 @@ BERT_HEADS = {  # a task's head modules (named as in the task) -> BertFor*'s
     "mlm_head.ln": "cls.predictions.transform.LayerNorm",
     "pooler.0": "bert.pooler.dense",
     "head.1": "classifier",
+    "head": "qa_outputs",
 }
+NOT_IMPORTED = ("head.1",)  # the classifier: its labels are the run's
 GPT2_BLOCK = {"ln1": "ln_1", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj", "ln2": "ln_2",
               "mlp.fc": "mlp.c_fc", "mlp.proj": "mlp.c_proj"}
 GPT2_EMBEDDINGS = {"tok_emb": "wte", "pos_emb": "wpe", "ln_f": "ln_f"}
@@ -226,8 +228,9 @@ class Lazy(Mapping):
     """Tensors by name, each read from the checkpoint when it is looked up: ``load_backbone`` copies one at a time
     into the model, so an import never holds a second copy of the weights."""
 
-    def __init__(self, readers: dict[str, Callable[[], torch.Tensor]]):
+    def __init__(self, readers: dict[str, Callable[[], torch.Tensor]], origin: Optional[dict] = None):
         self.readers = readers
+        self.origin: dict[str, tuple[str, ...]] = origin or {}  # our name -> the checkpoint tensors it is read from
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.readers[name]()
@@ -304,20 +307,22 @@ def backbone_state(folder: Path, block_size: int) -> tuple[Lazy, str]:
     _check_window(folder, config, block_size)
     prefix = ARCHITECTURES[kind][1]
     weights = read_weights(folder).readers
+    full = {k.removeprefix(prefix): k for k in weights}
     weights = {k.removeprefix(prefix): v for k, v in weights.items()}
-    state = {}
+    state, origin = {}, {}
     for ours, theirs in names(kind, config.get("num_hidden_layers", config.get("n_layer"))).items():
         for suffix in ("weight", "bias"):
             parts = [f"{t}.{suffix}" for t in (theirs if isinstance(theirs, tuple) else (theirs,))]
             if all(p in weights for p in parts):  # else absent: load_backbone names what the model misses
                 transposed = suffix == "weight" and _transposed(parts[0].removesuffix(".weight"))
                 state[f"{ours}.{suffix}"] = partial(_joined, [weights[p] for p in parts], transposed)
+                origin[f"{ours}.{suffix}"] = tuple(full[p] for p in parts)
     if "pos_emb.weight" in state:
         state["pos_emb.weight"] = partial(_rows, state["pos_emb.weight"], block_size)
     tied = kind == "gpt2" or (kind in LLAMA_FAMILY and config.get("tie_word_embeddings", False))
     if tied and "tok_emb.weight" in state:
-        state["lm_head.weight"] = state["tok_emb.weight"]
-    return Lazy(state), f"a Hugging Face {', '.join(config.get('architectures') or [kind])}"
+        state["lm_head.weight"], origin["lm_head.weight"] = state["tok_emb.weight"], origin["tok_emb.weight"]
+    return Lazy(state, origin), f"a Hugging Face {', '.join(config.get('architectures') or [kind])}"
 
 
 def _joined(readers: list[Callable[[], torch.Tensor]], transposed: bool) -> torch.Tensor:
@@ -331,18 +336,19 @@ def _rows(reader: Callable[[], torch.Tensor], n: int) -> torch.Tensor:
     return reader()[:n]
 
 
-def head_state(folder: Path, module: str) -> dict[str, torch.Tensor]:
-    """The weights of a task's head module (``mlm_head``, ``pooler``) where the checkpoint has them, else {}."""
-    weights = read_weights(folder)
-    state = {}
-    for ours, theirs in BERT_HEADS.items():
-        if ours.startswith(module + "."):
-            for suffix in ("weight", "bias"):
-                if f"{theirs}.{suffix}" in weights:
-                    state[f"{ours.removeprefix(module + '.')}.{suffix}"] = weights[f"{theirs}.{suffix}"]
-    if module == "mlm_head" and "cls.predictions.bias" in weights:
-        state["bias"] = weights["cls.predictions.bias"]
-    return state
+def head_state(folder: Path, wanted) -> Lazy:
+    """The task's head parameters (``wanted``: the task's parameter names) that a BERT checkpoint has:
+    BertForMaskedLM's ``cls.predictions``, the pooler (``bert.pooler``, or a BertModel's ``pooler`` as MiniLM
+    stores it), BertForQuestionAnswering's ``qa_outputs``. The classifier is never read: its labels are the run's."""
+    weights = read_weights(folder).readers
+    pairs = [(f"{ours}.{suffix}", f"{theirs}.{suffix}") for ours, theirs in BERT_HEADS.items()
+             if ours not in NOT_IMPORTED for suffix in ("weight", "bias")]
+    readers, origin = {}, {}
+    for ours, theirs in [*pairs, ("mlm_head.bias", "cls.predictions.bias")]:
+        found = next((n for n in (theirs, theirs.removeprefix(ARCHITECTURES["bert"][1])) if n in weights), None)
+        if ours in wanted and found:
+            readers[ours], origin[ours] = weights[found], (found,)
+    return Lazy(readers, origin)
 
 
 # ---------------------------------------------------------------------------------------------------- export
@@ -352,20 +358,27 @@ ACTIVATIONS = {"exact": "gelu", "tanh": "gelu_new"}
 # task -> what it exports as; causal_lm: GPT-2 with learned positions, else the Llama family (Qwen2 with q/k/v biases
 # and none on the attention output)
 EXPORTS = {"causal_lm": "GPT2LMHeadModel, LlamaForCausalLM or Qwen2ForCausalLM", "masked_lm": "BertForMaskedLM",
-           "classification": "BertForSequenceClassification"}
+           "classification": "BertForSequenceClassification (on a decoder: GPT2-, Llama- or Qwen2ForSequenceClassification)",
+           "qa": "BertForQuestionAnswering"}
 KINDS = {"GPT2LMHeadModel": "gpt2", "BertForMaskedLM": "bert", "BertForSequenceClassification": "bert",
-         "LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
+         "LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "BertForQuestionAnswering": "bert",
+         "GPT2ForSequenceClassification": "gpt2", "LlamaForSequenceClassification": "llama",
+         "Qwen2ForSequenceClassification": "qwen2"}
+SEQUENCE_CLASSIFIERS = {"GPT2LMHeadModel": "GPT2ForSequenceClassification", "LlamaForCausalLM":
+                        "LlamaForSequenceClassification", "Qwen2ForCausalLM": "Qwen2ForSequenceClassification"}
 
 
 def export(task: str, model: dict, state: dict[str, torch.Tensor], labels: Optional[list[str]],
-           tokenizer: Path, output: Path) -> str:
-    """Write ``output``/config.json, model.safetensors (pytorch_model.bin without safetensors) and tokenizer.json
-    from a run's model config and state dict (the task's names); returns the architecture written."""
+           tokenizer: Path, output: Path, generate: Optional[dict] = None) -> str:
+    """Write ``output``/config.json, model.safetensors (pytorch_model.bin without safetensors), tokenizer.json,
+    tokenizer_config.json, special_tokens_map.json and, for causal_lm, generation_config.json (``generate``: the
+    run's generate settings) from a run's model config and state dict (the task's names); returns the
+    architecture written."""
     if task not in EXPORTS:
         raise ConfigError(f"export: a {task} run has no Hugging Face counterpart; lmtemplate exports "
                           + ", ".join(f"{t} -> {a}" for t, a in EXPORTS.items()))
     cfg = GPTConfig(**{f.name: model[f.name] for f in dataclasses.fields(GPTConfig)})
-    architecture = _architecture(task, cfg)
+    architecture = _architecture(task, cfg, model)
     kind = KINDS[architecture]
     _check_exportable(task, model, cfg, architecture)
     vocab_size = state["model.tok_emb.weight"].shape[0]
@@ -375,18 +388,22 @@ def export(task: str, model: dict, state: dict[str, torch.Tensor], labels: Optio
         config = _bert_config(model, vocab_size, labels)
     else:
         config = _llama_config(cfg, vocab_size, kind)
+    if kind != "bert" and labels is not None:
+        config.update(_label_fields(model, labels))
     weights = _export_weights(state, cfg, kind, architecture)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    config = _complete(task, model, kind, config, weights, tokenizer, output, generate)
     (output / "config.json").write_text(json.dumps({**config, "architectures": [architecture]}, indent=2) + "\n")
     _save_weights(weights, output)
-    shutil.copyfile(tokenizer, output / "tokenizer.json")
     return architecture
 
 
-def _architecture(task: str, cfg: GPTConfig) -> str:
+def _architecture(task: str, cfg: GPTConfig, model: dict) -> str:
+    if task == "classification" and model["arch"] == "decoder":  # the causal_lm export's backbone, a score head
+        return SEQUENCE_CLASSIFIERS[_architecture("causal_lm", cfg, model)]
     if task != "causal_lm":
-        return EXPORTS[task]
+        return EXPORTS[task].split(" ")[0]
     if cfg.positions == "learned":
         return "GPT2LMHeadModel"
     return "Qwen2ForCausalLM" if cfg.bias_of("qkv") and not cfg.bias_of("out") else "LlamaForCausalLM"
@@ -417,9 +434,12 @@ def _check_exportable(task: str, model: dict, cfg: GPTConfig, architecture: str)
     wrong = [f"model.{k}={options[k]} (it needs {v})" for k, v in _needs(cfg, KINDS[architecture]).items()
              if options[k] != v]
     if task == "classification":
-        wrong += [f"model.{k}={model[k]} (it needs {v})" for k, v in
-                  (("arch", "encoder"), ("pooling", "cls"), ("pooler", True)) if model[k] != v and
-                  not (k == "pooling" and model[k] == "auto" and model["arch"] == "encoder")]
+        needs = (("pooling", "last"), ("pooler", False), ("head_bias", False)) if model["arch"] == "decoder" \
+            else (("pooling", "cls"), ("pooler", True))
+        wrong += [f"model.{k}={model[k]} (it needs {v})" for k, v in needs
+                  if model[k] != v and not (k == "pooling" and model[k] == "auto")]
+    if architecture.startswith("Bert") and model.get("arch", "encoder") != "encoder":  # a GPT under qa
+        wrong.append(f"model.arch={model['arch']} (it needs encoder)")
     if architecture.startswith("Bert") and model["type_vocab_size"] < 1:
         wrong.append("model.type_vocab_size=0 (BERT always has token types: it needs >= 1)")
     if wrong:
@@ -458,10 +478,14 @@ def _bert_config(model: dict, vocab_size: int, labels: Optional[list[str]]) -> d
               "hidden_dropout_prob": model["dropout"], "attention_probs_dropout_prob": model["dropout"],
               "tie_word_embeddings": True}
     if labels is not None:
-        config.update(id2label={str(i): label for i, label in enumerate(labels)},
-                      label2id={label: i for i, label in enumerate(labels)},
-                      classifier_dropout=model["head_dropout"], problem_type="single_label_classification")
+        config.update(_label_fields(model, labels))
     return config
+
+
+def _label_fields(model: dict, labels: list[str]) -> dict:
+    return dict(id2label={str(i): label for i, label in enumerate(labels)},
+                label2id={label: i for i, label in enumerate(labels)},
+                classifier_dropout=model["head_dropout"], problem_type="single_label_classification")
 
 
 def _export_weights(state: dict[str, torch.Tensor], cfg: GPTConfig, kind: str, architecture: str) -> dict:
@@ -470,6 +494,8 @@ def _export_weights(state: dict[str, torch.Tensor], cfg: GPTConfig, kind: str, a
              if not (ours == "lm_head" and cfg.tie_embeddings)}
     if kind == "bert":
         table.update(BERT_HEADS)
+    elif architecture.endswith("ForSequenceClassification"):  # a decoder's: no output head, a bias-free score
+        table = {**{k: v for k, v in table.items() if k != "model.lm_head"}, "head.1": "score"}
     kv_width = cfg.kv_heads * (cfg.n_embd // cfg.n_head)
     out = {}
     for ours, full in table.items():
@@ -495,3 +521,104 @@ def _save_weights(weights: dict[str, torch.Tensor], output: Path) -> None:
         torch.save(weights, output / "pytorch_model.bin")
     else:
         save_file(weights, str(output / "model.safetensors"), metadata={"format": "pt"})
+
+
+# ------------------------------------------------------------------ export: the rest of a complete folder
+
+ENCODER_ROLES = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]",
+                 "unk_token": "[UNK]"}
+DECODER_ROLES = {"pad_token": ("<pad>", "[PAD]"), "unk_token": ("<unk>", "[UNK]")}  # bos and eos: the separator
+
+
+def _complete(task: str, model: dict, kind: str, config: dict, weights: dict, tokenizer: Path, output: Path,
+              generate: Optional[dict]) -> dict:
+    """The files ``save_pretrained`` writes beside the weights: tokenizer.json (with the special tokens the
+    task's data reader puts around a text, so a pipeline reads what the run read), tokenizer_config.json
+    (``model_max_length``: the positions the model has), special_tokens_map.json, and for causal_lm
+    generation_config.json. Returns ``config`` with its token ids and its position count."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer))
+    roles = _roles(tok, kind)
+    # no pad token: the data pads with the separator, which a *ForSequenceClassification would take for padding
+    ids = {f"{r}_token_id": tok.token_to_id(roles[f"{r}_token"]) if f"{r}_token" in roles else None
+           for r in ("bos", "eos", "pad")}
+    positions = _positions(model, kind, weights)
+    length_key = "n_positions" if kind == "gpt2" else "max_position_embeddings"
+    if task == "causal_lm" or "eos_token" not in roles and kind != "bert":
+        shutil.copyfile(tokenizer, output / "tokenizer.json")
+    else:
+        _add_template(tok, kind, roles)
+        tok.save(str(output / "tokenizer.json"))
+    inputs = ["input_ids", "token_type_ids", "attention_mask"] if kind == "bert" else ["input_ids", "attention_mask"]
+    _write_json(output / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast",
+                                                   "model_max_length": positions, "model_input_names": inputs,
+                                                   "padding_side": "right", "clean_up_tokenization_spaces": False,
+                                                   **roles})
+    _write_json(output / "special_tokens_map.json", roles)
+    if task == "causal_lm":
+        _write_json(output / "generation_config.json", {**ids, **_decoding(generate)})
+    return {**config, **ids, length_key: positions}
+
+
+def _roles(tok, kind: str) -> dict[str, str]:
+    """special_tokens_map.json: BERT's five where the vocabulary has them; a decoder's separator (the first
+    special token) as bos and eos, and a pad and unknown token where it has them."""
+    from lmtemplate.tokenization import document_separator
+
+    if kind == "bert":
+        return {role: t for role, t in ENCODER_ROLES.items() if tok.token_to_id(t) is not None}
+    separator = document_separator(tok)
+    roles = {} if separator is None else {"bos_token": tok.id_to_token(separator), "eos_token": tok.id_to_token(separator)}
+    for role, names in DECODER_ROLES.items():
+        found = next((t for t in names if tok.token_to_id(t) is not None), None)
+        if found:
+            roles[role] = found
+    return roles
+
+
+def _add_template(tok, kind: str, roles: dict[str, str]) -> None:
+    """``[CLS] a [SEP] b [SEP]`` (types 0, then 1) for BERT, ``a <sep> b <sep>`` for a decoder's classifier: what
+    ``data.base.encode_texts`` and the SQuAD reader build."""
+    from tokenizers import processors
+
+    if kind == "bert":
+        cls, sep = roles["cls_token"], roles["sep_token"]
+        single, pair, specials = f"{cls} $A {sep}", f"{cls} $A {sep} $B:1 {sep}:1", [cls, sep]
+    else:
+        sep = roles["eos_token"]
+        single, pair, specials = f"$A {sep}", f"$A {sep} $B {sep}", [sep]
+    template = processors.TemplateProcessing(single=single, pair=pair,
+                                             special_tokens=[(t, tok.token_to_id(t)) for t in specials])
+    tok.post_processor = template if kind == "bert" or tok.post_processor is None \
+        else processors.Sequence([tok.post_processor, template])
+
+
+def _positions(model: dict, kind: str, weights: dict) -> int:
+    """How many positions the exported model reads: its source checkpoint's (a learned table gets the source's
+    rows past ``block_size`` back, untouched by the run), else ``block_size``."""
+    source = model.get("init_from")
+    if not is_pretrained_dir(source):
+        return model["block_size"]
+    longest = model_fields(Path(source))["block_size"]
+    if model["positions"] == "learned" and longest > model["block_size"]:
+        name = names(kind, 0, ARCHITECTURES[kind][1])["pos_emb"] + ".weight"
+        table = backbone_state(Path(source), longest)[0]["pos_emb.weight"]
+        weights[name] = torch.cat([weights[name], table[model["block_size"]:].to(weights[name].dtype)])
+    return max(longest, model["block_size"])
+
+
+def _decoding(generate: Optional[dict]) -> dict:
+    """generation_config.json's decoding settings: the run's ``generate`` section (greedy at temperature 0),
+    running to max_new_tokens as the project's generate does (no stop at eos)."""
+    if generate is None:
+        return {"eos_token_id": None}
+    g = generate
+    sampling = g["temperature"] > 0
+    return {"eos_token_id": None, "max_new_tokens": g["max_new_tokens"], "do_sample": sampling,
+            **({"temperature": g["temperature"], "top_k": g["top_k"] or 0, "top_p": g["top_p"] or 1.0}
+               if sampling else {})}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

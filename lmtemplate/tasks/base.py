@@ -21,8 +21,8 @@ from torch import nn
 
 from lmtemplate.callbacks.console import synced_elsewhere
 from lmtemplate.config import ConfigError, read_utf8
-from lmtemplate.models.backbone import load_backbone
-from lmtemplate.models.gpt import GPT, Block
+from lmtemplate.models.backbone import load_pretrained, write_load_report
+from lmtemplate.models.gpt import Block
 from lmtemplate.models.seq2seq import Seq2Seq
 
 log = logging.getLogger(__name__)
@@ -222,12 +222,15 @@ class Task(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Before training: ``model.init_from``, a pretrained GPT or encoder; an encoder-decoder takes it as its
-        encoder (a masked_lm run's). Not when resuming: the checkpoint holds the weights, and the run it started
+        encoder (a masked_lm run's). A Hugging Face checkpoint's heads that the task has are loaded too, and what
+        was loaded is reported in the log and the run directory's init_from.json. Not when resuming: the checkpoint holds the weights, and the run it started
         from may no longer be where it was."""
         init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
         if stage == "fit" and init_from and not self.resuming:
             backbone = self.model.encoder if isinstance(self.model, Seq2Seq) else self.model
-            load_backbone(backbone, init_from, "decoder" if isinstance(backbone, GPT) else "encoder")
+            report = load_pretrained(self, backbone, init_from)
+            if self.trainer.is_global_zero:
+                write_load_report(report, Path(self.trainer.default_root_dir))
 
     def configure_optimizers(self):
         """AdamW over the model's parameter groups (no decay on biases and norms), with ``optim``'s schedule."""

@@ -87,7 +87,8 @@ def test_bert_hidden_states_and_mlm_logits_equal_transformers_with_padding_and_t
     theirs = transformers.BertForMaskedLM.from_pretrained(bert_dir).eval()
     ours = imported(Encoder, EncoderConfig, bert_dir, "encoder")
     head = MaskedLMHead(ours.cfg, ours.tok_emb)
-    head.load_state_dict(hf.head_state(bert_dir, "mlm_head"), strict=False)
+    head.load_state_dict({k.removeprefix("mlm_head."): v for k, v in
+                          hf.head_state(bert_dir, [f"mlm_head.{k}" for k in head.state_dict()]).items()}, strict=False)
     ids, mask, types = padded_batch(len(VOCAB))
     with torch.no_grad():
         expected = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
@@ -329,10 +330,11 @@ FAMILIES = {  # each with grouped-query attention (Mistral's multi-query), and w
 }
 
 
-def decoder_folder(model, folder: Path) -> Path:
+def decoder_folder(model, folder: Path, specials=("<|endoftext|>",)) -> Path:
     save(model, folder)
     text = ["the quick brown fox jumps over the lazy dog"] * 50
-    save_tokenizer(train_tokenizer(TokenizerConfig(vocab_size=300, min_frequency=1), iter(text)), folder / "tokenizer.json")
+    tok = train_tokenizer(TokenizerConfig(vocab_size=300, min_frequency=1, special_tokens=list(specials)), iter(text))
+    save_tokenizer(tok, folder / "tokenizer.json")
     return folder
 
 
