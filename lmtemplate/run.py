@@ -549,7 +549,9 @@ def export(ckpt: str, overrides: list[str], output: Path) -> str:
     model = dataclasses.asdict(loaded.cfg.model)
     staging = output.with_name(f".{output.name}.{os.getpid()}.export.tmp")
     try:
-        architecture = hf.export(loaded.task.name, model, state["state_dict"], state.get("labels"), tokenizer, staging)
+        generate = getattr(loaded.cfg, "generate", None)  # the decoding settings of a run that generates
+        architecture = hf.export(loaded.task.name, model, state["state_dict"], state.get("labels"), tokenizer, staging,
+                                 dataclasses.asdict(generate) if dataclasses.is_dataclass(generate) else None)
         if output.is_dir():
             output.rmdir()
         staging.rename(output)

@@ -137,6 +137,7 @@ def test_a_gpt_from_scratch_exports_a_complete_folder_that_truncates_at_its_bloc
     assert (config["bos_token_id"], config["eos_token_id"], config["n_positions"]) == (0, 0, 16)
     tok = transformers.AutoTokenizer.from_pretrained(out)
     assert tok.model_max_length == 16 and tok.eos_token_id == 0
+    assert transformers.GenerationConfig.from_pretrained(out).temperature == 0.8  # the run's generate settings
     assert len(tok(" ".join(["the cat sat on the mat"] * 20), truncation=True)["input_ids"]) == 16
     rows = predict("lm", "causal_lm", "--prompt", "the cat", "generate.temperature=0", "generate.max_new_tokens=8")
     pipe = transformers.pipeline("text-generation", model=str(out), tokenizer=str(out))
