@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 
 from lmtemplate import config as C
+from lmtemplate.callbacks.averaging import training_extras, weights_for
 from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
 from lmtemplate.callbacks.progress import ProgressBar
 from lmtemplate.callbacks.tensorboard import HParams, TextSamples
@@ -234,6 +235,7 @@ def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources:
             TokenThroughput(window_size=max(2, cfg.trainer.get("log_every_n_steps", 50)), peak_flops=cfg.run.peak_flops),
             TextSamples(),
         ]
+        callbacks += training_extras(cfg, run_dir, task.metrics)
     settings = {**cfg.trainer, "strategy": build_strategy(cfg, task)}
     try:
         return L.Trainer(
@@ -363,4 +365,5 @@ def export(ckpt: str, overrides: list[str], output: Path) -> str:
     loaded = load_saved_config(config, [])
     state = read_checkpoint(checkpoint)
     model = dataclasses.asdict(loaded.cfg.model)
-    return hf.export(loaded.task.name, model, state["state_dict"], state.get("labels"), tokenizer, output)
+    return hf.export(loaded.task.name, model, weights_for(state, "export", loaded.cfg.ema), state.get("labels"), tokenizer,
+                     output)
