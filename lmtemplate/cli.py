@@ -45,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--output", metavar="DIR", required=True, help="the folder: config.json, model.safetensors, tokenizer.json")
     average = verbs.add_parser("average", parents=[common], help="average the weights of the last or best N kept checkpoints")
     average.add_argument("--ckpt", metavar="last:N|best:N", required=True, help="which of the run's checkpoint.keep checkpoints")
-    average.add_argument("--output", metavar="FILE", help="the averaged checkpoint (default: checkpoints/average-<last|best>-<N>.ckpt)")
+    average.add_argument("--output", metavar="FILE", help="the averaged checkpoint (default: in the run's checkpoints/)")
     verbs.add_parser("config", parents=[common], help="print the resolved config that fit would run")
     verbs.add_parser("tasks", parents=[common], help="list registered tasks and where each came from")
     return p

@@ -147,7 +147,7 @@ class Task(L.LightningModule):
             self.log_training(total.detach() / count, batch)
         if self.trainer.accumulate_grad_batches * self.trainer.world_size == 1:
             return total / count  # the step is this batch: its mean is the step's
-        self.step_count = count + (self.step_count or 0)
+        self.step_count = count if self.step_count is None else self.step_count + count
         return total
 
     def log_training(self, loss: torch.Tensor, batch) -> None:
@@ -315,7 +315,7 @@ class LanguageModel(Task):
         self.log(f"{stage}/ppl", self.ppl[stage])
 
 
-def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> tuple[torch.Tensor, ...]:
     """The cross-entropy summed over the labelled tokens (``labels`` is IGNORE elsewhere), and their number: the
     ``loss`` of a task whose loss is a mean over target tokens."""
     labels = labels.flatten()
