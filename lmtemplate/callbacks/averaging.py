@@ -62,7 +62,10 @@ class EMA(WeightAveraging):
             super().on_validation_epoch_start(trainer, pl_module)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if "validate" in self.cfg.averaged_in:
+        """The average stays in the model until validation ends, so that the text samples are its too."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if "validate" in self.cfg.averaged_in:  # before the checkpoints are saved (those callbacks run last)
             super().on_validation_epoch_end(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
