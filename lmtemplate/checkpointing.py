@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loops.utilities import _is_max_limit_reached
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer import call
 
 from lmtemplate.config import ConfigError
 from lmtemplate.files import WRITE_ERRORS, atomic_file, cannot_write
@@ -145,7 +146,10 @@ class LastAndBest(ModelCheckpoint):
         ``--ckpt last|best`` and a resumed run choose among files, whatever their names. Only last.ckpt, the one
         a run resumes from, holds the optimizer, schedule, loops and callbacks; a best file holds the weights
         alone (with AdamW, a third of the size)."""
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=filepath != self.last_model_path)
+        weights_only = filepath != self.last_model_path
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only)
+        if weights_only:  # what callbacks add to the weights (EMA: the average beside the trained weights)
+            call._call_callbacks_on_save_checkpoint(trainer, checkpoint)
         score = trainer.callback_metrics.get(self.monitor)
         checkpoint[RECORD] = {"step": trainer.global_step, "metric": self.monitor, "mode": self.mode,
                               "score": None if score is None else float(score)}

@@ -5,6 +5,7 @@
     python -m lmtemplate predict [-c FILE ...] [--ckpt ...] (--prompt TEXT | --input FILE | --question Q --context C)
                                  [--output FILE] [key=value ...]
     python -m lmtemplate export --ckpt last|best|PATH --output DIR [run.name=... run.version=...]
+    python -m lmtemplate average --ckpt last:N|best:N [run.name=... run.version=...] [--output FILE]
     python -m lmtemplate config [-c FILE ...] [key=value ...]
     python -m lmtemplate tasks [-c FILE ...]
     python -m lmtemplate sweep -c FILE ... [--dry-run] [key=value ...]
@@ -46,6 +47,9 @@ def parser() -> argparse.ArgumentParser:
     pred.add_argument("--output", metavar="FILE", help="where predictions go (default: in the run directory)")
     export = verbs.add_parser("export", parents=[common, ckpt], help="write a checkpoint as a Hugging Face model folder")
     export.add_argument("--output", metavar="DIR", required=True, help="the folder: config.json, model.safetensors, tokenizer.json")
+    average = verbs.add_parser("average", parents=[common], help="average the weights of the last or best N kept checkpoints")
+    average.add_argument("--ckpt", metavar="last:N|best:N", required=True, help="which of the run's checkpoint.keep checkpoints")
+    average.add_argument("--output", metavar="FILE", help="the averaged checkpoint (default: in the run's checkpoints/)")
     verbs.add_parser("config", parents=[common], help="print the resolved config that fit would run")
     verbs.add_parser("tasks", parents=[common], help="list registered tasks and where each came from")
     sweep = verbs.add_parser("sweep", parents=[common], help="run the config's sweep: section; each trial is a run")
@@ -185,12 +189,23 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_average(args) -> int:
+    from lmtemplate.average import average
+
+    if args.config:
+        raise ConfigError("average: the checkpoints are the run's, named by run.name (and run.version); drop -c")
+    output, paths = average(args.ckpt, args.overrides, Path(args.output) if args.output else None)
+    print(f"averaged {', '.join(p.name for p in paths)}\nwritten to {output}")
+    return 0
+
+
 VERBS = {
     "fit": cmd_fit,
     "validate": cmd_evaluate,
     "test": cmd_evaluate,
     "predict": cmd_predict,
     "export": cmd_export,
+    "average": cmd_average,
     "config": cmd_config,
     "tasks": cmd_tasks,
     "sweep": cmd_sweep,

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 
 from lmtemplate import config as C
+from lmtemplate.callbacks.averaging import training_extras, weights_for
 from lmtemplate.callbacks.console import Summary
 from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
 from lmtemplate.callbacks.progress import ProgressBar
@@ -389,6 +390,7 @@ def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources:
             TokenThroughput(window_size=max(2, cfg.trainer.get("log_every_n_steps", 50)), peak_flops=cfg.run.peak_flops),
             TextSamples(),
         ]
+        callbacks += training_extras(cfg, run_dir, task.metrics)
         from lmtemplate.sweep import trial_callbacks  # here: sweep.py imports this module
 
         callbacks += trial_callbacks()  # a sweep's trial reports to its study
@@ -550,8 +552,8 @@ def export(ckpt: str, overrides: list[str], output: Path) -> str:
     staging = output.with_name(f".{output.name}.{os.getpid()}.export.tmp")
     try:
         generate = getattr(loaded.cfg, "generate", None)  # the decoding settings of a run that generates
-        architecture = hf.export(loaded.task.name, model, state["state_dict"], state.get("labels"), tokenizer, staging,
-                                 dataclasses.asdict(generate) if dataclasses.is_dataclass(generate) else None)
+        architecture = hf.export(loaded.task.name, model, weights_for(state, "export", loaded.cfg.ema), state.get("labels"),
+                                 tokenizer, staging, dataclasses.asdict(generate) if dataclasses.is_dataclass(generate) else None)
         if output.is_dir():
             output.rmdir()
         staging.rename(output)

@@ -47,6 +47,16 @@ def code_checkpoint() -> bytes:
     buffer = io.BytesIO()
     torch.save({"state_dict": {}, "hook": RunsCode()}, buffer)
     return buffer.getvalue()
+def kept_checkpoint(step: int, task: str = "causal_lm", shape: tuple = (2,), validated: dict | None = None) -> bytes:
+    """A periodic checkpoint (checkpoint.keep) with one weight, as ``average`` reads it."""
+    data = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.zeros(shape)}, "global_step": step, "hyper_parameters": {"task": task},
+                **({"validated": validated} if validated else {})}, data)
+    return data.getvalue()
+
+
+KEPT = "outputs/demo/version_0/checkpoints/"
+KEPT_RUN = {"outputs/demo/version_0/config.yaml": "task: causal_lm\n", KEPT + "step-5.ckpt": kept_checkpoint(5)}
 
 
 def squad(question: str = "who sat?", answer: str = "the cat", start: int = 0) -> str:
@@ -367,6 +377,27 @@ CASES = {
                             ["sweep.seeds: expected one or more different seeds, got [1, 1] (in s.yaml)"]),
     "runs: a folder with no runs": (["runs", "empty"], {"empty/notes.txt": "not a run\n"},
                                     ["runs: no runs under empty"]),
+    # training extras: ema, checkpoint.keep, early stopping, average
+    "ema.decay out of range": (["fit", "ema.decay=1.5"], {}, ["ema.decay: expected a number in [0, 1) or null (off), got 1.5"]),
+    "ema.averaged_in names no verb": (["fit", "ema.averaged_in=[train]"], {}, ["ema.averaged_in: train is not among validate"]),
+    "ema under FSDP": (["fit", "ema.decay=0.9", "trainer.strategy=fsdp"], {}, ["ema.decay: the average of the weights",
+                                                                               "FSDP"]),
+    "checkpoint.keep negative": (["fit", "checkpoint.keep=-1"], {}, ["checkpoint.keep: expected a number of checkpoints >= 0"]),
+    "best.patience not positive": (["fit", "best.patience=0"], {}, ["best.patience: expected a positive integer, got 0"]),
+    "best.min_delta negative": (["fit", "best.min_delta=-1"], {}, ["best.min_delta: expected >= 0, got -1"]),
+    "average: not last:N or best:N": (["average", "--ckpt", "last"], KEPT_RUN, ["--ckpt last: average takes last:N or best:N"]),
+    "average with -c": (["average", "-c", "a.yaml", "--ckpt", "last:2"], {},
+                        ["average: the checkpoints are the run's", "drop -c"]),
+    "average: more than kept": (["average", "--ckpt", "last:2"], KEPT_RUN,
+                                ["--ckpt last:2: outputs/demo/version_0/checkpoints has 1 kept checkpoints",
+                                 "checkpoint.keep=2"]),
+    "average: best:N without scores": (["average", "--ckpt", "best:1"], KEPT_RUN,
+                                       ["--ckpt best:1: 0 of the kept checkpoints", "record val/loss"]),
+    "average: different shapes": (["average", "--ckpt", "last:2"],
+                                  {**KEPT_RUN, KEPT + "step-9.ckpt": kept_checkpoint(9, shape=(3,))},
+                                  ["average: 'w' is (2,) torch.float32 in " + KEPT + "step-5.ckpt but (3,)"]),
+    "average: different tasks": (["average", "--ckpt", "last:2"], {**KEPT_RUN, KEPT + "step-9.ckpt": kept_checkpoint(9, "qa")},
+                                 ["are of different tasks (causal_lm, qa)"]),
 }
 BIGRAM_FILES = {"empty.txt": "", "latin.txt": LATIN1}
 

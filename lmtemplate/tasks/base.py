@@ -19,8 +19,10 @@ from lightning.pytorch.strategies import FSDPStrategy
 import torch.nn.functional as F
 from torch import nn
 
+from lmtemplate.callbacks.averaging import weights_for
 from lmtemplate.callbacks.console import synced_elsewhere
 from lmtemplate.config import ConfigError, read_utf8
+from lmtemplate.data.base import IGNORE
 from lmtemplate.models.backbone import load_pretrained, write_load_report
 from lmtemplate.models.gpt import Block
 from lmtemplate.models.seq2seq import Seq2Seq
@@ -118,18 +120,57 @@ class Task(L.LightningModule):
         self.cfg = cfg
         self.scores: dict[str, float] = {}  # pass_scores of the last evaluation, in float64, for metrics.json
         self.partial: dict[str, str] = {}  # stage -> "k of n batches", when an evaluation pass saw part of its set
+        self.step_count: torch.Tensor | int | None = None  # tokens (or examples) of this optimizer step's micro-batches
         if dataclasses.is_dataclass(cfg):
             self.save_hyperparameters(dataclasses.asdict(cfg))
 
-    def loss(self, batch) -> torch.Tensor:
-        """The training loss of a batch (also logged as ``{stage}/loss`` in evaluation)."""
+    def loss(self, batch) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The training loss of a batch (also logged as ``{stage}/loss`` in evaluation): a mean over its examples, or,
+        for a loss that is a mean over tokens, the pair (its sum over the tokens, the number of tokens)."""
         raise NotImplementedError(f"{type(self).__name__} must define loss(batch)")
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def summed_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor | int]:
+        """``loss(batch)`` as (sum, count): a mean over examples counts the batch's examples."""
         loss = self.loss(batch)
+        if isinstance(loss, tuple):
+            return loss
+        n = self.batch_size(batch)
+        return loss * n, n
+
+    def mean_loss(self, batch) -> torch.Tensor:
+        """``loss(batch)`` as a mean per token (or example)."""
+        total, count = self.summed_loss(batch)
+        return total / count
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """The loss of one step weighs each token (or example) the same, however the step's tokens fall into the
+        accumulated micro-batches and the ranks: a micro-batch returns its sum, and ``on_before_optimizer_step``
+        divides the step's gradient by the step's count over them all (docs/runs.md)."""
+        total, count = self.summed_loss(batch)
         if self.logs_now():
-            self.log("train/loss", loss, prog_bar=True, batch_size=self.batch_size(batch))
-        return loss
+            self.log_training(total.detach() / count, batch)
+        if self.trainer.accumulate_grad_batches * self.trainer.world_size == 1:
+            return total / count  # the step is this batch: its mean is the step's
+        self.step_count = count if self.step_count is None else self.step_count + count
+        return total
+
+    def log_training(self, loss: torch.Tensor, batch) -> None:
+        """Log a micro-batch's training loss, its mean per token (or example)."""
+        self.log("train/loss", loss, prog_bar=True, batch_size=self.batch_size(batch))
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Divide the step's gradient by its tokens over the micro-batches and ranks. Lightning divided each
+        micro-batch's loss by ``accumulate_grad_batches`` and DDP (FSDP) averaged the gradient over the ranks; both
+        are multiplied back. Before clipping, which then sees the gradient of the per-token mean."""
+        if self.step_count is None:  # a training_step of its own, or one batch per step
+            return
+        count = torch.as_tensor(self.step_count, device=self.device, dtype=torch.float64)
+        count = self.trainer.strategy.reduce(count, reduce_op="sum").clamp(min=1)
+        scale = (self.trainer.accumulate_grad_batches * self.trainer.world_size / count).float()
+        self.step_count = None
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, scale)
 
     def logs_now(self) -> bool:
         """Whether the trainer writes this training step's logs (every ``trainer.log_every_n_steps``): a step's
@@ -138,7 +179,7 @@ class Task(L.LightningModule):
 
     def evaluate(self, batch, batch_idx: int, stage: str) -> None:
         """One evaluation step, for validate (``stage`` val) and test alike: logs the loss; tasks add metrics."""
-        self.log(f"{stage}/loss", self.loss(batch), prog_bar=True, sync_dist=True, batch_size=self.batch_size(batch))
+        self.log(f"{stage}/loss", self.mean_loss(batch), prog_bar=True, sync_dist=True, batch_size=self.batch_size(batch))
 
     def log_metrics(self, stage: str, metrics: nn.ModuleDict, *inputs) -> None:
         """Update ``metrics[stage]`` (a torchmetrics MetricCollection, see ``per_stage``) with ``inputs`` and log
@@ -213,6 +254,11 @@ class Task(L.LightningModule):
         """The text of the predictions file (default: one JSON object per line)."""
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """validate, test, predict: an EMA run's trained weights instead of its average if ``ema.averaged_in`` says so."""
+        if self.trainer.state.fn != "fit":
+            checkpoint["state_dict"] = weights_for(checkpoint, self.trainer.state.fn.value, self.cfg.ema)
+
     def on_train_start(self) -> None:
         loader = self.trainer.train_dataloader
         if self.trainer.ckpt_path and not isinstance(loader, _Stateful):
@@ -223,8 +269,8 @@ class Task(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Before training: ``model.init_from``, a pretrained GPT or encoder; an encoder-decoder takes it as its
         encoder (a masked_lm run's). A Hugging Face checkpoint's heads that the task has are loaded too, and what
-        was loaded is reported in the log and the run directory's init_from.json. Not when resuming: the checkpoint holds the weights, and the run it started
-        from may no longer be where it was."""
+        was loaded is reported in the log and the run directory's init_from.json. Not when resuming: the checkpoint
+        holds the weights, and the run it started from may no longer be where it was."""
         init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
         if stage == "fit" and init_from and not self.resuming:
             backbone = self.model.encoder if isinstance(self.model, Seq2Seq) else self.model
@@ -264,8 +310,9 @@ class LanguageModel(Task):
     def flops_per_batch(self) -> int:
         return self.model.flops_per_token() * self.cfg.data.batch_size * self.cfg.model.block_size
 
-    def loss(self, batch) -> torch.Tensor:
-        return F.cross_entropy(*self.scored(batch))
+    def loss(self, batch) -> tuple[torch.Tensor, int]:
+        logits, labels = self.scored(batch)
+        return F.cross_entropy(logits, labels, reduction="sum"), len(labels)
 
     def evaluate(self, batch, batch_idx: int, stage: str) -> None:
         self.log_scores(stage, *self.scored(batch))
@@ -275,6 +322,15 @@ class LanguageModel(Task):
         self.ppl[stage].update(logits.float()[None], labels[None])
         self.log(f"{stage}/loss", F.cross_entropy(logits, labels), prog_bar=True, sync_dist=True, batch_size=batch_size)
         self.log(f"{stage}/ppl", self.ppl[stage])
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> tuple[torch.Tensor, ...]:
+    """The cross-entropy summed over the labelled tokens (``labels`` is IGNORE elsewhere), and their number: the
+    ``loss`` of a task whose loss is a mean over target tokens."""
+    labels = labels.flatten()
+    total = F.cross_entropy(logits.flatten(0, -2), labels, ignore_index=IGNORE, label_smoothing=label_smoothing,
+                            reduction="sum")
+    return total, (labels != IGNORE).sum()
 
 
 def per_stage(metric: nn.Module) -> nn.ModuleDict:

@@ -11,7 +11,6 @@ import torch
 from torchmetrics import Metric
 
 from lmtemplate.config import ConfigError, require_positive
-from lmtemplate.data.base import IGNORE
 from lmtemplate.models.beam_search import Rules, beam_search, greedy
 from lmtemplate.models.gpt import _sample
 from lmtemplate.models.seq2seq import Step
@@ -85,8 +84,8 @@ class GenerationTask(Task):
         """``{stage}/loss`` weighted by the batch's target tokens, so that the pass's mean is per token; then every
         example in test with ``decode.beam_size``, in validation the first ``decode.val_sentences`` of the set (by
         ``index``) with ``decode.val_beam_size``, decoded and scored."""
-        target_tokens = int((batch["labels"] != IGNORE).sum())
-        self.log(f"{stage}/loss", self.loss(batch), prog_bar=True, sync_dist=True, batch_size=target_tokens)
+        total, target_tokens = self.summed_loss(batch)
+        self.log(f"{stage}/loss", total / target_tokens, prog_bar=True, sync_dist=True, batch_size=int(target_tokens))
         d = self.cfg.decode
         keep = [i for i, n in enumerate(batch["index"].tolist()) if stage == "test" or n < d.val_sentences]
         if not keep:
