@@ -50,8 +50,19 @@ def test_validate_uses_the_trained_weights_when_told_to():
     losses = []
     for averaged_in in ("[validate]", "[test]"):
         assert main(["validate", "--ckpt", "last", "run.name=ema", f"ema.averaged_in={averaged_in}"]) == 0
-        losses.append(json.loads(Path("outputs/ema/version_0/metrics.json").read_text())["validate"]["val/loss"])
+        losses.append(json.loads(Path("outputs/ema/version_0/metrics.json").read_text())["validate"][-1]["val/loss"])
     assert losses[0] != losses[1]
+
+
+def test_the_best_checkpoint_holds_the_weights_that_earned_its_score():
+    """Validation scored the average; the best file, weights alone, still holds it beside the trained weights."""
+    assert main(["fit", *EMA, "trainer.max_steps=10", "run.name=ema"]) == 0
+    (best,) = Path("outputs/ema/version_0/checkpoints").glob("best-*.ckpt")
+    saved = torch.load(best, weights_only=True)
+    assert "optimizer_states" not in saved and saved["state_dict"].keys() == saved["current_model_state"].keys()
+    assert main(["validate", "--ckpt", "best", "run.name=ema"]) == 0
+    scored = json.loads(Path("outputs/ema/version_0/metrics.json").read_text())["validate"][-1]["val/loss"]
+    assert scored == pytest.approx(saved["lmtemplate"]["score"], abs=1e-6)
 
 
 def test_checkpoint_keep_keeps_the_last_n_validations():
