@@ -1,5 +1,5 @@
-"""Hugging Face checkpoints in and out: BERT into the encoder; GPT-2, Llama, Qwen2 and Mistral into the GPT; and
-any such model back out.
+"""Hugging Face checkpoints in and out: BERT into the encoder; GPT-2, Llama, Qwen2 and Mistral into the GPT; BART
+and Marian into the encoder-decoder; and any such model back out.
 
 A Hugging Face model folder holds ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``); both are
 read as data, never as code (no ``transformers`` needed). One table per architecture maps this project's
@@ -63,6 +63,8 @@ ARCHITECTURES = {  # model_type -> (our backbone, the backbone's prefix inside t
     "llama": ("decoder", "model."),
     "mistral": ("decoder", "model."),
     "qwen2": ("decoder", "model."),
+    "bart": ("encoder_decoder", "model."),
+    "marian": ("encoder_decoder", "model."),
 }
 LLAMA_FAMILY = ("llama", "mistral", "qwen2")
 # The GPT's options that BERT and GPT-2 leave at their defaults (the Llama family's).
@@ -83,9 +85,12 @@ def read_config(folder: Path) -> dict:
     except (OSError, ValueError) as e:
         raise ConfigError(f"model.init_from: {path}: not a readable JSON file ({e})") from None
     kind = config.get("model_type")
+    if kind in REFUSED:
+        raise ConfigError(f"model.init_from: {path} has model_type '{kind}': {REFUSED[kind]}")
     if kind not in ARCHITECTURES:
         raise ConfigError(f"model.init_from: {path} has model_type '{kind}'; lmtemplate imports "
-                          f"{', '.join(ARCHITECTURES)} (BERT into the encoder, the others into the GPT)")
+                          f"{', '.join(ARCHITECTURES)} (BERT into the encoder, BART and Marian into the "
+                          "encoder-decoder, the others into the GPT)")
     unsupported = _unsupported(config)
     if unsupported:
         raise ConfigError(f"model.init_from: {path}: {'; '.join(unsupported)}: the project's models do not compute "
@@ -98,6 +103,8 @@ def _unsupported(c: dict) -> list[str]:
     if c["model_type"] == "bert":
         wanted = {"position_embedding_type": "absolute", "hidden_act": "gelu", "is_decoder": False,
                   "add_cross_attention": False, "intermediate_size": 4 * c.get("hidden_size", 768)}
+    elif c["model_type"] in SEQ2SEQ_FAMILIES:
+        wanted = _seq2seq_wanted(c)
     elif c["model_type"] == "gpt2":
         wanted = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "scale_attn_by_inverse_layer_idx": False,
                   "scale_attn_weights": True, "add_cross_attention": False,
@@ -155,6 +162,8 @@ def model_fields(folder: Path) -> dict:
                 "n_embd": c["n_embd"], "block_size": c["n_positions"], "positions": "learned", "bias": True,
                 "norm": "pre", "norm_eps": c.get("layer_norm_epsilon", 1e-5), "embedding_norm": False,
                 "final_norm": True, "gelu": "tanh", **DEFAULT_OPTIONS}
+    if c["model_type"] in SEQ2SEQ_FAMILIES:
+        return _seq2seq_fields(c)
     return _llama_fields(c)
 
 
@@ -188,14 +197,18 @@ def with_checkpoint_fields(schema: DictConfig, sources: list[Source], task: str)
     keys = set(schema.model.keys())
     fields = model_fields(Path(init_from))
     backbone = "either" if "arch" in keys else "encoder" if "type_vocab_size" in keys else "decoder"
-    if backbone not in ("either", fields["arch"]):
+    if fields["arch"] == "encoder_decoder" and "src_vocab_size" not in keys:
+        raise ConfigError(f"model.init_from: {init_from} is a {read_config(Path(init_from))['model_type']} "
+                          f"encoder-decoder; task {task} has none (translation and summarization take one)")
+    if fields["arch"] != "encoder_decoder" and backbone not in ("either", fields["arch"]):
         raise ConfigError(f"model.init_from: {init_from} is a {read_config(Path(init_from))['model_type']} checkpoint "
                           f"(an {fields['arch']}); task {task} needs "
                           f"{'a BERT' if backbone == 'encoder' else 'a GPT-2, Llama, Mistral or Qwen2'} one")
     if "src_vocab_size" in keys and fields["arch"] == "encoder":  # a BERT starts an encoder-decoder's encoder
         fields["arch"] = "encoder_decoder"
     separate = _given(sources, "shared_embeddings")
-    if "src_vocab_size" in keys and separate is not None and separate[1] is False:  # a target vocabulary of its own
+    if "src_vocab_size" in keys and separate is not None and separate[1] is False and "shared_embeddings" not in fields:
+        # a BERT encoder's vocabulary is the source's: the target has its own
         fields["src_vocab_size"] = fields.pop("vocab_size")
     layer = {}
     for key, value in fields.items():
@@ -301,6 +314,8 @@ def backbone_state(folder: Path, block_size: int) -> tuple[Lazy, str]:
     left out, and the model keeps its fresh one."""
     config = read_config(folder)
     kind = config["model_type"]
+    if kind in SEQ2SEQ_FAMILIES:
+        return seq2seq_state(folder, config, block_size)
     _check_window(folder, config, block_size)
     prefix = ARCHITECTURES[kind][1]
     weights = read_weights(folder).readers
@@ -343,6 +358,103 @@ def head_state(folder: Path, module: str) -> dict[str, torch.Tensor]:
     if module == "mlm_head" and "cls.predictions.bias" in weights:
         state["bias"] = weights["cls.predictions.bias"]
     return state
+
+
+# ------------------------------------------------------------------------------------ encoder-decoders: in
+
+SEQ2SEQ_FAMILIES = ("bart", "marian")
+REFUSED = {"t5": "T5's relative position bias (a learned bias per head and distance, added to every attention "
+                 "score) needs an attention the project does not have; lmtemplate imports BART and Marian "
+                 "encoder-decoders"}
+SEQ2SEQ_ACTIVATIONS = {"gelu": ("gelu", "exact"), "gelu_new": ("gelu", "tanh"), "relu": ("relu", "exact"),
+                       "silu": ("silu", "exact"), "swish": ("silu", "exact")}  # -> model.activation, model.gelu
+# ours (under encoder.blocks.{i}. / decoder.blocks.{i}.) -> theirs (under model.encoder.layers.{i}. / ...)
+BART_LAYER = {"attn.qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+              "attn.proj": "self_attn.out_proj", "ln1": "self_attn_layer_norm", "mlp.fc": "fc1", "mlp.proj": "fc2",
+              "ln2": "final_layer_norm"}
+BART_CROSS = {"cross.q": "encoder_attn.q_proj", "cross.kv": ("encoder_attn.k_proj", "encoder_attn.v_proj"),
+              "cross.proj": "encoder_attn.out_proj", "ln_cross": "encoder_attn_layer_norm"}
+BART_POSITION_OFFSET = 2  # BART's learned table starts with two rows that no position reads
+
+
+def _seq2seq_wanted(c: dict) -> dict:
+    """The BART and Marian options the encoder-decoder computes: one head count and MLP width for both halves,
+    post-LayerNorm blocks, and one vocabulary where embeddings are shared."""
+    return {"decoder_attention_heads": c.get("encoder_attention_heads"), "decoder_ffn_dim": c.get("encoder_ffn_dim"),
+            "activation_function": tuple(SEQ2SEQ_ACTIVATIONS), "normalize_before": False,
+            "add_final_layer_norm": False, "tie_word_embeddings": True,
+            **({"decoder_vocab_size": (None, c["vocab_size"])} if _shared(c) else {})}
+
+
+def _shared(c: dict) -> bool:
+    """One token table for both halves (BART's always; Marian's unless share_encoder_decoder_embeddings=false)."""
+    return c["model_type"] == "bart" or c.get("share_encoder_decoder_embeddings", True)
+
+
+def _seq2seq_fields(c: dict) -> dict:
+    """BART: learned positions (two rows offset), a LayerNorm on the embeddings; Marian: sinusoidal positions, scaled
+    embeddings; both post-LayerNorm halves without a final norm and a bias on the output logits."""
+    bart, shared = c["model_type"] == "bart", _shared(c)
+    activation, gelu = SEQ2SEQ_ACTIVATIONS[c.get("activation_function", "gelu")]
+    return {**DEFAULT_OPTIONS, "arch": "encoder_decoder", "vocab_size": c.get("decoder_vocab_size") or c["vocab_size"],
+            "src_vocab_size": 0 if shared else c["vocab_size"], "shared_embeddings": shared,
+            "tie_output": True, "n_layer": c["encoder_layers"],
+            "n_decoder_layer": c["decoder_layers"], "n_head": c["encoder_attention_heads"], "n_embd": c["d_model"],
+            "intermediate_size": c["encoder_ffn_dim"], "block_size": c["max_position_embeddings"],
+            "type_vocab_size": 0, "positions": "learned", "sinusoidal": not bart, "bias": True, "norm": "post",
+            "norm_eps": 1e-5, "embedding_norm": bart, "final_norm": False, "decoder_norms": "encoder",
+            "activation": activation, "gelu": gelu, "embedding_scale": c.get("scale_embedding", False),
+            "logits_bias": True}
+
+
+def seq2seq_names(c: dict) -> dict[str, str | tuple[str, ...]]:
+    """The encoder-decoder's module names -> BartForConditionalGeneration's or MarianMTModel's (the position tables
+    apart: BART's is offset, Marian's computed)."""
+    shared = _shared(c)
+    table = {}
+    for half, layers in (("encoder", c["encoder_layers"]), ("decoder", c["decoder_layers"])):
+        table[f"{half}.tok_emb"] = "model.shared" if shared else f"model.{half}.embed_tokens"
+        if c["model_type"] == "bart":
+            table[f"{half}.emb_ln"] = f"model.{half}.layernorm_embedding"
+        for i in range(layers):
+            for ours, theirs in {**BART_LAYER, **(BART_CROSS if half == "decoder" else {})}.items():
+                start = f"model.{half}.layers.{i}."
+                table[f"{half}.blocks.{i}.{ours}"] = tuple(start + t for t in theirs) if isinstance(theirs, tuple) \
+                    else start + theirs
+    table["decoder.lm_head"] = table["decoder.tok_emb"]  # tied (read_config refuses tie_word_embeddings=false)
+    return table
+
+
+def seq2seq_state(folder: Path, c: dict, block_size: int) -> tuple[Lazy, str]:
+    """(the encoder-decoder's state dict from a BART or Marian checkpoint, each tensor read when looked up; a
+    description). BART's position tables lose their two unused rows, Marian's are computed; ``final_logits_bias``
+    (1, vocab) becomes ``decoder.logits_bias``."""
+    from lmtemplate.models.seq2seq import sinusoids
+
+    weights = read_weights(folder).readers
+    state = {}
+    for ours, theirs in seq2seq_names(c).items():
+        for suffix in ("weight", "bias"):
+            parts = [f"{t}.{suffix}" for t in (theirs if isinstance(theirs, tuple) else (theirs,))]
+            if all(p in weights for p in parts):  # else absent: load_backbone names what the model misses
+                state[f"{ours}.{suffix}"] = partial(_joined, [weights[p] for p in parts], False)
+    for half in ("encoder", "decoder"):
+        if c["model_type"] == "bart":
+            rows = partial(_rows, weights[f"model.{half}.embed_positions.weight"], BART_POSITION_OFFSET + block_size)
+            state[f"{half}.pos_emb.weight"] = partial(_offset, rows)
+        else:
+            state[f"{half}.pos_emb.weight"] = partial(sinusoids, block_size, c["d_model"])
+    if "final_logits_bias" in weights:
+        state["decoder.logits_bias"] = partial(_flat, weights["final_logits_bias"])
+    return Lazy(state), f"a Hugging Face {', '.join(c.get('architectures') or [c['model_type']])}"
+
+
+def _offset(reader: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return reader()[BART_POSITION_OFFSET:]
+
+
+def _flat(reader: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return reader().reshape(-1)
 
 
 # ---------------------------------------------------------------------------------------------------- export

@@ -29,6 +29,7 @@ class DecodeConfig:
     max_len_b: int = 10
     min_len: int = 0  # at least this many tokens before the end (unless the maximum comes first)
     no_repeat_ngram_size: int = 0  # > 0: no n-gram of this many tokens twice in an output
+    repetition_penalty: float = 1.0  # > 1: tokens already in an output are less likely (Hugging Face's definition)
     temperature: float = 0.0  # > 0: sample (top_k, top_p) instead of greedy or beam search
     top_k: Optional[int] = None
     top_p: Optional[float] = None
@@ -46,6 +47,9 @@ class DecodeConfig:
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ConfigError(f"decode.top_p: expected a number in (0, 1], got {self.top_p}")
         require_positive("decode", self, "top_k")
+        if not self.repetition_penalty > 0:
+            raise ConfigError(f"decode.repetition_penalty: expected a positive number (1: off, > 1: penalise "
+                              f"repeated tokens), got {self.repetition_penalty}")
 
     def max_lengths(self, source_lengths: torch.Tensor, room: int | torch.Tensor) -> torch.Tensor:
         """Tokens each output may have (EOS included): ``max_len_a * source + max_len_b``, at most ``room``."""
@@ -56,7 +60,7 @@ def generate(stepper: Callable[[int], Step], bos_id: int, eos_id: int, max_lengt
              beam_size: int) -> list[list[int]]:
     """The output ids of each row: sampled when ``decode.temperature`` > 0, else greedy (``beam_size`` 1) or beam
     search; ``stepper(copies)`` makes the step function with ``copies`` rows per source."""
-    rules = Rules(d.min_len, d.no_repeat_ngram_size)
+    rules = Rules(d.min_len, d.no_repeat_ngram_size, d.repetition_penalty)
     if d.temperature > 0:
         generator = torch.Generator(device=max_lengths.device).manual_seed(d.seed)
         choose = lambda logits: _sample(logits, d.temperature, d.top_k, d.top_p, generator)[:, 0]  # noqa: E731
