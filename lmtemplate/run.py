@@ -507,7 +507,9 @@ def export(ckpt: str, overrides: list[str], output: Path) -> str:
     model = dataclasses.asdict(loaded.cfg.model)
     staging = output.with_name(f".{output.name}.{os.getpid()}.export.tmp")
     try:
-        architecture = hf.export(loaded.task.name, model, state["state_dict"], state.get("labels"), tokenizer, staging)
+        decode = getattr(loaded.cfg, "decode", None)
+        architecture = hf.export(loaded.task.name, model, state["state_dict"], state.get("labels"), tokenizer, staging,
+                                 dataclasses.asdict(decode) if dataclasses.is_dataclass(decode) else None)
         if output.is_dir():
             output.rmdir()
         staging.rename(output)

@@ -470,12 +470,15 @@ KINDS = {"GPT2LMHeadModel": "gpt2", "BertForMaskedLM": "bert", "BertForSequenceC
 
 
 def export(task: str, model: dict, state: dict[str, torch.Tensor], labels: Optional[list[str]],
-           tokenizer: Path, output: Path) -> str:
+           tokenizer: Path, output: Path, decode: Optional[dict] = None) -> str:
     """Write ``output``/config.json, model.safetensors (pytorch_model.bin without safetensors) and tokenizer.json
-    from a run's model config and state dict (the task's names); returns the architecture written."""
+    from a run's model config and state dict (the task's names); returns the architecture written. A generation
+    task's ``decode`` settings go to generation_config.json."""
+    if task in SEQ2SEQ_EXPORTS:
+        return export_seq2seq(task, model, state, tokenizer, Path(output), decode or {})
     if task not in EXPORTS:
         raise ConfigError(f"export: a {task} run has no Hugging Face counterpart; lmtemplate exports "
-                          + ", ".join(f"{t} -> {a}" for t, a in EXPORTS.items()))
+                          + ", ".join(f"{t} -> {a}" for t, a in {**EXPORTS, **SEQ2SEQ_EXPORTS}.items()))
     cfg = GPTConfig(**{f.name: model[f.name] for f in dataclasses.fields(GPTConfig)})
     architecture = _architecture(task, cfg)
     kind = KINDS[architecture]
@@ -607,3 +610,103 @@ def _save_weights(weights: dict[str, torch.Tensor], output: Path) -> None:
         torch.save(weights, output / "pytorch_model.bin")
     else:
         save_file(weights, str(output / "model.safetensors"), metadata={"format": "pt"})
+
+
+# ----------------------------------------------------------------------------------- encoder-decoders: out
+
+SEQ2SEQ_EXPORTS = {"translation": "BartForConditionalGeneration or MarianMTModel",
+                   "summarization": "BartForConditionalGeneration or MarianMTModel"}
+SOURCE_TEMPLATES = {"translation": "$A {end}", "summarization": "{start} $A {end}"}  # as the task's data encodes
+
+
+def export_seq2seq(task: str, model: dict, state: dict[str, torch.Tensor], tokenizer: Path, output: Path,
+                   decode: dict) -> str:
+    """A translation or summarization run as MarianMTModel (``model.sinusoidal``) or BartForConditionalGeneration:
+    config.json, the weights, generation_config.json (the run's decoding: its start token, beams, rules and
+    lengths), and a tokenizer that frames sources as the task does (tokenizer.json, tokenizer_config.json)."""
+    from lmtemplate.models.seq2seq import Seq2SeqConfig
+    from lmtemplate.tokenization import load_tokenizer, start_end_ids
+
+    cfg = Seq2SeqConfig(**{f.name: model[f.name] for f in dataclasses.fields(Seq2SeqConfig)})
+    kind = "marian" if cfg.sinusoidal else "bart"
+    architecture = "MarianMTModel" if cfg.sinusoidal else "BartForConditionalGeneration"
+    _check_seq2seq_exportable(task, model, cfg, kind, architecture)
+    tok = load_tokenizer(tokenizer)
+    start, end = start_end_ids(tok, task)
+    pad = next((i for i in (tok.token_to_id(t) for t in ("<pad>", "[PAD]")) if i is not None), end)
+    vocab, src_vocab = (state[f"model.{half}.tok_emb.weight"].shape[0] for half in ("decoder", "encoder"))
+    activation = {"relu": "relu", "silu": "swish", "gelu": "gelu_new" if cfg.gelu == "tanh" else "gelu"}[cfg.activation]
+    config = {"model_type": kind, "architectures": [architecture], "vocab_size": src_vocab, "d_model": cfg.n_embd,
+              "encoder_layers": cfg.n_layer, "decoder_layers": cfg.decoder_layers,
+              "encoder_attention_heads": cfg.n_head, "decoder_attention_heads": cfg.n_head,
+              "encoder_ffn_dim": cfg.mlp_width, "decoder_ffn_dim": cfg.mlp_width,
+              "max_position_embeddings": cfg.block_size, "activation_function": activation,
+              "scale_embedding": cfg.embedding_scale, "dropout": cfg.dropout, "attention_dropout": 0.0,
+              "activation_dropout": 0.0, "is_encoder_decoder": True, "tie_word_embeddings": True,
+              "pad_token_id": pad, "bos_token_id": start, "eos_token_id": end, "decoder_start_token_id": start,
+              "forced_eos_token_id": end}
+    if kind == "marian":
+        config.update(decoder_vocab_size=vocab, share_encoder_decoder_embeddings=cfg.shared_embeddings)
+    names = {ours: theirs for ours, theirs in seq2seq_names({**config, "model_type": kind}).items()
+             if ours != "decoder.lm_head"}
+    weights = {}
+    for ours, theirs in names.items():
+        for suffix in ("weight", "bias"):
+            tensor = state.get(f"model.{ours}.{suffix}")
+            if tensor is not None:
+                parts = theirs if isinstance(theirs, tuple) else (theirs,)
+                for name, part in zip(parts, tensor.split(len(tensor) // len(parts))):
+                    weights[f"{name}.{suffix}"] = part
+    if kind == "bart":  # the two rows no position reads, then ours
+        for half in ("encoder", "decoder"):
+            table = state[f"model.{half}.pos_emb.weight"]
+            weights[f"model.{half}.embed_positions.weight"] = torch.cat([table.new_zeros(BART_POSITION_OFFSET, table.size(1)), table])
+    weights["final_logits_bias"] = state.get("model.decoder.logits_bias", torch.zeros(vocab)).reshape(1, -1)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    _save_weights({k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}, output)
+    (output / "generation_config.json").write_text(json.dumps(_generation_config(config, cfg, decode), indent=2) + "\n")
+    _write_seq2seq_tokenizer(tok, task, start, end, pad, cfg.block_size, output)
+    return architecture
+
+
+def _check_seq2seq_exportable(task: str, model: dict, cfg, kind: str, architecture: str) -> None:
+    """Every option of the run's encoder-decoder that the architecture does not compute, named in one error."""
+    needs = {"arch": "encoder_decoder", "positions": "learned", "norm": "post", "decoder_norms": "encoder",
+             "final_norm": False, "embedding_norm": kind == "bart", "norm_type": "layernorm", "norm_eps": 1e-5,
+             "mlp": "gelu", "n_kv_head": 0, "bias": True, "type_vocab_size": 0, "tie_output": True,
+             "qkv_bias": None, "out_bias": None, "mlp_bias": None, **({"shared_embeddings": True} if kind == "bart" else {})}
+    wrong = [f"model.{k}={model[k]} (it needs {v})" for k, v in needs.items() if k in model and model[k] != v]
+    if wrong:
+        raise ConfigError(f"export: this {task} model does not map onto {architecture} (model.sinusoidal="
+                          f"{cfg.sinusoidal} picks it): {'; '.join(wrong)}")
+
+
+def _generation_config(config: dict, cfg, decode: dict) -> dict:
+    """``decode``'s settings as generate reads them: its lengths count the start token; a length that grows with
+    the source (decode.max_len_a > 0) has no counterpart, so the limit is the model's."""
+    room = cfg.block_size if decode.get("max_len_a", 0) > 0 else min(decode.get("max_len_b", cfg.block_size), cfg.block_size)
+    sample = decode.get("temperature", 0) > 0
+    return {"decoder_start_token_id": config["decoder_start_token_id"], "bos_token_id": config["bos_token_id"],
+            "eos_token_id": config["eos_token_id"], "pad_token_id": config["pad_token_id"],
+            "forced_eos_token_id": config["eos_token_id"], "max_length": room + 1,
+            "min_length": decode.get("min_len", 0) + 1, "num_beams": 1 if sample else decode.get("beam_size", 1),
+            "length_penalty": decode.get("length_penalty", 1.0), "early_stopping": False,
+            "no_repeat_ngram_size": decode.get("no_repeat_ngram_size", 0),
+            "repetition_penalty": decode.get("repetition_penalty", 1.0), "do_sample": sample,
+            **({"temperature": decode["temperature"], "top_k": decode.get("top_k") or 0,
+                "top_p": decode.get("top_p") or 1.0} if sample else {})}
+
+
+def _write_seq2seq_tokenizer(tok, task: str, start: int, end: int, pad: int, block_size: int, output: Path) -> None:
+    """tokenizer.json framing each source as the task's data does, and tokenizer_config.json naming its special
+    tokens and the longest source."""
+    from tokenizers.processors import TemplateProcessing
+
+    specials = {"start": tok.id_to_token(start), "end": tok.id_to_token(end)}
+    tok.post_processor = TemplateProcessing(single=SOURCE_TEMPLATES[task].format(**specials),
+                                            special_tokens=[(t, tok.token_to_id(t)) for t in set(specials.values())])
+    tok.save(str(output / "tokenizer.json"))
+    settings = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": block_size,
+                "bos_token": specials["start"], "eos_token": specials["end"], "pad_token": tok.id_to_token(pad)}
+    (output / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")

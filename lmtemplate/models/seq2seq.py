@@ -68,10 +68,12 @@ class Seq2SeqConfig(EncoderConfig):
         if self.sinusoidal and self.positions != "learned":
             raise ValueError(f"model.sinusoidal: a fixed position table needs model.positions=learned, "
                              f"got {self.positions}")
-        if self.warm_start and (self.decoder_norms != "encoder" or self.decoder_layers > self.n_layer):
-            raise ValueError(f"model.warm_start: the decoder starts as the encoder's first blocks, so it needs "
-                             f"model.decoder_norms=encoder (got {self.decoder_norms}) and at most model.n_layer "
-                             f"({self.n_layer}) decoder blocks (got {self.decoder_layers})")
+        if self.warm_start and (self.decoder_norms != "encoder" or self.decoder_layers > self.n_layer
+                                or not self.init_from):
+            raise ValueError(f"model.warm_start: the decoder starts as the pretrained encoder's first blocks, so it "
+                             f"needs model.init_from (got {self.init_from}), model.decoder_norms=encoder (got "
+                             f"{self.decoder_norms}) and at most model.n_layer ({self.n_layer}) decoder blocks (got "
+                             f"{self.decoder_layers})")
 
     @property
     def decoder_layers(self) -> int:

@@ -3,19 +3,27 @@ built on them; shared by the generation tasks (``translation``, ``summarization`
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.data.base import IGNORE
+from lmtemplate.models import hf
+from lmtemplate.models.backbone import load_backbone
 from lmtemplate.models.beam_search import Rules, beam_search, greedy
 from lmtemplate.models.gpt import _sample
-from lmtemplate.models.seq2seq import Step
-from lmtemplate.tasks.base import Task
+from lmtemplate.models.seq2seq import Seq2Seq, Step
+from lmtemplate.tasks.base import Task, per_stage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,16 +78,60 @@ def generate(stepper: Callable[[int], Step], bos_id: int, eos_id: int, max_lengt
     return beam_search(stepper(beam_size), bos_id, eos_id, max_lengths, beam_size, d.length_penalty, rules)[0]
 
 
+class Diversity(Metric):
+    """What a collapsed generator shows: ``distinct``, the share of outputs that differ from every other (1: all
+    differ; a model that writes one summary for every input scores 1 / N), and ``repeated_trigrams``, the share of
+    the outputs' word trigrams that repeat one earlier in the same output ("traffic traffic traffic traffic": 1/2)."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("hashes", default=[], dist_reduce_fx="cat")  # of the texts: strings cannot cross ranks
+        self.add_state("repeated", default=torch.tensor(0), dist_reduce_fx="sum")
+        self.add_state("trigrams", default=torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, outputs: list[str]) -> None:
+        digests = [hashlib.blake2b(o.encode(), digest_size=8).digest() for o in outputs]
+        self.hashes.append(torch.tensor([int.from_bytes(d, "little", signed=True) for d in digests], device=self.device))
+        for output in outputs:
+            words = output.split()
+            trigrams = list(zip(words, words[1:], words[2:]))
+            self.trigrams += len(trigrams)
+            self.repeated += len(trigrams) - len(set(trigrams))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        hashes = dim_zero_cat(self.hashes)
+        return {"distinct": torch.tensor(hashes.unique().numel() / max(1, hashes.numel())),
+                "repeated_trigrams": self.repeated / self.trigrams.clamp(min=1)}
+
+
 class GenerationTask(Task):
     """Evaluation and prediction by decoding: a task writes ``decode_rows`` and sets ``text_metrics`` (per stage,
     updated with the outputs and a list of references each) and ``output_key``; its config has a ``decode`` section
-    (``DecodeConfig``) and its batches ``labels`` (IGNORE on padding), ``index``, ``sources`` and ``references``."""
+    (``DecodeConfig``) and its batches ``labels`` (IGNORE on padding), ``index``, ``sources`` and ``references``.
+Every pass also scores the outputs' ``Diversity``, so that a collapse shows beside the scores."""
 
     output_key: str  # an output's key in the rows of predictions ("translation", "summary")
 
     def __init__(self, cfg, datamodule=None):
         super().__init__(cfg)
         self.samples: list[tuple[str, str, str]] = []  # (source, reference, output) of the last validation
+        self.diversity = per_stage(Diversity())
+
+    def setup(self, stage: str) -> None:
+        """``model.init_from``: a BART or Marian checkpoint is the whole encoder-decoder; anything else starts the
+        encoder (``Task.setup``), and with ``model.warm_start`` the decoder then starts as the encoder."""
+        init_from = getattr(self.cfg.model, "init_from", None)
+        if not (stage == "fit" and init_from and not self.resuming and isinstance(self.model, Seq2Seq)):
+            return super().setup(stage)
+        if hf.is_pretrained_dir(init_from) and hf.read_config(Path(init_from))["model_type"] in hf.SEQ2SEQ_FAMILIES:
+            return load_backbone(self.model, init_from, "encoder_decoder")
+        super().setup(stage)
+        if self.cfg.model.warm_start:
+            fresh = self.model.warm_start_decoder()
+            log.info("model.warm_start: the decoder starts as the encoder, but for %d fresh tensors: %s", len(fresh),
+                     ", ".join(fresh))
 
     def decode_rows(self, batch: dict, rows: list[int], beam_size: int) -> list[str]:
         """The decoded outputs of the batch's examples ``rows``."""
@@ -99,6 +151,7 @@ class GenerationTask(Task):
         # a translation has one reference, a summary a list of them
         references = [r if isinstance(r, list) else [r] for r in (batch["references"][i] for i in keep)]
         self.text_metrics[stage].update(outputs, references)
+        self.diversity[stage].update(outputs)
         if stage == "val":
             samples = [(batch["sources"][i], refs[0], out) for i, refs, out in zip(keep, references, outputs)]
             self.samples += samples[: d.samples - len(self.samples)]
@@ -112,8 +165,10 @@ class GenerationTask(Task):
         decoded = all(m.update_called for m in metric.modules() if isinstance(m, Metric))
         if self._trainer is not None:  # compute() syncs across ranks: all compute if any decoded (val_sentences<ranks)
             decoded = self.trainer.strategy.reduce_boolean_decision(decoded, all=False)
-        scores = {key: value.item() for key, value in metric.compute().items()} if decoded else {}
-        metric.reset()
+        scores = {}
+        for m in (metric, self.diversity[stage]):
+            scores.update({key: value.item() for key, value in m.compute().items()} if decoded else {})
+            m.reset()
         return scores
 
     def text_samples(self) -> list[tuple[str, str, str]]:

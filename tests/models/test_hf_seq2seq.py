@@ -128,3 +128,70 @@ def test_t5_is_refused_with_the_reason(tmp_path):
         vocab_size=VOCAB, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=4)).save_pretrained(folder)
     with pytest.raises(ConfigError, match="T5's relative position bias"):
         hf.model_fields(folder)
+
+
+# ---------------------------------------------------------------------------------------------- tasks and export
+
+QUIET = ["trainer.enable_progress_bar=false", "trainer.max_steps=2", "trainer.val_check_interval=2",
+         "trainer.limit_val_batches=1", "data.batch_size=4", "data.demo_train=40", "data.demo_val=4",
+         "decode.val_sentences=4", "optim.lr=1e-12", "optim.min_lr=0"]
+DECODE = ["decode.beam_size=1", "decode.max_len_a=0", "decode.max_len_b=12", "decode.no_repeat_ngram_size=2",
+          "decode.repetition_penalty=1.3"]
+SPECIALS = ["<pad>", "<s>", "</s>"]
+TEXTS = ["the small dogs chase a ball near the river", "a happy girl sees some old trees",
+         "people talk about the weather and the traffic in town"]
+
+
+def task_folder(kind: str, folder: Path, task: str) -> Path:
+    """A random BART or Marian folder with a byte-level BPE tokenizer.json of its vocabulary (<pad>, <s>, </s>)."""
+    from lmtemplate.tokenization import TokenizerConfig, save_tokenizer, train_tokenizer
+
+    tok = train_tokenizer(TokenizerConfig(vocab_size=300, special_tokens=SPECIALS), iter(TEXTS * 20))
+    ids = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 1,
+           "forced_eos_token_id": 2}
+    model_class, _ = FAMILIES[kind]
+    config = (transformers.BartConfig if kind == "bart" else transformers.MarianConfig)(
+        **{**SHAPE, "vocab_size": tok.get_vocab_size()}, **ids,
+        **({} if kind == "bart" else {"activation_function": "swish", "scale_embedding": True}))
+    torch.manual_seed(0)
+    model = model_class(config)
+    for name, p in model.named_parameters():
+        if "embed_positions" not in name and "norm" not in name:
+            torch.nn.init.normal_(p, std=0.2)
+    model.eval().save_pretrained(folder)
+    save_tokenizer(tok, folder / "tokenizer.json")
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(FAMILIES))
+@pytest.mark.parametrize("task", ["summarization", "translation"])
+def test_round_trip_through_the_task_and_the_pipeline_agree(tmp_path, monkeypatch, kind, task):
+    """Fit two steps at lr 1e-12 from the folder, export: the exported model computes the source's logits, and
+    AutoTokenizer with generate, reading generation_config.json, writes what the project's predict writes."""
+    from lmtemplate.cli import main
+
+    folder = task_folder(kind, tmp_path / kind, task)
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", f"task={task}", "run.name=rt", f"model.init_from={folder}", *QUIET, *DECODE]) == 0
+    assert main(["export", "--ckpt", "last", "run.name=rt", "--output", "out"]) == 0
+    model_class = FAMILIES[kind][0]
+    theirs, exported = model_class.from_pretrained(folder).eval(), model_class.from_pretrained("out").eval()
+    src, mask = padded_sources(0)
+    tgt = torch.randint(3, VOCAB - 2, (3, 7), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        difference = (exported(input_ids=src, attention_mask=mask, decoder_input_ids=tgt).logits
+                      - theirs(input_ids=src, attention_mask=mask, decoder_input_ids=tgt).logits).abs().max()
+    assert difference <= 1e-5
+    for name in ("generation_config.json", "tokenizer_config.json", "tokenizer.json"):
+        assert (Path("out") / name).is_file()
+    Path("in.txt").write_text("\n".join(TEXTS) + "\n")
+    assert main(["predict", "--ckpt", "last", "run.name=rt", "--input", "in.txt", "--output", "ours.txt",
+                 "trainer.enable_progress_bar=false"]) == 0
+    ours = Path("ours.txt").read_text().splitlines()
+    tokenizer = transformers.AutoTokenizer.from_pretrained("out")
+    generated_ids = transformers.AutoModelForSeq2SeqLM.from_pretrained("out").generate(
+        **tokenizer(TEXTS, return_tensors="pt", padding=True))  # what the pipelines (gone in transformers 5) ran
+    texts = tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
+    assert [" ".join(t.strip().splitlines()) for t in texts] == ours  # a predictions file has one line per output
+    assert len(set(ours)) > 1
