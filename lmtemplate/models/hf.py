@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmtemplate.config import ConfigError, Source
 from lmtemplate.models.gpt import LLAMA3_SCALING, GPTConfig
+from lmtemplate.models.seq2seq import Seq2SeqConfig, sinusoids
 
 # ours (under blocks.{i}.) -> theirs (under the layer prefix); a tuple is concatenated along the output dimension.
 BERT_BLOCK = {
@@ -429,8 +430,6 @@ def seq2seq_state(folder: Path, c: dict, block_size: int) -> tuple[Lazy, str]:
     """(the encoder-decoder's state dict from a BART or Marian checkpoint, each tensor read when looked up; a
     description). BART's position tables lose their two unused rows, Marian's are computed; ``final_logits_bias``
     (1, vocab) becomes ``decoder.logits_bias``."""
-    from lmtemplate.models.seq2seq import sinusoids
-
     weights = read_weights(folder).readers
     state = {}
     for ours, theirs in seq2seq_names(c).items():
@@ -624,8 +623,7 @@ def export_seq2seq(task: str, model: dict, state: dict[str, torch.Tensor], token
     """A translation or summarization run as MarianMTModel (``model.sinusoidal``) or BartForConditionalGeneration:
     config.json, the weights, generation_config.json (the run's decoding: its start token, beams, rules and
     lengths), and a tokenizer that frames sources as the task does (tokenizer.json, tokenizer_config.json)."""
-    from lmtemplate.models.seq2seq import Seq2SeqConfig
-    from lmtemplate.tokenization import load_tokenizer, start_end_ids
+    from lmtemplate.tokenization import load_tokenizer, start_end_ids  # it imports this module
 
     cfg = Seq2SeqConfig(**{f.name: model[f.name] for f in dataclasses.fields(Seq2SeqConfig)})
     kind = "marian" if cfg.sinusoidal else "bart"

@@ -87,13 +87,16 @@ class Diversity(Metric):
 
     def __init__(self):
         super().__init__()
-        self.add_state("hashes", default=[], dist_reduce_fx="cat")  # of the texts: strings cannot cross ranks
+        # of the texts (strings cannot cross ranks): 48 bits as two exact 24-bit halves in the metric's float dtype,
+        # the dtype of the empty tensor that torchmetrics gathers for a rank that decoded nothing
+        self.add_state("hashes", default=[], dist_reduce_fx="cat")
         self.add_state("repeated", default=torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("trigrams", default=torch.tensor(0), dist_reduce_fx="sum")
 
     def update(self, outputs: list[str]) -> None:
-        digests = [hashlib.blake2b(o.encode(), digest_size=8).digest() for o in outputs]
-        self.hashes.append(torch.tensor([int.from_bytes(d, "little", signed=True) for d in digests], device=self.device))
+        digests = [int.from_bytes(hashlib.blake2b(o.encode(), digest_size=6).digest(), "little") for o in outputs]
+        halves = [part for d in digests for part in (d >> 24, d & 0xFFFFFF)]
+        self.hashes.append(torch.tensor(halves, dtype=self.dtype, device=self.device))
         for output in outputs:
             words = output.split()
             trigrams = list(zip(words, words[1:], words[2:]))
@@ -101,8 +104,8 @@ class Diversity(Metric):
             self.repeated += len(trigrams) - len(set(trigrams))
 
     def compute(self) -> dict[str, torch.Tensor]:
-        hashes = dim_zero_cat(self.hashes)
-        return {"distinct": torch.tensor(hashes.unique().numel() / max(1, hashes.numel())),
+        hashes = dim_zero_cat(self.hashes).view(-1, 2) if self.hashes else torch.empty(0, 2)
+        return {"distinct": torch.tensor(hashes.unique(dim=0).size(0) / max(1, hashes.size(0))),
                 "repeated_trigrams": self.repeated / self.trigrams.clamp(min=1)}
 
 
