@@ -104,7 +104,7 @@ class Diversity(Metric):
             self.repeated += len(trigrams) - len(set(trigrams))
 
     def compute(self) -> dict[str, torch.Tensor]:
-        hashes = dim_zero_cat(self.hashes).view(-1, 2) if self.hashes else torch.empty(0, 2)
+        hashes = (dim_zero_cat(self.hashes) if len(self.hashes) else torch.empty(0)).view(-1, 2)  # synced: a tensor
         return {"distinct": torch.tensor(hashes.unique(dim=0).size(0) / max(1, hashes.size(0))),
                 "repeated_trigrams": self.repeated / self.trigrams.clamp(min=1)}
 
