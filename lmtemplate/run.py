@@ -551,9 +551,10 @@ def export(ckpt: str, overrides: list[str], output: Path) -> str:
     model = dataclasses.asdict(loaded.cfg.model)
     staging = output.with_name(f".{output.name}.{os.getpid()}.export.tmp")
     try:
-        generate = getattr(loaded.cfg, "generate", None)  # the decoding settings of a run that generates
+        # the decoding settings of a run that generates, for generation_config.json
+        decoding = getattr(loaded.cfg, "generate", None) or getattr(loaded.cfg, "decode", None)
         architecture = hf.export(loaded.task.name, model, weights_for(state, "export", loaded.cfg.ema), state.get("labels"),
-                                 tokenizer, staging, dataclasses.asdict(generate) if dataclasses.is_dataclass(generate) else None)
+                                 tokenizer, staging, dataclasses.asdict(decoding) if dataclasses.is_dataclass(decoding) else None)
         if output.is_dir():
             output.rmdir()
         staging.rename(output)

@@ -166,6 +166,11 @@ CASES = {
         ["data.max_target_tokens: 63 does not fit model.block_size=64; expected 2 to 62"]),
     "summarization: negative no_repeat_ngram_size": (["fit", "task=summarization", "decode.no_repeat_ngram_size=-1"],
                                                      {}, ["decode.no_repeat_ngram_size: expected >= 0 (0: off), got -1"]),
+    "summarization: repetition_penalty 0": (["fit", "task=summarization", "decode.repetition_penalty=0"], {},
+                                            ["decode.repetition_penalty: expected a positive number", "got 0"]),
+    "summarization: warm_start without init_from": (
+        ["fit", "task=summarization", "model.warm_start=true", "model.decoder_norms=encoder"], {},
+        ["model.warm_start: the decoder starts as the pretrained encoder's first blocks", "model.init_from (got None)"]),
     "bad fsdp.sharding_strategy": (["fit", "fsdp.sharding_strategy=HALF"], {}, ["fsdp.sharding_strategy: 'HALF'"]),
     # trainer settings
     "unknown trainer key": (["fit", "-c", "t.yaml"], {"t.yaml": "trainer:\n  max_step: 5\n"},

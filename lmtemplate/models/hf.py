@@ -1,5 +1,5 @@
-"""Hugging Face checkpoints in and out: BERT into the encoder; GPT-2, Llama, Qwen2 and Mistral into the GPT; and
-any such model back out.
+"""Hugging Face checkpoints in and out: BERT into the encoder; GPT-2, Llama, Qwen2 and Mistral into the GPT; BART
+and Marian into the encoder-decoder; and any such model back out.
 
 A Hugging Face model folder holds ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``); both are
 read as data, never as code (no ``transformers`` needed). One table per architecture maps this project's
@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmtemplate.config import ConfigError, Source
 from lmtemplate.models.gpt import LLAMA3_SCALING, GPTConfig
+from lmtemplate.models.seq2seq import Seq2SeqConfig, sinusoids
 
 # ours (under blocks.{i}.) -> theirs (under the layer prefix); a tuple is concatenated along the output dimension.
 BERT_BLOCK = {
@@ -65,6 +66,8 @@ ARCHITECTURES = {  # model_type -> (our backbone, the backbone's prefix inside t
     "llama": ("decoder", "model."),
     "mistral": ("decoder", "model."),
     "qwen2": ("decoder", "model."),
+    "bart": ("encoder_decoder", "model."),
+    "marian": ("encoder_decoder", "model."),
 }
 LLAMA_FAMILY = ("llama", "mistral", "qwen2")
 # The GPT's options that BERT and GPT-2 leave at their defaults (the Llama family's).
@@ -85,9 +88,12 @@ def read_config(folder: Path) -> dict:
     except (OSError, ValueError) as e:
         raise ConfigError(f"model.init_from: {path}: not a readable JSON file ({e})") from None
     kind = config.get("model_type")
+    if kind in REFUSED:
+        raise ConfigError(f"model.init_from: {path} has model_type '{kind}': {REFUSED[kind]}")
     if kind not in ARCHITECTURES:
         raise ConfigError(f"model.init_from: {path} has model_type '{kind}'; lmtemplate imports "
-                          f"{', '.join(ARCHITECTURES)} (BERT into the encoder, the others into the GPT)")
+                          f"{', '.join(ARCHITECTURES)} (BERT into the encoder, BART and Marian into the "
+                          "encoder-decoder, the others into the GPT)")
     unsupported = _unsupported(config)
     if unsupported:
         raise ConfigError(f"model.init_from: {path}: {'; '.join(unsupported)}: the project's models do not compute "
@@ -100,6 +106,8 @@ def _unsupported(c: dict) -> list[str]:
     if c["model_type"] == "bert":
         wanted = {"position_embedding_type": "absolute", "hidden_act": "gelu", "is_decoder": False,
                   "add_cross_attention": False, "intermediate_size": 4 * c.get("hidden_size", 768)}
+    elif c["model_type"] in SEQ2SEQ_FAMILIES:
+        wanted = _seq2seq_wanted(c)
     elif c["model_type"] == "gpt2":
         wanted = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "scale_attn_by_inverse_layer_idx": False,
                   "scale_attn_weights": True, "add_cross_attention": False,
@@ -157,6 +165,8 @@ def model_fields(folder: Path) -> dict:
                 "n_embd": c["n_embd"], "block_size": c["n_positions"], "positions": "learned", "bias": True,
                 "norm": "pre", "norm_eps": c.get("layer_norm_epsilon", 1e-5), "embedding_norm": False,
                 "final_norm": True, "gelu": "tanh", **DEFAULT_OPTIONS}
+    if c["model_type"] in SEQ2SEQ_FAMILIES:
+        return _seq2seq_fields(c)
     return _llama_fields(c)
 
 
@@ -190,14 +200,18 @@ def with_checkpoint_fields(schema: DictConfig, sources: list[Source], task: str)
     keys = set(schema.model.keys())
     fields = model_fields(Path(init_from))
     backbone = "either" if "arch" in keys else "encoder" if "type_vocab_size" in keys else "decoder"
-    if backbone not in ("either", fields["arch"]):
+    if fields["arch"] == "encoder_decoder" and "src_vocab_size" not in keys:
+        raise ConfigError(f"model.init_from: {init_from} is a {read_config(Path(init_from))['model_type']} "
+                          f"encoder-decoder; task {task} has none (translation and summarization take one)")
+    if fields["arch"] != "encoder_decoder" and backbone not in ("either", fields["arch"]):
         raise ConfigError(f"model.init_from: {init_from} is a {read_config(Path(init_from))['model_type']} checkpoint "
                           f"(an {fields['arch']}); task {task} needs "
                           f"{'a BERT' if backbone == 'encoder' else 'a GPT-2, Llama, Mistral or Qwen2'} one")
     if "src_vocab_size" in keys and fields["arch"] == "encoder":  # a BERT starts an encoder-decoder's encoder
         fields["arch"] = "encoder_decoder"
     separate = _given(sources, "shared_embeddings")
-    if "src_vocab_size" in keys and separate is not None and separate[1] is False:  # a target vocabulary of its own
+    if "src_vocab_size" in keys and separate is not None and separate[1] is False and "shared_embeddings" not in fields:
+        # a BERT encoder's vocabulary is the source's: the target has its own
         fields["src_vocab_size"] = fields.pop("vocab_size")
     layer = {}
     for key, value in fields.items():
@@ -304,6 +318,8 @@ def backbone_state(folder: Path, block_size: int) -> tuple[Lazy, str]:
     left out, and the model keeps its fresh one."""
     config = read_config(folder)
     kind = config["model_type"]
+    if kind in SEQ2SEQ_FAMILIES:
+        return seq2seq_state(folder, config, block_size)
     _check_window(folder, config, block_size)
     prefix = ARCHITECTURES[kind][1]
     weights = read_weights(folder).readers
@@ -351,6 +367,101 @@ def head_state(folder: Path, wanted) -> Lazy:
     return Lazy(readers, origin)
 
 
+# ------------------------------------------------------------------------------------ encoder-decoders: in
+
+SEQ2SEQ_FAMILIES = ("bart", "marian")
+REFUSED = {"t5": "T5's relative position bias (a learned bias per head and distance, added to every attention "
+                 "score) needs an attention the project does not have; lmtemplate imports BART and Marian "
+                 "encoder-decoders"}
+SEQ2SEQ_ACTIVATIONS = {"gelu": ("gelu", "exact"), "gelu_new": ("gelu", "tanh"), "relu": ("relu", "exact"),
+                       "silu": ("silu", "exact"), "swish": ("silu", "exact")}  # -> model.activation, model.gelu
+# ours (under encoder.blocks.{i}. / decoder.blocks.{i}.) -> theirs (under model.encoder.layers.{i}. / ...)
+BART_LAYER = {"attn.qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+              "attn.proj": "self_attn.out_proj", "ln1": "self_attn_layer_norm", "mlp.fc": "fc1", "mlp.proj": "fc2",
+              "ln2": "final_layer_norm"}
+BART_CROSS = {"cross.q": "encoder_attn.q_proj", "cross.kv": ("encoder_attn.k_proj", "encoder_attn.v_proj"),
+              "cross.proj": "encoder_attn.out_proj", "ln_cross": "encoder_attn_layer_norm"}
+BART_POSITION_OFFSET = 2  # BART's learned table starts with two rows that no position reads
+
+
+def _seq2seq_wanted(c: dict) -> dict:
+    """The BART and Marian options the encoder-decoder computes: one head count and MLP width for both halves,
+    post-LayerNorm blocks, and one vocabulary where embeddings are shared."""
+    return {"decoder_attention_heads": c.get("encoder_attention_heads"), "decoder_ffn_dim": c.get("encoder_ffn_dim"),
+            "activation_function": tuple(SEQ2SEQ_ACTIVATIONS), "normalize_before": False,
+            "add_final_layer_norm": False, "tie_word_embeddings": True,
+            **({"decoder_vocab_size": (None, c["vocab_size"])} if _shared(c) else {})}
+
+
+def _shared(c: dict) -> bool:
+    """One token table for both halves (BART's always; Marian's unless share_encoder_decoder_embeddings=false)."""
+    return c["model_type"] == "bart" or c.get("share_encoder_decoder_embeddings", True)
+
+
+def _seq2seq_fields(c: dict) -> dict:
+    """BART: learned positions (two rows offset), a LayerNorm on the embeddings; Marian: sinusoidal positions, scaled
+    embeddings; both post-LayerNorm halves without a final norm and a bias on the output logits."""
+    bart, shared = c["model_type"] == "bart", _shared(c)
+    activation, gelu = SEQ2SEQ_ACTIVATIONS[c.get("activation_function", "gelu")]
+    return {**DEFAULT_OPTIONS, "arch": "encoder_decoder", "vocab_size": c.get("decoder_vocab_size") or c["vocab_size"],
+            "src_vocab_size": 0 if shared else c["vocab_size"], "shared_embeddings": shared,
+            "tie_output": True, "n_layer": c["encoder_layers"],
+            "n_decoder_layer": c["decoder_layers"], "n_head": c["encoder_attention_heads"], "n_embd": c["d_model"],
+            "intermediate_size": c["encoder_ffn_dim"], "block_size": c["max_position_embeddings"],
+            "type_vocab_size": 0, "positions": "learned", "sinusoidal": not bart, "bias": True, "norm": "post",
+            "norm_eps": 1e-5, "embedding_norm": bart, "final_norm": False, "decoder_norms": "encoder",
+            "activation": activation, "gelu": gelu, "embedding_scale": c.get("scale_embedding", False),
+            "logits_bias": True}
+
+
+def seq2seq_names(c: dict) -> dict[str, str | tuple[str, ...]]:
+    """The encoder-decoder's module names -> BartForConditionalGeneration's or MarianMTModel's (the position tables
+    apart: BART's is offset, Marian's computed)."""
+    shared = _shared(c)
+    table = {}
+    for half, layers in (("encoder", c["encoder_layers"]), ("decoder", c["decoder_layers"])):
+        table[f"{half}.tok_emb"] = "model.shared" if shared else f"model.{half}.embed_tokens"
+        if c["model_type"] == "bart":
+            table[f"{half}.emb_ln"] = f"model.{half}.layernorm_embedding"
+        for i in range(layers):
+            for ours, theirs in {**BART_LAYER, **(BART_CROSS if half == "decoder" else {})}.items():
+                start = f"model.{half}.layers.{i}."
+                table[f"{half}.blocks.{i}.{ours}"] = tuple(start + t for t in theirs) if isinstance(theirs, tuple) \
+                    else start + theirs
+    table["decoder.lm_head"] = table["decoder.tok_emb"]  # tied (read_config refuses tie_word_embeddings=false)
+    return table
+
+
+def seq2seq_state(folder: Path, c: dict, block_size: int) -> tuple[Lazy, str]:
+    """(the encoder-decoder's state dict from a BART or Marian checkpoint, each tensor read when looked up; a
+    description). BART's position tables lose their two unused rows, Marian's are computed; ``final_logits_bias``
+    (1, vocab) becomes ``decoder.logits_bias``."""
+    weights = read_weights(folder).readers
+    state = {}
+    for ours, theirs in seq2seq_names(c).items():
+        for suffix in ("weight", "bias"):
+            parts = [f"{t}.{suffix}" for t in (theirs if isinstance(theirs, tuple) else (theirs,))]
+            if all(p in weights for p in parts):  # else absent: load_backbone names what the model misses
+                state[f"{ours}.{suffix}"] = partial(_joined, [weights[p] for p in parts], False)
+    for half in ("encoder", "decoder"):
+        if c["model_type"] == "bart":
+            rows = partial(_rows, weights[f"model.{half}.embed_positions.weight"], BART_POSITION_OFFSET + block_size)
+            state[f"{half}.pos_emb.weight"] = partial(_offset, rows)
+        else:
+            state[f"{half}.pos_emb.weight"] = partial(sinusoids, block_size, c["d_model"])
+    if "final_logits_bias" in weights:
+        state["decoder.logits_bias"] = partial(_flat, weights["final_logits_bias"])
+    return Lazy(state), f"a Hugging Face {', '.join(c.get('architectures') or [c['model_type']])}"
+
+
+def _offset(reader: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return reader()[BART_POSITION_OFFSET:]
+
+
+def _flat(reader: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return reader().reshape(-1)
+
+
 # ---------------------------------------------------------------------------------------------------- export
 
 # model.gelu -> the activation name both GPT-2's and BERT's transformers configs accept for it (ACT2FN)
@@ -369,14 +480,16 @@ SEQUENCE_CLASSIFIERS = {"GPT2LMHeadModel": "GPT2ForSequenceClassification", "Lla
 
 
 def export(task: str, model: dict, state: dict[str, torch.Tensor], labels: Optional[list[str]],
-           tokenizer: Path, output: Path, generate: Optional[dict] = None) -> str:
+           tokenizer: Path, output: Path, decoding: Optional[dict] = None) -> str:
     """Write ``output``/config.json, model.safetensors (pytorch_model.bin without safetensors), tokenizer.json,
-    tokenizer_config.json, special_tokens_map.json and, for causal_lm, generation_config.json (``generate``: the
-    run's generate settings) from a run's model config and state dict (the task's names); returns the
-    architecture written."""
+    tokenizer_config.json, special_tokens_map.json and, for a generating task, generation_config.json
+    (``decoding``: the run's generate or decode settings) from a run's model config and state dict (the task's
+    names); returns the architecture written."""
+    if task in SEQ2SEQ_EXPORTS:
+        return export_seq2seq(task, model, state, tokenizer, Path(output), decoding or {})
     if task not in EXPORTS:
         raise ConfigError(f"export: a {task} run has no Hugging Face counterpart; lmtemplate exports "
-                          + ", ".join(f"{t} -> {a}" for t, a in EXPORTS.items()))
+                          + ", ".join(f"{t} -> {a}" for t, a in {**EXPORTS, **SEQ2SEQ_EXPORTS}.items()))
     cfg = GPTConfig(**{f.name: model[f.name] for f in dataclasses.fields(GPTConfig)})
     architecture = _architecture(task, cfg, model)
     kind = KINDS[architecture]
@@ -393,7 +506,7 @@ def export(task: str, model: dict, state: dict[str, torch.Tensor], labels: Optio
     weights = _export_weights(state, cfg, kind, architecture)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    config = _complete(task, model, kind, config, weights, tokenizer, output, generate)
+    config = _complete(task, model, kind, config, weights, tokenizer, output, decoding)
     (output / "config.json").write_text(json.dumps({**config, "architectures": [architecture]}, indent=2) + "\n")
     _save_weights(weights, output)
     return architecture
@@ -622,3 +735,102 @@ def _decoding(generate: Optional[dict]) -> dict:
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------- encoder-decoders: out
+
+SEQ2SEQ_EXPORTS = {"translation": "BartForConditionalGeneration or MarianMTModel",
+                   "summarization": "BartForConditionalGeneration or MarianMTModel"}
+SOURCE_TEMPLATES = {"translation": "$A {end}", "summarization": "{start} $A {end}"}  # as the task's data encodes
+
+
+def export_seq2seq(task: str, model: dict, state: dict[str, torch.Tensor], tokenizer: Path, output: Path,
+                   decode: dict) -> str:
+    """A translation or summarization run as MarianMTModel (``model.sinusoidal``) or BartForConditionalGeneration:
+    config.json, the weights, generation_config.json (the run's decoding: its start token, beams, rules and
+    lengths), and a tokenizer that frames sources as the task does (tokenizer.json, tokenizer_config.json)."""
+    from lmtemplate.tokenization import load_tokenizer, start_end_ids  # it imports this module
+
+    cfg = Seq2SeqConfig(**{f.name: model[f.name] for f in dataclasses.fields(Seq2SeqConfig)})
+    kind = "marian" if cfg.sinusoidal else "bart"
+    architecture = "MarianMTModel" if cfg.sinusoidal else "BartForConditionalGeneration"
+    _check_seq2seq_exportable(task, model, cfg, kind, architecture)
+    tok = load_tokenizer(tokenizer)
+    start, end = start_end_ids(tok, task)
+    pad = next((i for i in (tok.token_to_id(t) for t in ("<pad>", "[PAD]")) if i is not None), end)
+    vocab, src_vocab = (state[f"model.{half}.tok_emb.weight"].shape[0] for half in ("decoder", "encoder"))
+    activation = {"relu": "relu", "silu": "swish", "gelu": "gelu_new" if cfg.gelu == "tanh" else "gelu"}[cfg.activation]
+    config = {"model_type": kind, "architectures": [architecture], "vocab_size": src_vocab, "d_model": cfg.n_embd,
+              "encoder_layers": cfg.n_layer, "decoder_layers": cfg.decoder_layers,
+              "encoder_attention_heads": cfg.n_head, "decoder_attention_heads": cfg.n_head,
+              "encoder_ffn_dim": cfg.mlp_width, "decoder_ffn_dim": cfg.mlp_width,
+              "max_position_embeddings": cfg.block_size, "activation_function": activation,
+              "scale_embedding": cfg.embedding_scale, "dropout": cfg.dropout, "attention_dropout": 0.0,
+              "activation_dropout": 0.0, "is_encoder_decoder": True, "tie_word_embeddings": True,
+              "pad_token_id": pad, "bos_token_id": start, "eos_token_id": end, "decoder_start_token_id": start,
+              "forced_eos_token_id": end}
+    if kind == "marian":
+        config.update(decoder_vocab_size=vocab, share_encoder_decoder_embeddings=cfg.shared_embeddings)
+    names = {ours: theirs for ours, theirs in seq2seq_names({**config, "model_type": kind}).items()
+             if ours != "decoder.lm_head"}
+    weights = {}
+    for ours, theirs in names.items():
+        for suffix in ("weight", "bias"):
+            tensor = state.get(f"model.{ours}.{suffix}")
+            if tensor is not None:
+                parts = theirs if isinstance(theirs, tuple) else (theirs,)
+                for name, part in zip(parts, tensor.split(len(tensor) // len(parts))):
+                    weights[f"{name}.{suffix}"] = part
+    if kind == "bart":  # the two rows no position reads, then ours
+        for half in ("encoder", "decoder"):
+            table = state[f"model.{half}.pos_emb.weight"]
+            weights[f"model.{half}.embed_positions.weight"] = torch.cat([table.new_zeros(BART_POSITION_OFFSET, table.size(1)), table])
+    weights["final_logits_bias"] = state.get("model.decoder.logits_bias", torch.zeros(vocab)).reshape(1, -1)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    _save_weights({k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}, output)
+    (output / "generation_config.json").write_text(json.dumps(_generation_config(config, cfg, decode), indent=2) + "\n")
+    _write_seq2seq_tokenizer(tok, task, start, end, pad, cfg.block_size, output)
+    return architecture
+
+
+def _check_seq2seq_exportable(task: str, model: dict, cfg, kind: str, architecture: str) -> None:
+    """Every option of the run's encoder-decoder that the architecture does not compute, named in one error."""
+    needs = {"arch": "encoder_decoder", "positions": "learned", "norm": "post", "decoder_norms": "encoder",
+             "final_norm": False, "embedding_norm": kind == "bart", "norm_type": "layernorm", "norm_eps": 1e-5,
+             "mlp": "gelu", "n_kv_head": 0, "bias": True, "type_vocab_size": 0, "tie_output": True,
+             "qkv_bias": None, "out_bias": None, "mlp_bias": None, **({"shared_embeddings": True} if kind == "bart" else {})}
+    wrong = [f"model.{k}={model[k]} (it needs {v})" for k, v in needs.items() if k in model and model[k] != v]
+    if wrong:
+        raise ConfigError(f"export: this {task} model does not map onto {architecture} (model.sinusoidal="
+                          f"{cfg.sinusoidal} picks it): {'; '.join(wrong)}")
+
+
+def _generation_config(config: dict, cfg, decode: dict) -> dict:
+    """``decode``'s settings as generate reads them: its lengths count the start token; a length that grows with
+    the source (decode.max_len_a > 0) has no counterpart, so the limit is the model's."""
+    room = cfg.block_size if decode.get("max_len_a", 0) > 0 else min(decode.get("max_len_b", cfg.block_size), cfg.block_size)
+    sample = decode.get("temperature", 0) > 0
+    return {"decoder_start_token_id": config["decoder_start_token_id"], "bos_token_id": config["bos_token_id"],
+            "eos_token_id": config["eos_token_id"], "pad_token_id": config["pad_token_id"],
+            "forced_eos_token_id": config["eos_token_id"], "max_length": room + 1,
+            "min_length": decode.get("min_len", 0) + 1, "num_beams": 1 if sample else decode.get("beam_size", 1),
+            "length_penalty": decode.get("length_penalty", 1.0), "early_stopping": False,
+            "no_repeat_ngram_size": decode.get("no_repeat_ngram_size", 0),
+            "repetition_penalty": decode.get("repetition_penalty", 1.0), "do_sample": sample,
+            **({"temperature": decode["temperature"], "top_k": decode.get("top_k") or 0,
+                "top_p": decode.get("top_p") or 1.0} if sample else {})}
+
+
+def _write_seq2seq_tokenizer(tok, task: str, start: int, end: int, pad: int, block_size: int, output: Path) -> None:
+    """tokenizer.json framing each source as the task's data does, and tokenizer_config.json naming its special
+    tokens and the longest source."""
+    from tokenizers.processors import TemplateProcessing
+
+    specials = {"start": tok.id_to_token(start), "end": tok.id_to_token(end)}
+    tok.post_processor = TemplateProcessing(single=SOURCE_TEMPLATES[task].format(**specials),
+                                            special_tokens=[(t, tok.token_to_id(t)) for t in set(specials.values())])
+    tok.save(str(output / "tokenizer.json"))
+    settings = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": block_size,
+                "bos_token": specials["start"], "eos_token": specials["end"], "pad_token": tok.id_to_token(pad)}
+    (output / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")
