@@ -64,7 +64,7 @@ def blocks(page: Path) -> list[tuple[Optional[str], list[tuple[int, str]]]]:
     """(marker, [(line number, line)]) of each code block of a page."""
     found, fenced, previous, last = [], False, "", 0
     for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
-        fence = line.startswith("```")
+        fence = line.lstrip().startswith("```")
         if fenced or fence or line.startswith("    "):
             if number != last + 1:
                 marker = MARKER.fullmatch(previous.strip())

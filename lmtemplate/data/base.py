@@ -267,14 +267,23 @@ class ExampleData(DataModule):
         self.pad_id = next((i for i in (self.tokenizer.token_to_id(t) for t in ("[PAD]", "<pad>")) if i is not None), 0)
 
     def _read(self, split: str) -> list:
-        """A split's rows: the demo's (every split at once), or its file's, read once for the splits that share it."""
+        """A split's rows: the demo's (every split at once), or its file's, read once for the splits that share it.
+        An exception from ``read`` other than ``ConfigError`` becomes one that names the file."""
         if self.cfg.data.train is None:
             demo = self.demo()
             self.rows.update({k: v for k, v in demo.items() if k != split})
             return demo[split]
         files = self.cfg.data.files()
         same = next((k for k in self.rows if files[k] == files[split]), None)
-        return self.rows[same] if same else self.read(Path(files[split]))
+        if same:
+            return self.rows[same]
+        try:
+            return self.read(Path(files[split]))
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise ConfigError(f"{files[split]} (data.{split}): {type(self).__name__}.read failed: "
+                              f"{type(e).__name__}: {e} (--debug shows the traceback)") from e
 
     def _encode(self, split: str) -> list:
         """A split's examples; an evaluation split that shares its rows with another one is encoded once."""

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from lmtemplate.cli import main
+from lmtemplate.config import ConfigError
 from lmtemplate.data.summarization import SummarizationDataModule
 from lmtemplate.run import load_config
 
@@ -69,3 +70,16 @@ def test_test_and_validate_never_read_the_other_files(files):
     Path("val.jsonl").write_text("not json\n")
     assert main(["test", "--ckpt", "best", "run.name=s"]) == 0
     assert main(["predict", "--ckpt", "best", "run.name=s", "--prompt", "a document"]) == 0
+
+
+def test_any_exception_from_read_is_an_error_naming_the_file(files, monkeypatch, capsys):
+    """A plugin's read() may raise what it likes: the command still ends in one message naming the file, exit 2."""
+    def read(self, path):
+        raise ValueError("unknown tag 'B-FOO'")
+    monkeypatch.setattr(SummarizationDataModule, "read", read)
+    with pytest.raises(ConfigError, match=r"^train.jsonl \(data.train\): SummarizationDataModule.read failed: "
+                                          r"ValueError: unknown tag 'B-FOO'"):
+        SummarizationDataModule(load_config([], [*TINY, f"run.cache_dir={files}"]).cfg)
+    assert main(["fit", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "lmtemplate: error: train.jsonl (data.train): SummarizationDataModule.read" in err
