@@ -102,7 +102,7 @@ def test_the_docs_have_commands_and_every_marker_says_why():
     assert len(ALL) > 30 and {c.page.name for c in ALL} >= {"README.md", "summarization.md", "writing-a-task.md"}
     for page in PAGES:
         for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
-            if "<!-- needs" in line or "<!-- synopsis" in line:
+            if line.startswith(("<!-- needs", "<!-- synopsis")):
                 assert MARKER.fullmatch(line.strip()), f"{page.relative_to(REPO)}:{number}: {line}"
 
 
