@@ -125,6 +125,7 @@ def test_a_decoder_keeps_the_end_of_a_long_document_and_learns_only_the_summary(
                            "data.max_target_tokens=8", "data.train=t.tsv", "data.val=t.tsv"]).cfg
     with caplog.at_level(logging.WARNING):
         dm = SummarizationDataModule(cfg)
+        dm.setup("fit")
     assert "train: cut 1 of 2 documents and 0 summaries to fit model.block_size=32 (the end of each document kept)" in caplog.text
     cut, short = dm.examples["train"]
     assert len(cut["prompt"]) == 32 - 1 - 8 and dm.tokenizer.decode(cut["prompt"]).strip().endswith("w199")
