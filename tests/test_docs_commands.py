@@ -12,7 +12,8 @@ The fast test parses every other command (its arguments, and its config where it
 ``config``). The slow test runs each page's commands in order, in a fresh folder holding links to the
 repository's configs/, plugins/ and benchmarks/, with the block's ``printf ... > FILE`` lines run before them, in
 their quick form: ``fit`` gets ``trainer.max_steps=2 trainer.val_check_interval=2 trainer.limit_val_batches=2``,
-``validate`` ``trainer.limit_val_batches=2``, ``test`` ``trainer.limit_test_batches=2`` and a benchmark
+``validate`` ``trainer.limit_val_batches=2``, ``test`` ``trainer.limit_test_batches=2``, ``sweep`` fit's (for every
+trial) and a benchmark
 ``--quick``. The own-data test runs the first command of each task page's "Your own data" section on generated
 files in the format the section shows.
 """
@@ -45,6 +46,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 MARKER = re.compile(r"<!-- (needs: (data|gpu): \S.*|synopsis) -->")
 QUICK = {"fit": ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=2"],
          "validate": ["trainer.limit_val_batches=2"], "test": ["trainer.limit_test_batches=2"]}
+QUICK["sweep"] = QUICK["fit"]  # the overrides of a sweep go to every trial
 
 
 @dataclass
@@ -114,8 +116,9 @@ def test_every_command_parses(command, monkeypatch, clean_registry):
         return
     args, extra = parser().parse_known_args(command.argv)
     assert all("=" in a and not a.startswith("-") for a in extra), extra
-    if command.marker is None and (args.config or args.verb in ("fit", "config")):
-        load_config(args.config, args.overrides + extra)
+    files = getattr(args, "config", [])  # runs takes folders, not configs
+    if command.marker is None and (files or args.verb in ("fit", "config")):
+        load_config(files, args.overrides + extra, aside=("sweep",) if args.verb == "sweep" else ())
 
 
 def quick(command: Command) -> list[str]:
