@@ -1,4 +1,5 @@
-"""What ExampleData gives every datamodule: each verb reads and encodes only the splits it uses."""
+"""What ExampleData (lmtemplate/data/base.py) gives every datamodule: each verb reads and encodes only the splits
+it uses. Not test_base.py: pytest imports test files by their base name, and tests/tasks/test_base.py has it."""
 
 import json
 from pathlib import Path
