@@ -145,6 +145,26 @@ class BestConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """Low-rank adapters (``models/lora.py``): with ``rank`` set, the backbone is frozen and adapters on the
+    projections ``targets`` names train with the task's head."""
+
+    rank: Optional[int] = None  # the adapters' rank; None: no adapters, every weight trains
+    alpha: float = 16.0  # an adapter's update is scaled by alpha / rank
+    dropout: float = 0.0  # on an adapter's input
+    targets: list[str] = field(default_factory=lambda: ["q", "v"])  # patterns of projection names: q, k, v, o, gate, up, down
+
+    def __post_init__(self) -> None:
+        require_positive("lora", self, "rank")
+        if not self.alpha > 0:
+            raise ConfigError(f"lora.alpha: expected a positive number, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout: expected a probability in [0, 1), got {self.dropout}")
+        if not self.targets:
+            raise ConfigError("lora.targets: expected at least one pattern, e.g. [q, v]")
+
+
+@dataclass
 class CommonConfig:
     """Sections every run has, whatever its task."""
 
@@ -154,6 +174,7 @@ class CommonConfig:
     trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER_DEFAULTS))
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     best: BestConfig = field(default_factory=BestConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 @dataclass

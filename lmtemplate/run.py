@@ -36,6 +36,7 @@ from lmtemplate.callbacks.tensorboard import HParams, TextSamples
 from lmtemplate.callbacks.throughput import TokenThroughput
 from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, RandomState, best_of, newest, read_checkpoint, saved
 from lmtemplate.models import hf
+from lmtemplate.models.lora import merged
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
 from lmtemplate.tasks.base import Task
 from lmtemplate.files import atomic_write_text, cannot_write, stale_temporaries
@@ -484,7 +485,7 @@ def predict(s: Session, inputs: list | Path, flag: str, output: Optional[Path] =
     return rows, path
 
 
-def export(ckpt: str, overrides: list[str], output: Path) -> str:
+def export(ckpt: str, overrides: list[str], output: Path, adapter: bool = False) -> str:
     """Write the checkpoint's model as a Hugging Face model folder (``models/hf.py``); returns its architecture.
 
     The model is described by the run's config.yaml (its shape) and the checkpoint (its weights, vocabulary size
@@ -507,7 +508,11 @@ def export(ckpt: str, overrides: list[str], output: Path) -> str:
     model = dataclasses.asdict(loaded.cfg.model)
     staging = output.with_name(f".{output.name}.{os.getpid()}.export.tmp")
     try:
-        architecture = hf.export(loaded.task.name, model, state["state_dict"], state.get("labels"), tokenizer, staging)
+        if adapter:  # a LoRA run's adapters alone, as a PEFT folder; else the whole model, adapters merged in
+            architecture = hf.export_adapter(loaded.task.name, model, state["state_dict"], loaded.cfg.lora, staging)
+        else:
+            weights = merged(state["state_dict"], loaded.cfg)
+            architecture = hf.export(loaded.task.name, model, weights, state.get("labels"), tokenizer, staging)
         if output.is_dir():
             output.rmdir()
         staging.rename(output)

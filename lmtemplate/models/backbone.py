@@ -9,8 +9,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -61,22 +63,29 @@ def hidden_states(model: nn.Module, batch: dict) -> torch.Tensor:
     return model.features(batch["input_ids"])
 
 
+def read_backbone(init_from: str, block_size: int) -> tuple[Mapping[str, torch.Tensor], Path, Optional[Path], str]:
+    """(the weights of ``model.init_from`` under the backbone's names, the file they are in, its run's config.yaml
+    (None for a Hugging Face folder), what it is in words). A Hugging Face folder's tensors are read when looked up."""
+    if hf.is_pretrained_dir(init_from):
+        source, task = hf.backbone_state(Path(init_from), block_size)
+        return source, Path(init_from), None, task
+    checkpoint, run_dir = init_source(init_from)
+    state = read_checkpoint(checkpoint)["state_dict"]
+    source = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    config = run_dir / "config.yaml" if run_dir else None
+    task = f"a {OmegaConf.load(config).get('task', '?') if config and config.is_file() else '?'} run"
+    return source, checkpoint, config, task
+
+
 def load_backbone(backbone: nn.Module, init_from: str, arch: str) -> None:
     """Copy the pretraining run's ``model.*`` weights, or a Hugging Face model's (``models/hf.py``, read one tensor
     at a time), into ``backbone``; any missing, extra or reshaped parameter is an error that names it (the config's
     shape or ``model.arch`` differs from the run's). A Hugging Face model without an output head (LlamaModel) leaves
     the backbone's fresh one."""
-    fresh = set()
-    if hf.is_pretrained_dir(init_from):
-        checkpoint, config, fresh = Path(init_from), None, {"lm_head.weight"}
-        source, task = hf.backbone_state(checkpoint, backbone.cfg.block_size)
-    else:
-        checkpoint, run_dir = init_source(init_from)
-        state = read_checkpoint(checkpoint)["state_dict"]
-        source = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-        config = run_dir / "config.yaml" if run_dir else None
-        task = f"a {OmegaConf.load(config).get('task', '?') if config and config.is_file() else '?'} run"
+    source, checkpoint, config, task = read_backbone(init_from, backbone.cfg.block_size)
     own = backbone.state_dict()
+    fresh = {k for k in own if ".lora_" in k}  # low-rank adapters (models/lora.py) are not the base's
+    fresh |= {"lm_head.weight"} if hf.is_pretrained_dir(init_from) else set()
     missing, extra = [k for k in own if k not in source and k not in fresh], [k for k in source if k not in own]
     if missing or extra:
         first = f"'{missing[0]}' is not in the checkpoint" if missing else f"the checkpoint's '{extra[0]}' is not in this model"

@@ -22,6 +22,7 @@ from torch import nn
 from lmtemplate.config import ConfigError, read_utf8
 from lmtemplate.models.backbone import load_backbone
 from lmtemplate.models.gpt import GPT, Block
+from lmtemplate.models.lora import add_adapters
 from lmtemplate.models.seq2seq import Seq2Seq
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,8 @@ def configure_adamw(module: L.LightningModule, param_groups: list[dict], cfg: Op
             raise ConfigError(f"optim.decay_steps: the {cfg.schedule} schedule needs an end; set trainer.max_steps or "
                               "optim.decay_steps, or use optim.schedule=inverse_sqrt (a time budget has no step count)")
         decay_steps = int(module.trainer.estimated_stepping_batches)
-    param_groups = [{**g, "params": list(g["params"])} for g in param_groups]  # a generator would be used up here
+    param_groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in param_groups]  # not a frozen base
+    param_groups = [g for g in param_groups if g["params"]]
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=use_fused(param_groups, cfg.fused))
     rate = (lambda step: inverse_sqrt(step, cfg)) if cfg.schedule == "inverse_sqrt" else (lambda step: warmup_decay(step, cfg, decay_steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: rate(step) / cfg.lr)
@@ -119,6 +121,46 @@ class Task(L.LightningModule):
         self.partial: dict[str, str] = {}  # stage -> "k of n batches", when an evaluation pass saw part of its set
         if dataclasses.is_dataclass(cfg):
             self.save_hyperparameters(dataclasses.asdict(cfg))
+
+    def __setattr__(self, name: str, value) -> None:
+        """With ``lora.rank`` set, the pretrained part of the task's ``self.model = ...`` (``pretrained``) is frozen
+        and gets low-rank adapters (``models/lora.py``) as it is assigned, so every task has them, plugins too; the
+        rest of what the task builds (its head, an encoder-decoder's decoder) trains."""
+        if name == "model" and isinstance(value, nn.Module) and self.adapted:
+            add_adapters(pretrained(value), self.cfg.lora)
+            init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
+            if not init_from or not Path(init_from).exists():
+                raise ConfigError(
+                    f"lora.rank={self.cfg.lora.rank}: adapters train on a frozen pretrained base, and its checkpoints "
+                    f"hold only them and the task's head; model.init_from, the base, "
+                    f"{f'is not there: {init_from}' if init_from else 'is not set'}. Name a run directory, checkpoint "
+                    "or Hugging Face folder (where it is now, if it moved)")
+        super().__setattr__(name, value)
+
+    @property
+    def adapted(self) -> bool:
+        """Whether ``self.model`` is a frozen base with adapters (``lora.rank`` set)."""
+        return getattr(getattr(getattr(self, "cfg", None), "lora", None), "rank", None) is not None
+
+    def state_dict(self, *args, **kwargs) -> dict:
+        """Everything, or with adapters, all but the frozen base: a checkpoint holds what trains, and its
+        hyper_parameters name the base (``model.init_from``), which ``setup`` loads for every verb."""
+        state = super().state_dict(*args, **kwargs)
+        if self.adapted:
+            prefix = kwargs.get("prefix", "")
+            for name in self._frozen():
+                state.pop(prefix + name, None)
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """With adapters, a checkpoint without the frozen base loads strictly into the rest."""
+        if self.adapted:
+            own = super().state_dict(keep_vars=True)
+            state_dict = {**{name: own[name] for name in self._frozen() if name in own}, **state_dict}
+        return super().load_state_dict(state_dict, strict, assign)
+
+    def _frozen(self) -> list[str]:
+        return [name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad]
 
     def loss(self, batch) -> torch.Tensor:
         """The training loss of a batch (also logged as ``{stage}/loss`` in evaluation)."""
@@ -221,11 +263,18 @@ class Task(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Before training: ``model.init_from``, a pretrained GPT or encoder; an encoder-decoder takes it as its
         encoder (a masked_lm run's). Not when resuming: the checkpoint holds the weights, and the run it started
-        from may no longer be where it was."""
+        from may no longer be where it was; except with adapters, whose frozen base every verb loads from there."""
         init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
-        if stage == "fit" and init_from and not self.resuming:
-            backbone = self.model.encoder if isinstance(self.model, Seq2Seq) else self.model
-            load_backbone(backbone, init_from, "decoder" if isinstance(backbone, GPT) else "encoder")
+        if init_from and (self.adapted or (stage == "fit" and not self.resuming)):
+            backbone = pretrained(self.model)
+            try:
+                load_backbone(backbone, init_from, "decoder" if isinstance(backbone, GPT) else "encoder")
+            except ConfigError as e:
+                if not (self.adapted and (self.resuming or stage != "fit")):
+                    raise
+                raise ConfigError(f"{e}. This run trains low-rank adapters (lora.rank={self.cfg.lora.rank}) on that "
+                                  "frozen base, and its checkpoints hold only the adapters and the task's head: the "
+                                  "base must be the one they were trained on") from None
 
     def configure_optimizers(self):
         """AdamW over the model's parameter groups (no decay on biases and norms), with ``optim``'s schedule."""
@@ -246,6 +295,11 @@ class Task(L.LightningModule):
             norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_norm)
         if log_now:
             self.log("train/grad_norm", norm)
+
+
+def pretrained(model: nn.Module) -> nn.Module:
+    """The part of a task's model that ``model.init_from`` fills: an encoder-decoder's encoder, else all of it."""
+    return model.encoder if isinstance(model, Seq2Seq) else model
 
 
 class LanguageModel(Task):
