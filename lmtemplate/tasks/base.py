@@ -123,9 +123,10 @@ class Task(L.LightningModule):
             self.save_hyperparameters(dataclasses.asdict(cfg))
 
     def __setattr__(self, name: str, value) -> None:
-        """With ``lora.rank`` set, the pretrained part of the task's ``self.model = ...`` (``pretrained``) is frozen
-        and gets low-rank adapters (``models/lora.py``) as it is assigned, so every task has them, plugins too; the
-        rest of what the task builds (its head, an encoder-decoder's decoder) trains."""
+        """With ``lora.rank`` set, the pretrained part of the task's ``self.model = ...`` (``pretrained``) gets
+        low-rank adapters (``models/lora.py``) and its frozen weights from ``model.init_from`` as it is assigned, for
+        every verb (checkpoints hold only what trains) and every task, plugins too; the rest of what the task builds
+        (its head, an encoder-decoder's decoder) trains."""
         if name == "model" and isinstance(value, nn.Module) and self.adapted:
             add_adapters(pretrained(value), self.cfg.lora)
             init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
@@ -133,8 +134,14 @@ class Task(L.LightningModule):
                 raise ConfigError(
                     f"lora.rank={self.cfg.lora.rank}: adapters train on a frozen pretrained base, and its checkpoints "
                     f"hold only them and the task's head; model.init_from, the base, "
-                    f"{f'is not there: {init_from}' if init_from else 'is not set'}. Name a run directory, checkpoint "
-                    "or Hugging Face folder (where it is now, if it moved)")
+                    f"{f'is not there: {init_from}' if init_from else 'is not set'}. Set model.init_from to a run "
+                    "directory, checkpoint or Hugging Face folder (for a run whose base moved: where it is now)")
+            base = pretrained(value)
+            try:
+                load_backbone(base, init_from, "decoder" if isinstance(base, GPT) else "encoder")
+            except ConfigError as e:
+                raise ConfigError(f"{e}. With lora.rank={self.cfg.lora.rank} that base is frozen and a checkpoint holds "
+                                  "only the adapters and the task's head: the base must be the one they trained on") from None
         super().__setattr__(name, value)
 
     @property
@@ -144,7 +151,7 @@ class Task(L.LightningModule):
 
     def state_dict(self, *args, **kwargs) -> dict:
         """Everything, or with adapters, all but the frozen base: a checkpoint holds what trains, and its
-        hyper_parameters name the base (``model.init_from``), which ``setup`` loads for every verb."""
+        hyper_parameters name the base (``model.init_from``), which every verb loads as the task sets ``self.model``."""
         state = super().state_dict(*args, **kwargs)
         if self.adapted:
             prefix = kwargs.get("prefix", "")
@@ -263,18 +270,11 @@ class Task(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Before training: ``model.init_from``, a pretrained GPT or encoder; an encoder-decoder takes it as its
         encoder (a masked_lm run's). Not when resuming: the checkpoint holds the weights, and the run it started
-        from may no longer be where it was; except with adapters, whose frozen base every verb loads from there."""
+        from may no longer be where it was. (With adapters, the base was loaded when the task set ``self.model``.)"""
         init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
-        if init_from and (self.adapted or (stage == "fit" and not self.resuming)):
+        if stage == "fit" and init_from and not self.resuming and not self.adapted:
             backbone = pretrained(self.model)
-            try:
-                load_backbone(backbone, init_from, "decoder" if isinstance(backbone, GPT) else "encoder")
-            except ConfigError as e:
-                if not (self.adapted and (self.resuming or stage != "fit")):
-                    raise
-                raise ConfigError(f"{e}. This run trains low-rank adapters (lora.rank={self.cfg.lora.rank}) on that "
-                                  "frozen base, and its checkpoints hold only the adapters and the task's head: the "
-                                  "base must be the one they were trained on") from None
+            load_backbone(backbone, init_from, "decoder" if isinstance(backbone, GPT) else "encoder")
 
     def configure_optimizers(self):
         """AdamW over the model's parameter groups (no decay on biases and norms), with ``optim``'s schedule."""
