@@ -156,12 +156,14 @@ def test_a_run_with_adapters_resumes_exactly(bases, tmp_path, monkeypatch):
 def test_a_run_with_adapters_trains_under_ddp(bases, tmp_path):
     args = [*CAUSAL, *QUIET, *LORA, f"model.init_from={bases['decoder']}", "trainer.max_steps=4", "trainer.devices=2",
             "trainer.strategy=ddp", "run.name=ddp"]
-    proc = subprocess.run([sys.executable, "-m", "lmtemplate", "fit", *args], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    state = checkpoint(tmp_path / "outputs/ddp/version_0")["state_dict"]
-    assert state and all(".lora_" in k for k in state)
-    assert main(["validate", "--ckpt", "last", f"run.root={tmp_path / 'outputs'}", "run.name=ddp", *QUIET]) == 0
+    for verb in (["fit", *args], ["validate", "--ckpt", "last", "run.name=ddp"]):  # both ranks load base + adapters
+        proc = subprocess.run([sys.executable, "-m", "lmtemplate", *verb], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "outputs/ddp/version_0"
+    assert all(".lora_" in k for k in checkpoint(run)["state_dict"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["validate"]["val/loss"] == pytest.approx(metrics["val/loss"], abs=1e-6)
 
 
 # ----------------------------------------------------------------------------------------- export and PEFT
