@@ -7,7 +7,7 @@ size of the last checkpoint.
 
 Each run is ``fit -c configs/finetune/sst2-minilm.yaml [-c configs/finetune/sst2-minilm-lora.yaml]`` with the same
 ``trainer.max_steps``, in a process of its own, so that its peak memory is its own: CUDA's peak allocation on a GPU,
-else the process's peak resident memory. The median leaves out the first 10 steps (1 with --quick); validation
+else the process's peak resident memory. The median leaves out the first 10 steps (a quarter of a short run's); validation
 steps show as outliers, which a median ignores. Writes outputs/benchmarks/lora-sst2.json. Needs
 ``pip install -e '.[bench,pretrained]'`` and ../shared/data/sst2, as benchmarks/pretrained.py does.
 """
@@ -34,11 +34,11 @@ CONFIGS = {"full": [ROOT / "configs/finetune/sst2-minilm.yaml"],
            "lora": [ROOT / "configs/finetune/sst2-minilm.yaml", ROOT / "configs/finetune/sst2-minilm-lora.yaml"]}
 
 
-def measure(variant: str, overrides: list[str], warmup: int) -> dict:
+def measure(variant: str, overrides: list[str]) -> dict:
     """One fit (this process's only one) and what it cost."""
     session = run.prepare("fit", [str(c) for c in CONFIGS[variant]], overrides)
     params = {id(p): p for p in session.module.parameters()}.values()
-    timer = StepTimer(warmup=warmup)
+    timer = StepTimer(warmup=min(10, session.trainer.max_steps // 4))
     session.trainer.callbacks.append(timer)
     metrics = run.fit(session)
     cuda = torch.cuda.is_available()
@@ -64,7 +64,7 @@ def main() -> None:
     p.add_argument("--variant", choices=sorted(CONFIGS), help=argparse.SUPPRESS)  # a child process: one run
     args, overrides = p.parse_known_args()
     if args.variant:
-        Path(args.out).write_text(json.dumps(measure(args.variant, overrides, 1 if args.quick else 10)))
+        Path(args.out).write_text(json.dumps(measure(args.variant, overrides)))
         return
     checkpoint = Path(args.checkpoint) if args.checkpoint else minilm()
     data = Path(args.data or ROOT.parent / "shared" / "data" / "sst2")
@@ -80,7 +80,7 @@ def main() -> None:
         for variant in CONFIGS:
             part = Path(tmp) / f"{variant}.json"
             subprocess.run([sys.executable, __file__, "--variant", variant, "--out", str(part),
-                            *(["--quick"] if args.quick else []), *overrides], check=True)
+                            *overrides], check=True)
             results[variant] = json.loads(part.read_text())
     full, lora = results["full"], results["lora"]
     rows = [[v, f"{100 * r['trainable_params'] / r['params']:.2f}%", r["accuracy"], r["ms_per_step_median"],

@@ -138,6 +138,8 @@ def test_validate_test_and_predict_load_the_base_with_the_adapters(bases, tmp_pa
     assert main(["validate", "--ckpt", "last", "run.name=lora", *QUIET]) == 0
     assert json.loads((run / "metrics.json").read_text())["validate"]["val/loss"] == pytest.approx(metrics["val/loss"], abs=1e-6)
     assert main(["test", "--ckpt", "last", "run.name=lora", *QUIET]) == 0
+    moved = shutil.copytree(bases["decoder"], tmp_path / "moved")  # a base found where it is now
+    assert main(["validate", "--ckpt", "last", "run.name=lora", f"model.init_from={moved}", *QUIET]) == 0
     assert main(["predict", "--ckpt", "last", "run.name=lora", "--prompt", "the", "generate.temperature=0", *QUIET]) == 0
     base_size = (bases["decoder"] / "checkpoints/last.ckpt").stat().st_size
     lora_size = (run / "checkpoints/last.ckpt").stat().st_size
