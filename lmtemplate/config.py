@@ -152,7 +152,7 @@ class LoRAConfig:
     rank: Optional[int] = None  # the adapters' rank; None: no adapters, every weight trains
     alpha: float = 16.0  # an adapter's update is scaled by alpha / rank
     dropout: float = 0.0  # on an adapter's input
-    targets: list[str] = field(default_factory=lambda: ["q", "v"])  # patterns of projection names: q, k, v, o, gate, up, down
+    targets: list[str] = field(default_factory=lambda: ["q", "v"])  # patterns of projection names (q k v o gate up down)
 
     def __post_init__(self) -> None:
         require_positive("lora", self, "rank")

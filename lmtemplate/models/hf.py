@@ -501,7 +501,7 @@ def export_adapter(task: str, model: dict, state: dict[str, torch.Tensor], lora,
     architecture = _architecture(task, cfg) if task in EXPORTS else None
     trained = [k for k in state if ".lora_" not in k]
     if KINDS.get(architecture) not in ("llama", "qwen2") or trained:
-        why = f"it trains {trained[0]} besides its adapters" if trained else "PEFT adapters here are for Llama and Qwen2"
+        why = f"it trains {trained[0]} besides its adapters" if trained else "PEFT folders are for Llama and Qwen2"
         raise ConfigError(f"export --adapter: a {task} run{f' (a {architecture})' if architecture else ''} has no PEFT "
                           f"adapter folder ({why}); export the model with its adapters merged in, without --adapter")
     kind = KINDS[architecture]

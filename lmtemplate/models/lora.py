@@ -59,7 +59,8 @@ class LoRALinear(nn.Linear):
         self.scale = cfg.alpha / cfg.rank
         like = {"device": linear.weight.device, "dtype": linear.weight.dtype}
         self.lora_A = nn.ParameterDict({p: torch.empty(cfg.rank, self.in_features, **like) for p in parts})
-        self.lora_B = nn.ParameterDict({p: torch.zeros(stop - start, cfg.rank, **like) for p, (start, stop) in parts.items()})
+        self.lora_B = nn.ParameterDict({p: torch.zeros(stop - start, cfg.rank, **like)
+                                        for p, (start, stop) in parts.items()})
         for a in self.lora_A.values():
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # as nn.Linear and PEFT initialise A
         self.lora_dropout = nn.Dropout(cfg.dropout)
@@ -81,12 +82,11 @@ def add_adapters(model: nn.Module, cfg: LoRAConfig) -> None:
     for module, linear in list(model.named_modules()):
         if not isinstance(linear, nn.Linear):
             continue
-        parts = parts_of(module, linear.out_features, linear.in_features, swiglu)
-        found += [part_name(module, p) for p in parts]
         chosen = {}
-        for part, rows in parts.items():
-            hits = {t for t in cfg.targets if fnmatchcase(part_name(module, part), t)
-                    or fnmatchcase(part_name(module, part), f"*.{t}")}
+        for part, rows in parts_of(module, linear.out_features, linear.in_features, swiglu).items():
+            name = part_name(module, part)
+            hits = {t for t in cfg.targets if fnmatchcase(name, t) or fnmatchcase(name, f"*.{t}")}
+            found.append(name)
             used |= hits
             if hits:
                 chosen[part] = rows

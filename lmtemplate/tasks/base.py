@@ -90,7 +90,7 @@ def configure_adamw(module: L.LightningModule, param_groups: list[dict], cfg: Op
             raise ConfigError(f"optim.decay_steps: the {cfg.schedule} schedule needs an end; set trainer.max_steps or "
                               "optim.decay_steps, or use optim.schedule=inverse_sqrt (a time budget has no step count)")
         decay_steps = int(module.trainer.estimated_stepping_batches)
-    param_groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in param_groups]  # not a frozen base
+    param_groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in param_groups]  # no frozen one
     param_groups = [g for g in param_groups if g["params"]]
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=use_fused(param_groups, cfg.fused))
     rate = (lambda step: inverse_sqrt(step, cfg)) if cfg.schedule == "inverse_sqrt" else (lambda step: warmup_decay(step, cfg, decay_steps))
@@ -136,12 +136,12 @@ class Task(L.LightningModule):
                     f"hold only them and the task's head; model.init_from, the base, "
                     f"{f'is not there: {init_from}' if init_from else 'is not set'}. Set model.init_from to a run "
                     "directory, checkpoint or Hugging Face folder (for a run whose base moved: where it is now)")
-            base = pretrained(value)
             try:
-                load_backbone(base, init_from, "decoder" if isinstance(base, GPT) else "encoder")
+                load_pretrained(value, init_from)
             except ConfigError as e:
-                raise ConfigError(f"{e}. With lora.rank={self.cfg.lora.rank} that base is frozen and a checkpoint holds "
-                                  "only the adapters and the task's head: the base must be the one they trained on") from None
+                raise ConfigError(f"{e}. With lora.rank={self.cfg.lora.rank} that base is frozen and a checkpoint "
+                                  "holds only the adapters and the task's head: the base must be the one they trained "
+                                  "on") from None
         super().__setattr__(name, value)
 
     @property
@@ -273,8 +273,7 @@ class Task(L.LightningModule):
         from may no longer be where it was. (With adapters, the base was loaded when the task set ``self.model``.)"""
         init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
         if stage == "fit" and init_from and not self.resuming and not self.adapted:
-            backbone = pretrained(self.model)
-            load_backbone(backbone, init_from, "decoder" if isinstance(backbone, GPT) else "encoder")
+            load_pretrained(self.model, init_from)
 
     def configure_optimizers(self):
         """AdamW over the model's parameter groups (no decay on biases and norms), with ``optim``'s schedule."""
@@ -300,6 +299,12 @@ class Task(L.LightningModule):
 def pretrained(model: nn.Module) -> nn.Module:
     """The part of a task's model that ``model.init_from`` fills: an encoder-decoder's encoder, else all of it."""
     return model.encoder if isinstance(model, Seq2Seq) else model
+
+
+def load_pretrained(model: nn.Module, init_from: str) -> None:
+    """Fill the ``pretrained`` part of a task's model, a GPT or an encoder, from ``model.init_from``."""
+    base = pretrained(model)
+    load_backbone(base, init_from, "decoder" if isinstance(base, GPT) else "encoder")
 
 
 class LanguageModel(Task):
