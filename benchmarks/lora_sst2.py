@@ -2,10 +2,10 @@
 at equal steps: the share of trainable parameters, dev accuracy, median ms per training step, peak memory and the
 size of the last checkpoint.
 
-    python benchmarks/lora_sst2.py              # configs/finetune/sst2-minilm.yaml, then with sst2-minilm-lora.yaml
+    python benchmarks/lora_sst2.py              # configs/finetune/sst2-minilm.yaml, then sst2-minilm-lora.yaml
     python benchmarks/lora_sst2.py --quick --checkpoint DIR --data DIR   # 6 steps on 200 sentences (the tests)
 
-Each run is ``fit -c configs/finetune/sst2-minilm.yaml [-c configs/finetune/sst2-minilm-lora.yaml]`` with the same
+Each run is ``fit -c configs/finetune/sst2-minilm.yaml`` or ``sst2-minilm-lora.yaml`` (the same, with adapters) with the same
 ``trainer.max_steps``, in a process of its own, so that its peak memory is its own: CUDA's peak allocation on a GPU,
 else the process's peak resident memory. The median leaves out the first 10 steps (a quarter of a short run's); validation
 steps show as outliers, which a median ignores. Writes outputs/benchmarks/lora-sst2.json. Needs
@@ -30,13 +30,12 @@ from pretrained import data_overrides, minilm
 
 from lmtemplate import run
 
-CONFIGS = {"full": [ROOT / "configs/finetune/sst2-minilm.yaml"],
-           "lora": [ROOT / "configs/finetune/sst2-minilm.yaml", ROOT / "configs/finetune/sst2-minilm-lora.yaml"]}
+CONFIGS = {"full": ROOT / "configs/finetune/sst2-minilm.yaml", "lora": ROOT / "configs/finetune/sst2-minilm-lora.yaml"}
 
 
 def measure(variant: str, overrides: list[str]) -> dict:
     """One fit (this process's only one) and what it cost."""
-    session = run.prepare("fit", [str(c) for c in CONFIGS[variant]], overrides)
+    session = run.prepare("fit", [str(CONFIGS[variant])], overrides)
     params = {id(p): p for p in session.module.parameters()}.values()
     timer = StepTimer(warmup=min(10, session.trainer.max_steps // 4))
     session.trainer.callbacks.append(timer)
