@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loops.utilities import _is_max_limit_reached
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer import call
 
 from lmtemplate.config import ConfigError
 from lmtemplate.files import WRITE_ERRORS, atomic_file, cannot_write
@@ -140,12 +141,22 @@ class LastAndBest(ModelCheckpoint):
         """Nothing: which checkpoints exist is read from the folder when training starts (``_adopt_folder``), not
         from paths saved in the checkpoint, which go stale when a run is moved or killed between two saves."""
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        """Each checkpoint records its step and its score (the latest validation's ``monitor``), by which
-        ``--ckpt last|best`` and a resumed run choose among files, whatever their names."""
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        """Save with a record of the step and the score (the latest validation's ``monitor``), by which
+        ``--ckpt last|best`` and a resumed run choose among files, whatever their names. Only last.ckpt, the one
+        a run resumes from, holds the optimizer, schedule, loops and callbacks; a best file holds the weights
+        alone (with AdamW, a third of the size)."""
+        weights_only = filepath != self.last_model_path
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only)
+        if weights_only:  # what callbacks add to the weights (EMA: the average beside the trained weights)
+            call._call_callbacks_on_save_checkpoint(trainer, checkpoint)
         score = trainer.callback_metrics.get(self.monitor)
         checkpoint[RECORD] = {"step": trainer.global_step, "metric": self.monitor, "mode": self.mode,
                               "score": None if score is None else float(score)}
+        trainer.strategy.save_checkpoint(checkpoint, filepath)
+        trainer.strategy.barrier("LastAndBest._save_checkpoint")
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
 
     def _adopt_folder(self, trainer) -> None:
         """Continue from the checkpoints the folder holds: the best of its best files by their stored scores is

@@ -5,13 +5,17 @@
     python -m lmtemplate predict [-c FILE ...] [--ckpt ...] (--prompt TEXT | --input FILE | --question Q --context C)
                                  [--output FILE] [key=value ...]
     python -m lmtemplate export --ckpt last|best|PATH --output DIR [--adapter] [run.name=... run.version=...]
+    python -m lmtemplate average --ckpt last:N|best:N [run.name=... run.version=...] [--output FILE]
     python -m lmtemplate config [-c FILE ...] [key=value ...]
     python -m lmtemplate tasks [-c FILE ...]
+    python -m lmtemplate sweep -c FILE ... [--dry-run] [key=value ...]
+    python -m lmtemplate runs [PATH ...] [--metric NAME] [--csv | --json] [--plot FILE.png]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from pathlib import Path
@@ -44,8 +48,21 @@ def parser() -> argparse.ArgumentParser:
     export = verbs.add_parser("export", parents=[common, ckpt], help="write a checkpoint as a Hugging Face model folder")
     export.add_argument("--output", metavar="DIR", required=True, help="the folder: config.json, model.safetensors, tokenizer.json")
     export.add_argument("--adapter", action="store_true", help="a LoRA run's adapters alone, as a PEFT adapter folder")
+    average = verbs.add_parser("average", parents=[common], help="average the weights of the last or best N kept checkpoints")
+    average.add_argument("--ckpt", metavar="last:N|best:N", required=True, help="which of the run's checkpoint.keep checkpoints")
+    average.add_argument("--output", metavar="FILE", help="the averaged checkpoint (default: in the run's checkpoints/)")
     verbs.add_parser("config", parents=[common], help="print the resolved config that fit would run")
     verbs.add_parser("tasks", parents=[common], help="list registered tasks and where each came from")
+    sweep = verbs.add_parser("sweep", parents=[common], help="run the config's sweep: section; each trial is a run")
+    sweep.add_argument("--dry-run", action="store_true", help="check the sweep and list what it would run; run nothing")
+    runs = verbs.add_parser("runs", help="compare the runs under each PATH (default outputs), seeds grouped")
+    runs.add_argument("paths", nargs="*", default=["outputs"], metavar="PATH", help="a sweep, or any folder of runs")
+    runs.add_argument("--metric", help="the metric rows are sorted by (default: the runs' best.metric)")
+    out = runs.add_mutually_exclusive_group()
+    out.add_argument("--csv", action="store_true", help="the table as CSV")
+    out.add_argument("--json", action="store_true", help="the table as JSON")
+    runs.add_argument("--plot", metavar="FILE.png", help="also draw the metric against each setting, and the curves")
+    runs.set_defaults(overrides=[], debug=False)
     return p
 
 
@@ -56,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unrecognized arguments: {' '.join(unknown)} (overrides are key=value)")
     args.overrides += extra  # overrides may also come after options
+    if args.verb in ("fit", "validate", "test", "predict"):
+        from lmtemplate.callbacks.console import quiet
+
+        quiet()
     try:
         return VERBS[args.verb](args)
     except (ConfigError, OSError) as e:
@@ -69,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_config(args) -> int:
     from lmtemplate.config import to_yaml
-    from lmtemplate.run import load_config
+    from lmtemplate.run import resolved_config
 
-    print(to_yaml(load_config(args.config, args.overrides).data), end="")
+    print(to_yaml(resolved_config(args.config, args.overrides)), end="")
     return 0
 
 
@@ -136,9 +157,10 @@ def cmd_predict(args) -> int:
     s = run.prepare("predict", args.config, args.overrides, args.ckpt or "best")
     rows, out = run.predict(s, inputs, flag, Path(args.output) if args.output else None)
     if s.trainer.is_global_zero:
-        for row in rows:
-            print(row)
-        print(f"written to {out}")
+        if flag != "--input" and args.output is None:  # an input typed on the command line: its answer goes there too
+            for row in rows:
+                print(json.dumps(row, ensure_ascii=False))
+        print(f"{len(rows)} prediction{'s' * (len(rows) != 1)} written to {out}")
     return 0
 
 
@@ -152,12 +174,41 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from lmtemplate import sweep
+
+    return sweep.sweep(args.config, args.overrides, args.dry_run)
+
+
+def cmd_runs(args) -> int:
+    from lmtemplate import runs
+
+    if args.overrides:
+        raise ConfigError(f"runs: takes folders, not overrides: {' '.join(args.overrides)}")
+    form = "csv" if args.csv else "json" if args.json else "text"
+    print(runs.report(args.paths, args.metric, form, args.plot), end="")
+    return 0
+
+
+def cmd_average(args) -> int:
+    from lmtemplate.average import average
+
+    if args.config:
+        raise ConfigError("average: the checkpoints are the run's, named by run.name (and run.version); drop -c")
+    output, paths = average(args.ckpt, args.overrides, Path(args.output) if args.output else None)
+    print(f"averaged {', '.join(p.name for p in paths)}\nwritten to {output}")
+    return 0
+
+
 VERBS = {
     "fit": cmd_fit,
     "validate": cmd_evaluate,
     "test": cmd_evaluate,
     "predict": cmd_predict,
     "export": cmd_export,
+    "average": cmd_average,
     "config": cmd_config,
     "tasks": cmd_tasks,
+    "sweep": cmd_sweep,
+    "runs": cmd_runs,
 }

@@ -139,9 +139,48 @@ class FSDPConfig:
 
 @dataclass
 class BestConfig:
-    """Which validation metric picks ``best-<step>.ckpt``."""
+    """Which validation metric picks ``best-<step>.ckpt``, and when it stops the run."""
 
     metric: Optional[str] = None  # one of the task's metrics (see `python -m lmtemplate config`); None: its first
+    patience: Optional[int] = None  # stop after this many validations without improvement; None: never
+    min_delta: float = 0.0  # an improvement is by more than this
+
+    def __post_init__(self) -> None:
+        require_positive("best", self, "patience")
+        if self.min_delta < 0:
+            raise ConfigError(f"best.min_delta: expected >= 0, got {self.min_delta}")
+
+
+VERBS_WITH_WEIGHTS = ("validate", "test", "predict", "export")
+
+
+@dataclass
+class EMAConfig:
+    """An exponential moving average of the weights (``callbacks/averaging.py``)."""
+
+    decay: Optional[float] = None  # e.g. 0.999; None: off
+    start: int = 0  # the optimizer step the average starts from; before it, it is a copy of the weights
+    averaged_in: list[str] = field(default_factory=lambda: list(VERBS_WITH_WEIGHTS))  # the verbs that use it
+
+    def __post_init__(self) -> None:
+        if self.decay is not None and not 0 <= self.decay < 1:
+            raise ConfigError(f"ema.decay: expected a number in [0, 1) or null (off), got {self.decay}")
+        if self.start < 0:
+            raise ConfigError(f"ema.start: expected a step >= 0, got {self.start}")
+        unknown = [v for v in self.averaged_in if v not in VERBS_WITH_WEIGHTS]
+        if unknown:
+            raise ConfigError(f"ema.averaged_in: {', '.join(unknown)} is not among {', '.join(VERBS_WITH_WEIGHTS)}")
+
+
+@dataclass
+class CheckpointConfig:
+    """Periodic checkpoints, for ``average``: ``checkpoints/step-<k>.ckpt`` at each validation."""
+
+    keep: int = 0  # the last N of them; 0: none
+
+    def __post_init__(self) -> None:
+        if self.keep < 0:
+            raise ConfigError(f"checkpoint.keep: expected a number of checkpoints >= 0, got {self.keep}")
 
 
 @dataclass
@@ -174,6 +213,8 @@ class CommonConfig:
     trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER_DEFAULTS))
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     best: BestConfig = field(default_factory=BestConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
@@ -476,6 +517,14 @@ def _number_hint(value: Any, t: Any) -> str:
         return (f"; YAML reads {value!r} as text, not a number (it is quoted, or an exponent without a dot and a "
                 f"sign such as 1e3): write {suggestion}")
     return f"; write {suggestion}"
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested sections as dotted keys: ``{"model": {"n_layer": 4}}`` -> ``{"model.n_layer": 4}``."""
+    out = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -6,7 +6,7 @@ Run directory layout (``<run.root>/<run.name>/version_<n>/``)::
     tokenizer.json
     checkpoints/       last.ckpt and best-<step>.ckpt (by the task's monitored metric)
     events.out.tfevents.*
-    metrics.json       final validation / test metrics
+    metrics.json       fit's final validation; a list of blocks for validate and test, one per checkpoint scored
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer
 
 from lmtemplate import config as C
+from lmtemplate.callbacks.averaging import training_extras, weights_for
+from lmtemplate.callbacks.console import Summary
 from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
 from lmtemplate.callbacks.progress import ProgressBar
 from lmtemplate.callbacks.tensorboard import HParams, TextSamples
@@ -40,7 +42,7 @@ from lmtemplate.models.lora import merged
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
 from lmtemplate.tasks.base import Task
 from lmtemplate.files import atomic_write_text, cannot_write, stale_temporaries
-from lmtemplate.tokenization import resolve_tokenizer, save_tokenizer
+from lmtemplate.tokenization import TokenizerConfig, describe_tokenizer, resolve_tokenizer, save_tokenizer
 
 RUN_DIR_ENV = "LMTEMPLATE_RUN_DIR"  # set for worker processes, so every rank uses one run directory
 
@@ -55,8 +57,12 @@ class Loaded:
     sources: list[C.Source] = field(default_factory=list)  # the layers it was built from, to name a key's source
 
 
-def load_config(files: list[str], overrides: list[str]) -> Loaded:
+def load_config(files: list[str], overrides: list[str], aside: tuple[str, ...] = ()) -> Loaded:
+    """``aside``: top-level sections another verb reads and this config leaves out (``sweep``)."""
     sources = C.read_sources(files, overrides)
+    for s in sources:
+        for key in aside:
+            s.data.pop(key, None)
     plugins = C.peek(sources, "plugins", [])
     if not isinstance(plugins, list):
         raise C.ConfigError("plugins: expected a list of files, folders or module names")
@@ -227,9 +233,13 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
     cfg = loaded.cfg
     if verb == "fit":
         _check_trains(cfg.trainer, loaded.sources)
+        if state is not None and "optimizer_states" not in state:
+            raise C.ConfigError(f"--ckpt: {checkpoint} holds the weights alone, as best checkpoints do, so training "
+                                "cannot continue from it; resume from the run's last.ckpt (--ckpt last), or start a new "
+                                f"run from these weights with model.init_from={checkpoint}")
         if run_dir is not None:
             _place(loaded, run_dir)
-    resolve_tokenizer(cfg, run_dir)
+    settle_tokenizer(loaded, run_dir)
     created = lock = None
     if run_dir is None:
         run_dir, created = new_run_dir(cfg) if verb == "fit" else (find_run(cfg), None)
@@ -257,6 +267,32 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
             shutil.rmtree(created, ignore_errors=True)
         raise
     return Session(loaded, run_dir, checkpoint, datamodule, module, trainer, created, state["global_step"] if state else 0, lock)
+
+
+def settle_tokenizer(loaded: Loaded, run_dir: Optional[Path]) -> None:
+    """Decide the run's tokenizer (``resolve_tokenizer``); one taken from ``model.init_from`` is also written into
+    the config's tokenizer section (its kind, vocabulary size and special tokens), so that ``config`` and
+    config.yaml show the tokenizer the run uses, not the settings of one it would have trained."""
+    tok = getattr(loaded.cfg, "tokenizer", None)
+    before = getattr(tok, "path", None)
+    resolve_tokenizer(loaded.cfg, run_dir)
+    if not isinstance(tok, TokenizerConfig) or tok.path in (before, str(run_dir / "tokenizer.json") if run_dir else None):
+        return
+    described = describe_tokenizer(Path(tok.path))
+    try:
+        C.to_object(OmegaConf.merge(loaded.data, {"tokenizer": described}))  # the section's checks still hold
+    except C.ConfigError:
+        return
+    loaded.data.tokenizer.update(described)
+    for key, value in described.items():
+        setattr(tok, key, value)
+
+
+def resolved_config(files: list[str], overrides: list[str]) -> DictConfig:
+    """The config ``fit`` would run and save, tokenizer decided (``python -m lmtemplate config``)."""
+    loaded = load_config(files, overrides)
+    settle_tokenizer(loaded, None)
+    return loaded.data
 
 
 def _check_trains(trainer: dict, sources: list[C.Source]) -> None:
@@ -325,22 +361,12 @@ def _changed(checkpoint: Path, loaded: Loaded) -> str:
     own = run_dir / "config.yaml" if run_dir is not None else None
     if own is None or not own.is_file():
         return "The checkpoint's run has no config.yaml to compare with; give the shape it was trained with. "
-    before, now = _flat(OmegaConf.load(own)), _flat(loaded.data)
+    before, now = (C.flatten(OmegaConf.to_container(c)) for c in (OmegaConf.load(own), loaded.data))
     keys = [k for k in now if k.split(".")[0] in ("model", "tokenizer") and k in before and before[k] != now[k]]
     if not keys:
         return f"Its config.yaml ({own}) gives the same model keys: the checkpoint is not that run's. "
     return ("The run was trained with " + ", ".join(f"{k}={before[k]}" for k in keys) + f" ({own}); this command sets "
             + ", ".join(f"{k}={now[k]}" for k in keys) + ". ")
-
-
-def _flat(cfg: DictConfig, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, DictConfig):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources: list[C.Source] = ()) -> L.Trainer:
@@ -351,6 +377,8 @@ def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources:
         default_hp_metric=False,
     )
     callbacks: list[L.Callback] = [ProgressBar()] if cfg.trainer.get("enable_progress_bar", True) else []
+    if cfg.trainer.get("enable_model_summary", True) and training:
+        callbacks.append(Summary())
     if training:
         metric = cfg.best.metric
         callbacks += [
@@ -363,7 +391,11 @@ def build_trainer(cfg, run_dir: Path, task: type[Task], training: bool, sources:
             TokenThroughput(window_size=max(2, cfg.trainer.get("log_every_n_steps", 50)), peak_flops=cfg.run.peak_flops),
             TextSamples(),
         ]
-    settings = {**cfg.trainer, "strategy": build_strategy(cfg, task)}
+        callbacks += training_extras(cfg, run_dir, task.metrics)
+        from lmtemplate.sweep import trial_callbacks  # here: sweep.py imports this module
+
+        callbacks += trial_callbacks()  # a sweep's trial reports to its study
+    settings = {**cfg.trainer, "strategy": build_strategy(cfg, task), "enable_model_summary": False}  # Summary's job
     try:
         return L.Trainer(
             **settings, logger=logger, callbacks=callbacks, default_root_dir=run_dir, use_distributed_sampler=False,
@@ -413,6 +445,16 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
     atomic_write_text(path, json.dumps({**old, **metrics}, indent=2, sort_keys=True) + "\n")
 
 
+def add_block(run_dir: Path, verb: str, block: dict) -> None:
+    """Append ``block`` (a checkpoint's scores) to the verb's list in metrics.json, replacing the block of the
+    same checkpoint and step: every checkpoint a verb scored keeps its own block."""
+    path = run_dir / "metrics.json"
+    blocks = (json.loads(path.read_text()) if path.is_file() else {}).get(verb, [])
+    blocks = [blocks] if isinstance(blocks, dict) else blocks  # one block per verb, as runs before lists wrote
+    same = (block["checkpoint"], block["step"])
+    write_metrics(run_dir, {verb: [b for b in blocks if (b.get("checkpoint"), b.get("step")) != same] + [block]})
+
+
 def results(s: Session, logged: dict, stage: str) -> dict:
     """The pass's scalars under ``{stage}/``, with the task's full-precision scores over the logged float32 ones,
     and a note when the pass saw part of its set."""
@@ -454,15 +496,17 @@ def _discard_unless_checkpointed(s: Session) -> None:
 
 
 def evaluate(s: Session, verb: str) -> dict:
-    """Validate or test the checkpoint; metrics.json records them under the verb, with the checkpoint they came
-    from (test metrics also at the top level, where fit's validation metrics are)."""
+    """Validate or test the checkpoint; metrics.json keeps a block of its scores, with the checkpoint (relative to
+    the run directory when inside it) and step they came from, in the verb's list."""
     s.trainer.fit_loop.epoch_loop._batches_that_stepped = s.step  # TensorBoard shows the metrics at the checkpoint's step
     run = s.trainer.validate if verb == "validate" else s.trainer.test
     logged = run(s.module, datamodule=s.datamodule, ckpt_path=s.checkpoint, verbose=False)
     metrics = results(s, logged[0] if logged else {}, "val" if verb == "validate" else "test")
     if s.trainer.is_global_zero:
-        source = {"checkpoint": str(s.checkpoint), "step": s.step}
-        write_metrics(s.run_dir, {verb: {**metrics, **source}, **(metrics if verb == "test" else {})})
+        where = s.checkpoint.resolve()
+        inside = where.is_relative_to(s.run_dir.resolve())
+        add_block(s.run_dir, verb, {**metrics, "step": s.step,
+                                    "checkpoint": str(where.relative_to(s.run_dir.resolve()) if inside else where)})
     return metrics
 
 
@@ -508,11 +552,14 @@ def export(ckpt: str, overrides: list[str], output: Path, adapter: bool = False)
     model = dataclasses.asdict(loaded.cfg.model)
     staging = output.with_name(f".{output.name}.{os.getpid()}.export.tmp")
     try:
+        weights = weights_for(state, "export", loaded.cfg.ema)  # an EMA run's average, unless ema.averaged_in says not
         if adapter:  # a LoRA run's adapters alone, as a PEFT folder; else the whole model, adapters merged in
-            architecture = hf.export_adapter(loaded.task.name, model, state["state_dict"], loaded.cfg.lora, staging)
+            architecture = hf.export_adapter(loaded.task.name, model, weights, loaded.cfg.lora, staging)
         else:
-            weights = merged(state["state_dict"], loaded.cfg)
-            architecture = hf.export(loaded.task.name, model, weights, state.get("labels"), tokenizer, staging)
+            # the decoding settings of a run that generates, for generation_config.json
+            decoding = getattr(loaded.cfg, "generate", None) or getattr(loaded.cfg, "decode", None)
+            architecture = hf.export(loaded.task.name, model, merged(weights, loaded.cfg), state.get("labels"), tokenizer,
+                                     staging, dataclasses.asdict(decoding) if dataclasses.is_dataclass(decoding) else None)
         if output.is_dir():
             output.rmdir()
         staging.rename(output)

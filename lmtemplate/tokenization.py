@@ -226,6 +226,20 @@ def resolve_tokenizer(cfg, run_dir: Optional[Path]) -> None:
         tok.path = init_tokenizer(init_from)
 
 
+KIND_OF_MODEL = {"BPE": "bpe", "WordPiece": "wordpiece", "WordLevel": "char"}  # the tokenizers library's model -> kind
+
+
+def describe_tokenizer(path: Path) -> dict:
+    """The ``tokenizer`` settings that describe a tokenizer file: its kind, vocabulary size and special tokens
+    (empty for a kind lmtemplate does not train)."""
+    tok = load_tokenizer(path)
+    kind = KIND_OF_MODEL.get(type(tok.model).__name__)
+    if kind is None:
+        return {}
+    special = [t.content for _, t in sorted(tok.get_added_tokens_decoder().items()) if t.special]
+    return {"kind": kind, "vocab_size": tok.get_vocab_size(), "special_tokens": special}
+
+
 def init_tokenizer(init_from: str) -> str:
     """The tokenizer a pretrained backbone reads: a Hugging Face model's tokenizer.json (else vocab.txt), or the
     tokenizer.json of the run ``init_from`` names."""

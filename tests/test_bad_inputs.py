@@ -47,6 +47,16 @@ def code_checkpoint() -> bytes:
     buffer = io.BytesIO()
     torch.save({"state_dict": {}, "hook": RunsCode()}, buffer)
     return buffer.getvalue()
+def kept_checkpoint(step: int, task: str = "causal_lm", shape: tuple = (2,), validated: dict | None = None) -> bytes:
+    """A periodic checkpoint (checkpoint.keep) with one weight, as ``average`` reads it."""
+    data = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.zeros(shape)}, "global_step": step, "hyper_parameters": {"task": task},
+                **({"validated": validated} if validated else {})}, data)
+    return data.getvalue()
+
+
+KEPT = "outputs/demo/version_0/checkpoints/"
+KEPT_RUN = {"outputs/demo/version_0/config.yaml": "task: causal_lm\n", KEPT + "step-5.ckpt": kept_checkpoint(5)}
 
 
 def squad(question: str = "who sat?", answer: str = "the cat", start: int = 0) -> str:
@@ -156,6 +166,11 @@ CASES = {
         ["data.max_target_tokens: 63 does not fit model.block_size=64; expected 2 to 62"]),
     "summarization: negative no_repeat_ngram_size": (["fit", "task=summarization", "decode.no_repeat_ngram_size=-1"],
                                                      {}, ["decode.no_repeat_ngram_size: expected >= 0 (0: off), got -1"]),
+    "summarization: repetition_penalty 0": (["fit", "task=summarization", "decode.repetition_penalty=0"], {},
+                                            ["decode.repetition_penalty: expected a positive number", "got 0"]),
+    "summarization: warm_start without init_from": (
+        ["fit", "task=summarization", "model.warm_start=true", "model.decoder_norms=encoder"], {},
+        ["model.warm_start: the decoder starts as the pretrained encoder's first blocks", "model.init_from (got None)"]),
     "bad fsdp.sharding_strategy": (["fit", "fsdp.sharding_strategy=HALF"], {}, ["fsdp.sharding_strategy: 'HALF'"]),
     # trainer settings
     "unknown trainer key": (["fit", "-c", "t.yaml"], {"t.yaml": "trainer:\n  max_step: 5\n"},
@@ -340,6 +355,54 @@ CASES = {
                                                         ["model.n_kv_head: expected a divisor of model.n_head (4)"]),
     "causal_lm: unsupported model.rope_scaling": (["fit", "model.rope_scaling={rope_type: yarn, factor: 4.0}"], {},
                                                   ["model.rope_scaling: rope_type 'yarn' is not supported"]),
+    # sweeps and the runs table
+    "sweep: unknown key in the section": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  methd: tpe\n"},
+                                          ["unknown key 'sweep.methd' in s.yaml", "method"]),
+    "sweep: unknown key in parameters": (
+        ["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  parameters:\n    model.n_layr: [1, 2]\n"},
+        ["sweep.parameters: model.n_layr: the value 1 (in s.yaml)", "unknown key 'model.n_layr'", "n_layer"]),
+    "sweep: value of the wrong type": (
+        ["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  parameters:\n    model.n_layer: [2, abc]\n"},
+        ["sweep.parameters: model.n_layer: the value 'abc'", "could not be converted to Integer"]),
+    "sweep: empty list": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  parameters:\n    model.n_layer: []\n"},
+                          ["sweep.parameters.model.n_layer: no values to try", "(in s.yaml)"]),
+    "sweep: distribution with low > high": (
+        ["sweep", "-c", "s.yaml", "sweep.method=random", "sweep.trials=4"],
+        {"s.yaml": "sweep:\n  parameters:\n    optim.lr: loguniform(1e-3, 1e-5)\n"},
+        ["sweep.parameters.optim.lr: loguniform(1e-3, 1e-5): expected low <= high", "(in s.yaml)"]),
+    "sweep: grid with trials": (["sweep", "-c", "s.yaml", "sweep.trials=4"], {"s.yaml": "sweep:\n  seeds: [1, 2]\n"},
+                                ["sweep.trials: grid tries every point", "(in the command line)"]),
+    "sweep: storage that cannot be opened": (
+        ["sweep", "-c", "s.yaml", "sweep.storage=sqlite:////no/such/dir/study.db"],
+        {"s.yaml": "sweep:\n  seeds: [1]\n"},
+        ["sweep.storage: cannot open the study at 'sqlite:////no/such/dir/study.db'"]),
+    "sweep: a run.* parameter": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  parameters:\n    run.seed: [1, 2]\n"},
+                                 ["sweep.parameters: run.seed: run.* says where a run lives; seeds go in sweep.seeds"]),
+    "sweep: a seed twice": (["sweep", "-c", "s.yaml"], {"s.yaml": "sweep:\n  seeds: [1, 1]\n"},
+                            ["sweep.seeds: expected one or more different seeds, got [1, 1] (in s.yaml)"]),
+    "runs: a folder with no runs": (["runs", "empty"], {"empty/notes.txt": "not a run\n"},
+                                    ["runs: no runs under empty"]),
+    # training extras: ema, checkpoint.keep, early stopping, average
+    "ema.decay out of range": (["fit", "ema.decay=1.5"], {}, ["ema.decay: expected a number in [0, 1) or null (off), got 1.5"]),
+    "ema.averaged_in names no verb": (["fit", "ema.averaged_in=[train]"], {}, ["ema.averaged_in: train is not among validate"]),
+    "ema under FSDP": (["fit", "ema.decay=0.9", "trainer.strategy=fsdp"], {}, ["ema.decay: the average of the weights",
+                                                                               "FSDP"]),
+    "checkpoint.keep negative": (["fit", "checkpoint.keep=-1"], {}, ["checkpoint.keep: expected a number of checkpoints >= 0"]),
+    "best.patience not positive": (["fit", "best.patience=0"], {}, ["best.patience: expected a positive integer, got 0"]),
+    "best.min_delta negative": (["fit", "best.min_delta=-1"], {}, ["best.min_delta: expected >= 0, got -1"]),
+    "average: not last:N or best:N": (["average", "--ckpt", "last"], KEPT_RUN, ["--ckpt last: average takes last:N or best:N"]),
+    "average with -c": (["average", "-c", "a.yaml", "--ckpt", "last:2"], {},
+                        ["average: the checkpoints are the run's", "drop -c"]),
+    "average: more than kept": (["average", "--ckpt", "last:2"], KEPT_RUN,
+                                ["--ckpt last:2: outputs/demo/version_0/checkpoints has 1 kept checkpoints",
+                                 "checkpoint.keep=2"]),
+    "average: best:N without scores": (["average", "--ckpt", "best:1"], KEPT_RUN,
+                                       ["--ckpt best:1: 0 of the kept checkpoints", "record val/loss"]),
+    "average: different shapes": (["average", "--ckpt", "last:2"],
+                                  {**KEPT_RUN, KEPT + "step-9.ckpt": kept_checkpoint(9, shape=(3,))},
+                                  ["average: 'w' is (2,) torch.float32 in " + KEPT + "step-5.ckpt but (3,)"]),
+    "average: different tasks": (["average", "--ckpt", "last:2"], {**KEPT_RUN, KEPT + "step-9.ckpt": kept_checkpoint(9, "qa")},
+                                 ["are of different tasks (causal_lm, qa)"]),
     # low-rank adapters
     "lora: rank 0": (["fit", "lora.rank=0"], {}, ["lora.rank: expected a positive integer, got 0"]),
     "lora: a target that matches no projection": (

@@ -111,15 +111,19 @@ def test_validate_test_and_predict_use_the_run(capsys, tmp_path):
     assert "val/loss" in capsys.readouterr().out
     assert main(["test", "run.name=tiny", "--ckpt", "last"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
-    assert {"val/loss", "test/loss", "test/ppl"} <= set(metrics)
+    assert "val/loss" in metrics and {"test/loss", "test/ppl"} <= set(metrics["test"][0])
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("the dog\nanna says\n")
+    capsys.readouterr()
     assert main(["predict", "run.name=tiny", "--input", str(prompts), "generate.temperature=0", "generate.max_new_tokens=8"]) == 0
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["the dog", "anna says"] and all(r["completion"] for r in rows)
+    out = capsys.readouterr().out  # a file's rows stay in the file
+    assert out.startswith("2 predictions written to ") and out.endswith(f"{run / 'predictions.jsonl'}\n")
     assert main(["predict", "run.name=tiny", "--prompt", "the dog", "generate.temperature=0", "generate.max_new_tokens=8"]) == 0
     again = json.loads((run / "predictions.jsonl").read_text())
     assert again == rows[0]  # greedy decoding is deterministic
+    assert json.loads(capsys.readouterr().out.splitlines()[0]) == again  # a prompt's answer is shown too
     assert main(["predict", "run.name=tiny", "--prompt", "the", "generate.top_k=5", "generate.top_p=0.9"]) == 0
 
 
@@ -158,10 +162,15 @@ def test_validate_and_test_record_their_checkpoint_and_log_at_its_step():
     assert main(["validate", "run.name=tiny"]) == 0  # the best checkpoint
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["val/loss"] == fitted["val/loss"] and metrics["step"] == 30  # fit's own block stays as it was
-    assert metrics["test"]["checkpoint"].endswith("last.ckpt") and metrics["test"]["step"] == 30
+    (test,) = metrics["test"]  # testing one checkpoint twice keeps one block
+    assert test["checkpoint"] == "checkpoints/last.ckpt" and test["step"] == 30 and "test/loss" in test
+    assert "test/loss" not in metrics  # the top level is fit's
     best = next(run.glob("checkpoints/best-*.ckpt"))
-    assert metrics["validate"]["checkpoint"].endswith(best.name)
-    assert metrics["validate"]["step"] == int(best.stem.removeprefix("best-"))
+    (validated,) = metrics["validate"]
+    assert validated["checkpoint"] == f"checkpoints/{best.name}" and validated["step"] == int(best.stem.removeprefix("best-"))
+    assert main(["validate", "run.name=tiny", "--ckpt", "last"]) == 0  # another checkpoint: a second block
+    blocks = json.loads((run / "metrics.json").read_text())["validate"]
+    assert [b["checkpoint"] for b in blocks] == [f"checkpoints/{best.name}", "checkpoints/last.ckpt"]
     assert list(scalars(run, "test/loss")) == [30]
 
 
@@ -219,7 +228,7 @@ def test_best_is_the_best_score_whatever_the_file_names_and_a_resume_keeps_only_
     recorded(folder / "best-106.ckpt", step=106, score=0.01)  # better than anything the run reaches
     assert checkpoint_of(folder.parent, "best") == folder / "best-106.ckpt"
     assert main(["validate", "run.name=tiny", *TINY[:7]]) == 0
-    assert json.loads((folder.parent / "metrics.json").read_text())["validate"]["step"] == 106
+    assert json.loads((folder.parent / "metrics.json").read_text())["validate"][-1]["step"] == 106
     fit("trainer.max_steps=30", "optim.decay_steps=30", "run.version=0", ckpt="last")
     assert sorted(p.name for p in folder.glob("best*.ckpt")) == ["best-106.ckpt"]
 
@@ -239,7 +248,7 @@ def test_a_run_moved_elsewhere_resumes_in_place_exactly():
     saved = OmegaConf.load(run / "config.yaml").run
     assert (Path(saved.root) / saved.name).resolve() == run.parent.resolve()  # where it is now
     assert main(["validate", "--ckpt", "elsewhere/version_0"]) == 0
-    assert json.loads((run / "metrics.json").read_text())["validate"]["step"] == 30
+    assert json.loads((run / "metrics.json").read_text())["validate"][-1]["step"] == 30
     assert not any(Path("outputs/moved").iterdir())
 
 
@@ -261,3 +270,16 @@ def test_a_resumed_fine_tuning_run_does_not_need_the_run_it_started_from():
     shutil.rmtree("outputs/base")
     fit("trainer.max_steps=12", "run.name=tuned", "model.init_from=outputs/base/version_0", ckpt="last")
     assert json.loads(Path("outputs/tuned/version_0/metrics.json").read_text())["step"] == 12
+
+
+def test_best_checkpoints_hold_the_weights_alone_and_are_not_resumed_from(capsys):
+    """Only last.ckpt is resumed from, so only it carries the optimizer and the loops' state."""
+    fit("trainer.max_steps=10", "optim.decay_steps=30")
+    run = Path("outputs/tiny/version_0")
+    best = torch.load(next(run.glob("checkpoints/best-*.ckpt")), weights_only=True)
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "optimizer_states" in last and "optimizer_states" not in best and "callbacks" not in best
+    assert best["lmtemplate"]["score"] is not None and best["state_dict"].keys() == last["state_dict"].keys()
+    assert main(["fit", *TINY, "run.version=0", "--ckpt", "best"]) == 2
+    assert "holds the weights alone, as best checkpoints do" in capsys.readouterr().err
+    assert main(["test", "run.name=tiny", "--ckpt", "best"]) == 0  # scoring needs the weights alone

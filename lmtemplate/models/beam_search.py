@@ -2,11 +2,15 @@
 ``decoder_stepper`` for a GPT continuing a prompt).
 
 Both start every hypothesis with BOS and end it at EOS, or at the row's
-``max_lengths`` (tokens generated, EOS included), where EOS is forced. They
+``max_lengths`` (tokens generated, EOS included), where EOS is forced (at no cost
+to a beam's score, as ``generate``'s ``forced_eos_token_id``). They
 return the generated ids without BOS and EOS. ``Rules`` forbid, before the
 limit, EOS before ``min_length`` other tokens and any token that would repeat an
 n-gram of ``no_repeat_ngram_size`` tokens already in the hypothesis (BOS counts,
-as in Hugging Face's ``generate``); the defaults forbid nothing.
+as in Hugging Face's ``generate``); the defaults forbid nothing. A ``repetition_penalty``
+p > 1 makes every token already in the hypothesis (BOS included) less likely, as
+``generate``'s does: its score is multiplied by p where negative, divided by p where
+positive (raw logits in greedy decoding and sampling, log-probabilities in beam search).
 """
 
 from __future__ import annotations
@@ -26,9 +30,15 @@ class Rules:
 
     min_length: int = 0  # at least this many tokens before EOS, unless the row's limit comes first
     no_repeat_ngram_size: int = 0  # no n-gram of this many tokens twice in a hypothesis
+    repetition_penalty: float = 1.0  # > 1: tokens already in the hypothesis are penalised (1: no penalty)
 
     def apply(self, logp: torch.Tensor, tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
-        """``logp`` (N, vocab) for the next token of ``tokens`` (N, t) with what the rules forbid at -inf."""
+        """``logp`` (N, vocab) for the next token of ``tokens`` (N, t), repeated tokens penalised and what the rules
+        forbid at -inf."""
+        if self.repetition_penalty != 1.0:
+            seen = logp.gather(1, tokens)
+            logp = logp.scatter(1, tokens, torch.where(seen < 0, seen * self.repetition_penalty,
+                                                       seen / self.repetition_penalty))
         if tokens.size(1) <= self.min_length:  # tokens: BOS and those generated so far
             logp = logp.index_fill(1, torch.tensor([eos_id], device=logp.device), float("-inf"))
         n = self.no_repeat_ngram_size
@@ -112,9 +122,8 @@ def beam_search(step: Step, bos_id: int, eos_id: int, max_lengths: torch.Tensor,
         V = logp.size(-1)
         only_eos = torch.full_like(logp, float("-inf"))
         only_eos[:, eos_id] = 0.0
-        forced = logp.clamp(max=0.0) + only_eos  # EOS at the limit, whatever the rules say
-        logp = torch.where((t >= limit)[:, None], forced, rules.apply(logp, tokens, eos_id))
-        logp = torch.where(ended.view(-1, 1), only_eos, logp)
+        # EOS at the limit, whatever the rules say, at no cost (as generate's forced_eos_token_id)
+        logp = torch.where(((t >= limit) | ended.view(-1))[:, None], only_eos, rules.apply(logp, tokens, eos_id))
         top, flat = (scores.view(-1, 1) + logp).view(B, K * V).topk(K, dim=1)
         beam, token = flat // V, flat % V
         parents = (beam + torch.arange(B, device=device)[:, None] * K).view(-1)

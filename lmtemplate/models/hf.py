@@ -1,5 +1,5 @@
-"""Hugging Face checkpoints in and out: BERT into the encoder; GPT-2, Llama, Qwen2 and Mistral into the GPT; and
-any such model back out.
+"""Hugging Face checkpoints in and out: BERT into the encoder; GPT-2, Llama, Qwen2 and Mistral into the GPT; BART
+and Marian into the encoder-decoder; and any such model back out.
 
 A Hugging Face model folder holds ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``); both are
 read as data, never as code (no ``transformers`` needed). One table per architecture maps this project's
@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmtemplate.config import ConfigError, Source
 from lmtemplate.models.gpt import LLAMA3_SCALING, GPTConfig
 from lmtemplate.models.lora import part_names
+from lmtemplate.models.seq2seq import Seq2SeqConfig, sinusoids
 
 # ours (under blocks.{i}.) -> theirs (under the layer prefix); a tuple is concatenated along the output dimension.
 BERT_BLOCK = {
@@ -47,7 +48,9 @@ BERT_HEADS = {  # a task's head modules (named as in the task) -> BertFor*'s
     "mlm_head.ln": "cls.predictions.transform.LayerNorm",
     "pooler.0": "bert.pooler.dense",
     "head.1": "classifier",
+    "head": "qa_outputs",
 }
+NOT_IMPORTED = ("head.1",)  # the classifier: its labels are the run's
 GPT2_BLOCK = {"ln1": "ln_1", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj", "ln2": "ln_2",
               "mlp.fc": "mlp.c_fc", "mlp.proj": "mlp.c_proj"}
 GPT2_EMBEDDINGS = {"tok_emb": "wte", "pos_emb": "wpe", "ln_f": "ln_f"}
@@ -64,6 +67,8 @@ ARCHITECTURES = {  # model_type -> (our backbone, the backbone's prefix inside t
     "llama": ("decoder", "model."),
     "mistral": ("decoder", "model."),
     "qwen2": ("decoder", "model."),
+    "bart": ("encoder_decoder", "model."),
+    "marian": ("encoder_decoder", "model."),
 }
 LLAMA_FAMILY = ("llama", "mistral", "qwen2")
 # The GPT's options that BERT and GPT-2 leave at their defaults (the Llama family's).
@@ -84,9 +89,12 @@ def read_config(folder: Path) -> dict:
     except (OSError, ValueError) as e:
         raise ConfigError(f"model.init_from: {path}: not a readable JSON file ({e})") from None
     kind = config.get("model_type")
+    if kind in REFUSED:
+        raise ConfigError(f"model.init_from: {path} has model_type '{kind}': {REFUSED[kind]}")
     if kind not in ARCHITECTURES:
         raise ConfigError(f"model.init_from: {path} has model_type '{kind}'; lmtemplate imports "
-                          f"{', '.join(ARCHITECTURES)} (BERT into the encoder, the others into the GPT)")
+                          f"{', '.join(ARCHITECTURES)} (BERT into the encoder, BART and Marian into the "
+                          "encoder-decoder, the others into the GPT)")
     unsupported = _unsupported(config)
     if unsupported:
         raise ConfigError(f"model.init_from: {path}: {'; '.join(unsupported)}: the project's models do not compute "
@@ -99,6 +107,8 @@ def _unsupported(c: dict) -> list[str]:
     if c["model_type"] == "bert":
         wanted = {"position_embedding_type": "absolute", "hidden_act": "gelu", "is_decoder": False,
                   "add_cross_attention": False, "intermediate_size": 4 * c.get("hidden_size", 768)}
+    elif c["model_type"] in SEQ2SEQ_FAMILIES:
+        wanted = _seq2seq_wanted(c)
     elif c["model_type"] == "gpt2":
         wanted = {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "scale_attn_by_inverse_layer_idx": False,
                   "scale_attn_weights": True, "add_cross_attention": False,
@@ -156,6 +166,8 @@ def model_fields(folder: Path) -> dict:
                 "n_embd": c["n_embd"], "block_size": c["n_positions"], "positions": "learned", "bias": True,
                 "norm": "pre", "norm_eps": c.get("layer_norm_epsilon", 1e-5), "embedding_norm": False,
                 "final_norm": True, "gelu": "tanh", **DEFAULT_OPTIONS}
+    if c["model_type"] in SEQ2SEQ_FAMILIES:
+        return _seq2seq_fields(c)
     return _llama_fields(c)
 
 
@@ -189,14 +201,18 @@ def with_checkpoint_fields(schema: DictConfig, sources: list[Source], task: str)
     keys = set(schema.model.keys())
     fields = model_fields(Path(init_from))
     backbone = "either" if "arch" in keys else "encoder" if "type_vocab_size" in keys else "decoder"
-    if backbone not in ("either", fields["arch"]):
+    if fields["arch"] == "encoder_decoder" and "src_vocab_size" not in keys:
+        raise ConfigError(f"model.init_from: {init_from} is a {read_config(Path(init_from))['model_type']} "
+                          f"encoder-decoder; task {task} has none (translation and summarization take one)")
+    if fields["arch"] != "encoder_decoder" and backbone not in ("either", fields["arch"]):
         raise ConfigError(f"model.init_from: {init_from} is a {read_config(Path(init_from))['model_type']} checkpoint "
                           f"(an {fields['arch']}); task {task} needs "
                           f"{'a BERT' if backbone == 'encoder' else 'a GPT-2, Llama, Mistral or Qwen2'} one")
     if "src_vocab_size" in keys and fields["arch"] == "encoder":  # a BERT starts an encoder-decoder's encoder
         fields["arch"] = "encoder_decoder"
     separate = _given(sources, "shared_embeddings")
-    if "src_vocab_size" in keys and separate is not None and separate[1] is False:  # a target vocabulary of its own
+    if "src_vocab_size" in keys and separate is not None and separate[1] is False and "shared_embeddings" not in fields:
+        # a BERT encoder's vocabulary is the source's: the target has its own
         fields["src_vocab_size"] = fields.pop("vocab_size")
     layer = {}
     for key, value in fields.items():
@@ -227,8 +243,9 @@ class Lazy(Mapping):
     """Tensors by name, each read from the checkpoint when it is looked up: ``load_backbone`` copies one at a time
     into the model, so an import never holds a second copy of the weights."""
 
-    def __init__(self, readers: dict[str, Callable[[], torch.Tensor]]):
+    def __init__(self, readers: dict[str, Callable[[], torch.Tensor]], origin: Optional[dict] = None):
         self.readers = readers
+        self.origin: dict[str, tuple[str, ...]] = origin or {}  # our name -> the checkpoint tensors it is read from
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.readers[name]()
@@ -302,23 +319,27 @@ def backbone_state(folder: Path, block_size: int) -> tuple[Lazy, str]:
     left out, and the model keeps its fresh one."""
     config = read_config(folder)
     kind = config["model_type"]
+    if kind in SEQ2SEQ_FAMILIES:
+        return seq2seq_state(folder, config, block_size)
     _check_window(folder, config, block_size)
     prefix = ARCHITECTURES[kind][1]
     weights = read_weights(folder).readers
+    full = {k.removeprefix(prefix): k for k in weights}
     weights = {k.removeprefix(prefix): v for k, v in weights.items()}
-    state = {}
+    state, origin = {}, {}
     for ours, theirs in names(kind, config.get("num_hidden_layers", config.get("n_layer"))).items():
         for suffix in ("weight", "bias"):
             parts = [f"{t}.{suffix}" for t in (theirs if isinstance(theirs, tuple) else (theirs,))]
             if all(p in weights for p in parts):  # else absent: load_backbone names what the model misses
                 transposed = suffix == "weight" and _transposed(parts[0].removesuffix(".weight"))
                 state[f"{ours}.{suffix}"] = partial(_joined, [weights[p] for p in parts], transposed)
+                origin[f"{ours}.{suffix}"] = tuple(full[p] for p in parts)
     if "pos_emb.weight" in state:
         state["pos_emb.weight"] = partial(_rows, state["pos_emb.weight"], block_size)
     tied = kind == "gpt2" or (kind in LLAMA_FAMILY and config.get("tie_word_embeddings", False))
     if tied and "tok_emb.weight" in state:
-        state["lm_head.weight"] = state["tok_emb.weight"]
-    return Lazy(state), f"a Hugging Face {', '.join(config.get('architectures') or [kind])}"
+        state["lm_head.weight"], origin["lm_head.weight"] = state["tok_emb.weight"], origin["tok_emb.weight"]
+    return Lazy(state, origin), f"a Hugging Face {', '.join(config.get('architectures') or [kind])}"
 
 
 def _joined(readers: list[Callable[[], torch.Tensor]], transposed: bool) -> torch.Tensor:
@@ -332,18 +353,114 @@ def _rows(reader: Callable[[], torch.Tensor], n: int) -> torch.Tensor:
     return reader()[:n]
 
 
-def head_state(folder: Path, module: str) -> dict[str, torch.Tensor]:
-    """The weights of a task's head module (``mlm_head``, ``pooler``) where the checkpoint has them, else {}."""
-    weights = read_weights(folder)
+def head_state(folder: Path, wanted) -> Lazy:
+    """The task's head parameters (``wanted``: the task's parameter names) that a BERT checkpoint has:
+    BertForMaskedLM's ``cls.predictions``, the pooler (``bert.pooler``, or a BertModel's ``pooler`` as MiniLM
+    stores it), BertForQuestionAnswering's ``qa_outputs``. The classifier is never read: its labels are the run's."""
+    weights = read_weights(folder).readers
+    pairs = [(f"{ours}.{suffix}", f"{theirs}.{suffix}") for ours, theirs in BERT_HEADS.items()
+             if ours not in NOT_IMPORTED for suffix in ("weight", "bias")]
+    readers, origin = {}, {}
+    for ours, theirs in [*pairs, ("mlm_head.bias", "cls.predictions.bias")]:
+        found = next((n for n in (theirs, theirs.removeprefix(ARCHITECTURES["bert"][1])) if n in weights), None)
+        if ours in wanted and found:
+            readers[ours], origin[ours] = weights[found], (found,)
+    return Lazy(readers, origin)
+
+
+# ------------------------------------------------------------------------------------ encoder-decoders: in
+
+SEQ2SEQ_FAMILIES = ("bart", "marian")
+REFUSED = {"t5": "T5's relative position bias (a learned bias per head and distance, added to every attention "
+                 "score) needs an attention the project does not have; lmtemplate imports BART and Marian "
+                 "encoder-decoders"}
+SEQ2SEQ_ACTIVATIONS = {"gelu": ("gelu", "exact"), "gelu_new": ("gelu", "tanh"), "relu": ("relu", "exact"),
+                       "silu": ("silu", "exact"), "swish": ("silu", "exact")}  # -> model.activation, model.gelu
+# ours (under encoder.blocks.{i}. / decoder.blocks.{i}.) -> theirs (under model.encoder.layers.{i}. / ...)
+BART_LAYER = {"attn.qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+              "attn.proj": "self_attn.out_proj", "ln1": "self_attn_layer_norm", "mlp.fc": "fc1", "mlp.proj": "fc2",
+              "ln2": "final_layer_norm"}
+BART_CROSS = {"cross.q": "encoder_attn.q_proj", "cross.kv": ("encoder_attn.k_proj", "encoder_attn.v_proj"),
+              "cross.proj": "encoder_attn.out_proj", "ln_cross": "encoder_attn_layer_norm"}
+BART_POSITION_OFFSET = 2  # BART's learned table starts with two rows that no position reads
+
+
+def _seq2seq_wanted(c: dict) -> dict:
+    """The BART and Marian options the encoder-decoder computes: one head count and MLP width for both halves,
+    post-LayerNorm blocks, and one vocabulary where embeddings are shared."""
+    return {"decoder_attention_heads": c.get("encoder_attention_heads"), "decoder_ffn_dim": c.get("encoder_ffn_dim"),
+            "activation_function": tuple(SEQ2SEQ_ACTIVATIONS), "normalize_before": False,
+            "add_final_layer_norm": False, "tie_word_embeddings": True,
+            **({"decoder_vocab_size": (None, c["vocab_size"])} if _shared(c) else {})}
+
+
+def _shared(c: dict) -> bool:
+    """One token table for both halves (BART's always; Marian's unless share_encoder_decoder_embeddings=false)."""
+    return c["model_type"] == "bart" or c.get("share_encoder_decoder_embeddings", True)
+
+
+def _seq2seq_fields(c: dict) -> dict:
+    """BART: learned positions (two rows offset), a LayerNorm on the embeddings; Marian: sinusoidal positions, scaled
+    embeddings; both post-LayerNorm halves without a final norm and a bias on the output logits."""
+    bart, shared = c["model_type"] == "bart", _shared(c)
+    activation, gelu = SEQ2SEQ_ACTIVATIONS[c.get("activation_function", "gelu")]
+    return {**DEFAULT_OPTIONS, "arch": "encoder_decoder", "vocab_size": c.get("decoder_vocab_size") or c["vocab_size"],
+            "src_vocab_size": 0 if shared else c["vocab_size"], "shared_embeddings": shared,
+            "tie_output": True, "n_layer": c["encoder_layers"],
+            "n_decoder_layer": c["decoder_layers"], "n_head": c["encoder_attention_heads"], "n_embd": c["d_model"],
+            "intermediate_size": c["encoder_ffn_dim"], "block_size": c["max_position_embeddings"],
+            "type_vocab_size": 0, "positions": "learned", "sinusoidal": not bart, "bias": True, "norm": "post",
+            "norm_eps": 1e-5, "embedding_norm": bart, "final_norm": False, "decoder_norms": "encoder",
+            "activation": activation, "gelu": gelu, "embedding_scale": c.get("scale_embedding", False),
+            "logits_bias": True}
+
+
+def seq2seq_names(c: dict) -> dict[str, str | tuple[str, ...]]:
+    """The encoder-decoder's module names -> BartForConditionalGeneration's or MarianMTModel's (the position tables
+    apart: BART's is offset, Marian's computed)."""
+    shared = _shared(c)
+    table = {}
+    for half, layers in (("encoder", c["encoder_layers"]), ("decoder", c["decoder_layers"])):
+        table[f"{half}.tok_emb"] = "model.shared" if shared else f"model.{half}.embed_tokens"
+        if c["model_type"] == "bart":
+            table[f"{half}.emb_ln"] = f"model.{half}.layernorm_embedding"
+        for i in range(layers):
+            for ours, theirs in {**BART_LAYER, **(BART_CROSS if half == "decoder" else {})}.items():
+                start = f"model.{half}.layers.{i}."
+                table[f"{half}.blocks.{i}.{ours}"] = tuple(start + t for t in theirs) if isinstance(theirs, tuple) \
+                    else start + theirs
+    table["decoder.lm_head"] = table["decoder.tok_emb"]  # tied (read_config refuses tie_word_embeddings=false)
+    return table
+
+
+def seq2seq_state(folder: Path, c: dict, block_size: int) -> tuple[Lazy, str]:
+    """(the encoder-decoder's state dict from a BART or Marian checkpoint, each tensor read when looked up; a
+    description). BART's position tables lose their two unused rows, Marian's are computed; ``final_logits_bias``
+    (1, vocab) becomes ``decoder.logits_bias``."""
+    weights = read_weights(folder).readers
     state = {}
-    for ours, theirs in BERT_HEADS.items():
-        if ours.startswith(module + "."):
-            for suffix in ("weight", "bias"):
-                if f"{theirs}.{suffix}" in weights:
-                    state[f"{ours.removeprefix(module + '.')}.{suffix}"] = weights[f"{theirs}.{suffix}"]
-    if module == "mlm_head" and "cls.predictions.bias" in weights:
-        state["bias"] = weights["cls.predictions.bias"]
-    return state
+    for ours, theirs in seq2seq_names(c).items():
+        for suffix in ("weight", "bias"):
+            parts = [f"{t}.{suffix}" for t in (theirs if isinstance(theirs, tuple) else (theirs,))]
+            if all(p in weights for p in parts):  # else absent: load_backbone names what the model misses
+                state[f"{ours}.{suffix}"] = partial(_joined, [weights[p] for p in parts], False)
+    for half in ("encoder", "decoder"):
+        if c["model_type"] == "bart":
+            rows = partial(_rows, weights[f"model.{half}.embed_positions.weight"], BART_POSITION_OFFSET + block_size)
+            state[f"{half}.pos_emb.weight"] = partial(_offset, rows)
+        else:
+            state[f"{half}.pos_emb.weight"] = partial(sinusoids, block_size, c["d_model"])
+    if "final_logits_bias" in weights:
+        state["decoder.logits_bias"] = partial(_flat, weights["final_logits_bias"])
+    return Lazy(state), f"a Hugging Face {', '.join(c.get('architectures') or [c['model_type']])}"
+
+
+def _offset(reader: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return reader()[BART_POSITION_OFFSET:]
+
+
+def _flat(reader: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return reader().reshape(-1)
 
 
 # ---------------------------------------------------------------------------------------------------- export
@@ -353,20 +470,29 @@ ACTIVATIONS = {"exact": "gelu", "tanh": "gelu_new"}
 # task -> what it exports as; causal_lm: GPT-2 with learned positions, else the Llama family (Qwen2 with q/k/v biases
 # and none on the attention output)
 EXPORTS = {"causal_lm": "GPT2LMHeadModel, LlamaForCausalLM or Qwen2ForCausalLM", "masked_lm": "BertForMaskedLM",
-           "classification": "BertForSequenceClassification"}
+           "classification": "BertForSequenceClassification (on a decoder: GPT2-, Llama- or Qwen2ForSequenceClassification)",
+           "qa": "BertForQuestionAnswering"}
 KINDS = {"GPT2LMHeadModel": "gpt2", "BertForMaskedLM": "bert", "BertForSequenceClassification": "bert",
-         "LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
+         "LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "BertForQuestionAnswering": "bert",
+         "GPT2ForSequenceClassification": "gpt2", "LlamaForSequenceClassification": "llama",
+         "Qwen2ForSequenceClassification": "qwen2"}
+SEQUENCE_CLASSIFIERS = {"GPT2LMHeadModel": "GPT2ForSequenceClassification", "LlamaForCausalLM":
+                        "LlamaForSequenceClassification", "Qwen2ForCausalLM": "Qwen2ForSequenceClassification"}
 
 
 def export(task: str, model: dict, state: dict[str, torch.Tensor], labels: Optional[list[str]],
-           tokenizer: Path, output: Path) -> str:
-    """Write ``output``/config.json, model.safetensors (pytorch_model.bin without safetensors) and tokenizer.json
-    from a run's model config and state dict (the task's names); returns the architecture written."""
+           tokenizer: Path, output: Path, decoding: Optional[dict] = None) -> str:
+    """Write ``output``/config.json, model.safetensors (pytorch_model.bin without safetensors), tokenizer.json,
+    tokenizer_config.json, special_tokens_map.json and, for a generating task, generation_config.json
+    (``decoding``: the run's generate or decode settings) from a run's model config and state dict (the task's
+    names); returns the architecture written."""
+    if task in SEQ2SEQ_EXPORTS:
+        return export_seq2seq(task, model, state, tokenizer, Path(output), decoding or {})
     if task not in EXPORTS:
         raise ConfigError(f"export: a {task} run has no Hugging Face counterpart; lmtemplate exports "
-                          + ", ".join(f"{t} -> {a}" for t, a in EXPORTS.items()))
+                          + ", ".join(f"{t} -> {a}" for t, a in {**EXPORTS, **SEQ2SEQ_EXPORTS}.items()))
     cfg = GPTConfig(**{f.name: model[f.name] for f in dataclasses.fields(GPTConfig)})
-    architecture = _architecture(task, cfg)
+    architecture = _architecture(task, cfg, model)
     kind = KINDS[architecture]
     _check_exportable(task, model, cfg, architecture)
     vocab_size = state["model.tok_emb.weight"].shape[0]
@@ -376,18 +502,22 @@ def export(task: str, model: dict, state: dict[str, torch.Tensor], labels: Optio
         config = _bert_config(model, vocab_size, labels)
     else:
         config = _llama_config(cfg, vocab_size, kind)
+    if kind != "bert" and labels is not None:
+        config.update(_label_fields(model, labels))
     weights = _export_weights(state, cfg, kind, architecture)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    config = _complete(task, model, kind, config, weights, tokenizer, output, decoding)
     (output / "config.json").write_text(json.dumps({**config, "architectures": [architecture]}, indent=2) + "\n")
     _save_weights(weights, output)
-    shutil.copyfile(tokenizer, output / "tokenizer.json")
     return architecture
 
 
-def _architecture(task: str, cfg: GPTConfig) -> str:
+def _architecture(task: str, cfg: GPTConfig, model: dict) -> str:
+    if task == "classification" and model["arch"] == "decoder":  # the causal_lm export's backbone, a score head
+        return SEQUENCE_CLASSIFIERS[_architecture("causal_lm", cfg, model)]
     if task != "causal_lm":
-        return EXPORTS[task]
+        return EXPORTS[task].split(" ")[0]
     if cfg.positions == "learned":
         return "GPT2LMHeadModel"
     return "Qwen2ForCausalLM" if cfg.bias_of("qkv") and not cfg.bias_of("out") else "LlamaForCausalLM"
@@ -418,9 +548,12 @@ def _check_exportable(task: str, model: dict, cfg: GPTConfig, architecture: str)
     wrong = [f"model.{k}={options[k]} (it needs {v})" for k, v in _needs(cfg, KINDS[architecture]).items()
              if options[k] != v]
     if task == "classification":
-        wrong += [f"model.{k}={model[k]} (it needs {v})" for k, v in
-                  (("arch", "encoder"), ("pooling", "cls"), ("pooler", True)) if model[k] != v and
-                  not (k == "pooling" and model[k] == "auto" and model["arch"] == "encoder")]
+        needs = (("pooling", "last"), ("pooler", False), ("head_bias", False)) if model["arch"] == "decoder" \
+            else (("pooling", "cls"), ("pooler", True))
+        wrong += [f"model.{k}={model[k]} (it needs {v})" for k, v in needs
+                  if model[k] != v and not (k == "pooling" and model[k] == "auto")]
+    if architecture.startswith("Bert") and model.get("arch", "encoder") != "encoder":  # a GPT under qa
+        wrong.append(f"model.arch={model['arch']} (it needs encoder)")
     if architecture.startswith("Bert") and model["type_vocab_size"] < 1:
         wrong.append("model.type_vocab_size=0 (BERT always has token types: it needs >= 1)")
     if wrong:
@@ -459,10 +592,14 @@ def _bert_config(model: dict, vocab_size: int, labels: Optional[list[str]]) -> d
               "hidden_dropout_prob": model["dropout"], "attention_probs_dropout_prob": model["dropout"],
               "tie_word_embeddings": True}
     if labels is not None:
-        config.update(id2label={str(i): label for i, label in enumerate(labels)},
-                      label2id={label: i for i, label in enumerate(labels)},
-                      classifier_dropout=model["head_dropout"], problem_type="single_label_classification")
+        config.update(_label_fields(model, labels))
     return config
+
+
+def _label_fields(model: dict, labels: list[str]) -> dict:
+    return dict(id2label={str(i): label for i, label in enumerate(labels)},
+                label2id={label: i for i, label in enumerate(labels)},
+                classifier_dropout=model["head_dropout"], problem_type="single_label_classification")
 
 
 def _export_weights(state: dict[str, torch.Tensor], cfg: GPTConfig, kind: str, architecture: str) -> dict:
@@ -471,6 +608,8 @@ def _export_weights(state: dict[str, torch.Tensor], cfg: GPTConfig, kind: str, a
              if not (ours == "lm_head" and cfg.tie_embeddings)}
     if kind == "bert":
         table.update(BERT_HEADS)
+    elif architecture.endswith("ForSequenceClassification"):  # a decoder's: no output head, a bias-free score
+        table = {**{k: v for k, v in table.items() if k != "model.lm_head"}, "head.1": "score"}
     kv_width = cfg.kv_heads * (cfg.n_embd // cfg.n_head)
     out = {}
     for ours, full in table.items():
@@ -498,7 +637,7 @@ def export_adapter(task: str, model: dict, state: dict[str, torch.Tensor], lora,
         raise ConfigError("export --adapter: this run has no adapters (lora.rank is unset in its config.yaml); export "
                           "the whole model without --adapter")
     cfg = GPTConfig(**{f.name: model[f.name] for f in dataclasses.fields(GPTConfig)})
-    architecture = _architecture(task, cfg) if task in EXPORTS else None
+    architecture = _architecture(task, cfg, model) if task in EXPORTS else None
     trained = [k for k in state if ".lora_" not in k]
     if KINDS.get(architecture) not in ("llama", "qwen2") or trained:
         why = f"it trains {trained[0]} besides its adapters" if trained else "PEFT folders are for Llama and Qwen2"
@@ -533,3 +672,203 @@ def _save_weights(weights: dict[str, torch.Tensor], output: Path) -> None:
         torch.save(weights, output / "pytorch_model.bin")
     else:
         save_file(weights, str(output / "model.safetensors"), metadata={"format": "pt"})
+
+
+# ------------------------------------------------------------------ export: the rest of a complete folder
+
+ENCODER_ROLES = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]",
+                 "unk_token": "[UNK]"}
+DECODER_ROLES = {"pad_token": ("<pad>", "[PAD]"), "unk_token": ("<unk>", "[UNK]")}  # bos and eos: the separator
+
+
+def _complete(task: str, model: dict, kind: str, config: dict, weights: dict, tokenizer: Path, output: Path,
+              generate: Optional[dict]) -> dict:
+    """The files ``save_pretrained`` writes beside the weights: tokenizer.json (with the special tokens the
+    task's data reader puts around a text, so a pipeline reads what the run read), tokenizer_config.json
+    (``model_max_length``: the positions the model has), special_tokens_map.json, and for causal_lm
+    generation_config.json. Returns ``config`` with its token ids and its position count."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer))
+    roles = _roles(tok, kind)
+    # no pad token: the data pads with the separator, which a *ForSequenceClassification would take for padding
+    ids = {f"{r}_token_id": tok.token_to_id(roles[f"{r}_token"]) if f"{r}_token" in roles else None
+           for r in ("bos", "eos", "pad")}
+    positions = _positions(model, kind, weights)
+    length_key = "n_positions" if kind == "gpt2" else "max_position_embeddings"
+    if task == "causal_lm" or "eos_token" not in roles and kind != "bert":
+        shutil.copyfile(tokenizer, output / "tokenizer.json")
+    else:
+        _add_template(tok, kind, roles)
+        tok.save(str(output / "tokenizer.json"))
+    inputs = ["input_ids", "token_type_ids", "attention_mask"] if kind == "bert" else ["input_ids", "attention_mask"]
+    _write_json(output / "tokenizer_config.json", {"tokenizer_class": "PreTrainedTokenizerFast",
+                                                   "model_max_length": positions, "model_input_names": inputs,
+                                                   "padding_side": "right", "clean_up_tokenization_spaces": False,
+                                                   **roles})
+    _write_json(output / "special_tokens_map.json", roles)
+    if task == "causal_lm":
+        _write_json(output / "generation_config.json", {**ids, **_decoding(generate)})
+    return {**config, **ids, length_key: positions}
+
+
+def _roles(tok, kind: str) -> dict[str, str]:
+    """special_tokens_map.json: BERT's five where the vocabulary has them; a decoder's separator (the first
+    special token) as bos and eos, and a pad and unknown token where it has them."""
+    from lmtemplate.tokenization import document_separator
+
+    if kind == "bert":
+        return {role: t for role, t in ENCODER_ROLES.items() if tok.token_to_id(t) is not None}
+    separator = document_separator(tok)
+    roles = {} if separator is None else {"bos_token": tok.id_to_token(separator), "eos_token": tok.id_to_token(separator)}
+    for role, names in DECODER_ROLES.items():
+        found = next((t for t in names if tok.token_to_id(t) is not None), None)
+        if found:
+            roles[role] = found
+    return roles
+
+
+def _add_template(tok, kind: str, roles: dict[str, str]) -> None:
+    """``[CLS] a [SEP] b [SEP]`` (types 0, then 1) for BERT, ``a <sep> b <sep>`` for a decoder's classifier: what
+    ``data.base.encode_texts`` and the SQuAD reader build."""
+    from tokenizers import processors
+
+    if kind == "bert":
+        cls, sep = roles["cls_token"], roles["sep_token"]
+        single, pair, specials = f"{cls} $A {sep}", f"{cls} $A {sep} $B:1 {sep}:1", [cls, sep]
+    else:
+        sep = roles["eos_token"]
+        single, pair, specials = f"$A {sep}", f"$A {sep} $B {sep}", [sep]
+    template = processors.TemplateProcessing(single=single, pair=pair,
+                                             special_tokens=[(t, tok.token_to_id(t)) for t in specials])
+    tok.post_processor = template if kind == "bert" or tok.post_processor is None \
+        else processors.Sequence([tok.post_processor, template])
+
+
+def _positions(model: dict, kind: str, weights: dict) -> int:
+    """How many positions the exported model reads: its source checkpoint's (a learned table gets the source's
+    rows past ``block_size`` back, untouched by the run), else ``block_size``."""
+    source = model.get("init_from")
+    if not is_pretrained_dir(source):
+        return model["block_size"]
+    longest = model_fields(Path(source))["block_size"]
+    if model["positions"] == "learned" and longest > model["block_size"]:
+        name = names(kind, 0, ARCHITECTURES[kind][1])["pos_emb"] + ".weight"
+        table = backbone_state(Path(source), longest)[0]["pos_emb.weight"]
+        weights[name] = torch.cat([weights[name], table[model["block_size"]:].to(weights[name].dtype)])
+    return max(longest, model["block_size"])
+
+
+def _decoding(generate: Optional[dict]) -> dict:
+    """generation_config.json's decoding settings: the run's ``generate`` section (greedy at temperature 0),
+    running to max_new_tokens as the project's generate does (no stop at eos)."""
+    if generate is None:
+        return {"eos_token_id": None}
+    g = generate
+    sampling = g["temperature"] > 0
+    return {"eos_token_id": None, "max_new_tokens": g["max_new_tokens"], "do_sample": sampling,
+            **({"temperature": g["temperature"], "top_k": g["top_k"] or 0, "top_p": g["top_p"] or 1.0}
+               if sampling else {})}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------- encoder-decoders: out
+
+SEQ2SEQ_EXPORTS = {"translation": "BartForConditionalGeneration or MarianMTModel",
+                   "summarization": "BartForConditionalGeneration or MarianMTModel"}
+SOURCE_TEMPLATES = {"translation": "$A {end}", "summarization": "{start} $A {end}"}  # as the task's data encodes
+
+
+def export_seq2seq(task: str, model: dict, state: dict[str, torch.Tensor], tokenizer: Path, output: Path,
+                   decode: dict) -> str:
+    """A translation or summarization run as MarianMTModel (``model.sinusoidal``) or BartForConditionalGeneration:
+    config.json, the weights, generation_config.json (the run's decoding: its start token, beams, rules and
+    lengths), and a tokenizer that frames sources as the task does (tokenizer.json, tokenizer_config.json)."""
+    from lmtemplate.tokenization import load_tokenizer, start_end_ids  # it imports this module
+
+    cfg = Seq2SeqConfig(**{f.name: model[f.name] for f in dataclasses.fields(Seq2SeqConfig)})
+    kind = "marian" if cfg.sinusoidal else "bart"
+    architecture = "MarianMTModel" if cfg.sinusoidal else "BartForConditionalGeneration"
+    _check_seq2seq_exportable(task, model, cfg, kind, architecture)
+    tok = load_tokenizer(tokenizer)
+    start, end = start_end_ids(tok, task)
+    pad = next((i for i in (tok.token_to_id(t) for t in ("<pad>", "[PAD]")) if i is not None), end)
+    vocab, src_vocab = (state[f"model.{half}.tok_emb.weight"].shape[0] for half in ("decoder", "encoder"))
+    activation = {"relu": "relu", "silu": "swish", "gelu": "gelu_new" if cfg.gelu == "tanh" else "gelu"}[cfg.activation]
+    config = {"model_type": kind, "architectures": [architecture], "vocab_size": src_vocab, "d_model": cfg.n_embd,
+              "encoder_layers": cfg.n_layer, "decoder_layers": cfg.decoder_layers,
+              "encoder_attention_heads": cfg.n_head, "decoder_attention_heads": cfg.n_head,
+              "encoder_ffn_dim": cfg.mlp_width, "decoder_ffn_dim": cfg.mlp_width,
+              "max_position_embeddings": cfg.block_size, "activation_function": activation,
+              "scale_embedding": cfg.embedding_scale, "dropout": cfg.dropout, "attention_dropout": 0.0,
+              "activation_dropout": 0.0, "is_encoder_decoder": True, "tie_word_embeddings": True,
+              "pad_token_id": pad, "bos_token_id": start, "eos_token_id": end, "decoder_start_token_id": start,
+              "forced_eos_token_id": end}
+    if kind == "marian":
+        config.update(decoder_vocab_size=vocab, share_encoder_decoder_embeddings=cfg.shared_embeddings)
+    names = {ours: theirs for ours, theirs in seq2seq_names({**config, "model_type": kind}).items()
+             if ours != "decoder.lm_head"}
+    weights = {}
+    for ours, theirs in names.items():
+        for suffix in ("weight", "bias"):
+            tensor = state.get(f"model.{ours}.{suffix}")
+            if tensor is not None:
+                parts = theirs if isinstance(theirs, tuple) else (theirs,)
+                for name, part in zip(parts, tensor.split(len(tensor) // len(parts))):
+                    weights[f"{name}.{suffix}"] = part
+    if kind == "bart":  # the two rows no position reads, then ours
+        for half in ("encoder", "decoder"):
+            table = state[f"model.{half}.pos_emb.weight"]
+            weights[f"model.{half}.embed_positions.weight"] = torch.cat([table.new_zeros(BART_POSITION_OFFSET, table.size(1)), table])
+    weights["final_logits_bias"] = state.get("model.decoder.logits_bias", torch.zeros(vocab)).reshape(1, -1)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    _save_weights({k: v.detach().to("cpu").contiguous().clone() for k, v in weights.items()}, output)
+    (output / "generation_config.json").write_text(json.dumps(_generation_config(config, cfg, decode), indent=2) + "\n")
+    _write_seq2seq_tokenizer(tok, task, start, end, pad, cfg.block_size, output)
+    return architecture
+
+
+def _check_seq2seq_exportable(task: str, model: dict, cfg, kind: str, architecture: str) -> None:
+    """Every option of the run's encoder-decoder that the architecture does not compute, named in one error."""
+    needs = {"arch": "encoder_decoder", "positions": "learned", "norm": "post", "decoder_norms": "encoder",
+             "final_norm": False, "embedding_norm": kind == "bart", "norm_type": "layernorm", "norm_eps": 1e-5,
+             "mlp": "gelu", "n_kv_head": 0, "bias": True, "type_vocab_size": 0, "tie_output": True,
+             "qkv_bias": None, "out_bias": None, "mlp_bias": None, **({"shared_embeddings": True} if kind == "bart" else {})}
+    wrong = [f"model.{k}={model[k]} (it needs {v})" for k, v in needs.items() if k in model and model[k] != v]
+    if wrong:
+        raise ConfigError(f"export: this {task} model does not map onto {architecture} (model.sinusoidal="
+                          f"{cfg.sinusoidal} picks it): {'; '.join(wrong)}")
+
+
+def _generation_config(config: dict, cfg, decode: dict) -> dict:
+    """``decode``'s settings as generate reads them: its lengths count the start token; a length that grows with
+    the source (decode.max_len_a > 0) has no counterpart, so the limit is the model's."""
+    room = cfg.block_size if decode.get("max_len_a", 0) > 0 else min(decode.get("max_len_b", cfg.block_size), cfg.block_size)
+    sample = decode.get("temperature", 0) > 0
+    return {"decoder_start_token_id": config["decoder_start_token_id"], "bos_token_id": config["bos_token_id"],
+            "eos_token_id": config["eos_token_id"], "pad_token_id": config["pad_token_id"],
+            "forced_eos_token_id": config["eos_token_id"], "max_length": room + 1,
+            "min_length": decode.get("min_len", 0) + 1, "num_beams": 1 if sample else decode.get("beam_size", 1),
+            "length_penalty": decode.get("length_penalty", 1.0), "early_stopping": False,
+            "no_repeat_ngram_size": decode.get("no_repeat_ngram_size", 0),
+            "repetition_penalty": decode.get("repetition_penalty", 1.0), "do_sample": sample,
+            **({"temperature": decode["temperature"], "top_k": decode.get("top_k") or 0,
+                "top_p": decode.get("top_p") or 1.0} if sample else {})}
+
+
+def _write_seq2seq_tokenizer(tok, task: str, start: int, end: int, pad: int, block_size: int, output: Path) -> None:
+    """tokenizer.json framing each source as the task's data does, and tokenizer_config.json naming its special
+    tokens and the longest source."""
+    from tokenizers.processors import TemplateProcessing
+
+    specials = {"start": tok.id_to_token(start), "end": tok.id_to_token(end)}
+    tok.post_processor = TemplateProcessing(single=SOURCE_TEMPLATES[task].format(**specials),
+                                            special_tokens=[(t, tok.token_to_id(t)) for t in set(specials.values())])
+    tok.save(str(output / "tokenizer.json"))
+    settings = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": block_size,
+                "bos_token": specials["start"], "eos_token": specials["end"], "pad_token": tok.id_to_token(pad)}
+    (output / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")

@@ -7,12 +7,18 @@ only on the source, so decoding computes them once per source (``Seq2Seq.memory`
 
 Conventions: ``src`` (B, S) token ids with ``src_mask`` (B, S) 1 on real tokens
 and 0 on padding; ``tgt`` (B, T) decoder inputs that start with BOS.
+
+The options below the shape exist so that BART and Marian checkpoints (``models/hf.py``) compute here what they
+compute in ``transformers``; their defaults keep the original layout (a pre-LayerNorm decoder, GELU, learned
+positions, unscaled embeddings, no output bias).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Optional
 
 import torch
@@ -21,7 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmtemplate.models.encoder import Encoder, EncoderConfig
-from lmtemplate.models.gpt import GPT, Block, KVCache, add_positions, position_table
+from lmtemplate.models.gpt import MLP, GPT, Block, KVCache, add_positions, layer_norm, optional_norm, position_table
 
 # (tokens (N, 1), parents (N,) or None) -> next-token logits (N, vocab); see Seq2Seq.stepper
 Step = Callable[[torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
@@ -40,15 +46,63 @@ class Seq2SeqConfig(EncoderConfig):
     src_vocab_size: int = 0
     shared_embeddings: bool = True  # one table for source and target tokens (needs a joint tokenizer)
     tie_output: bool = True  # the output projection is the target embedding matrix
+    # pre: pre-LayerNorm decoder blocks and a final norm, whatever the encoder's layout; encoder: the encoder's
+    # model.norm, embedding_norm and final_norm (BART's and Marian's post-LayerNorm decoders)
+    decoder_norms: str = "pre"
+    activation: str = "gelu"  # the MLPs' activation: gelu (in model.gelu's form), relu or silu (Marian's swish)
+    embedding_scale: bool = False  # token embeddings times sqrt(n_embd) on input (Marian's, BART's scale_embedding)
+    sinusoidal: bool = False  # with learned positions: a fixed, untrained table of sines and cosines (Marian's)
+    logits_bias: bool = False  # a per-token bias added to the output logits (BART's final_logits_bias)
+    # with model.init_from: the decoder's embeddings, self-attention, MLPs and norms start as the encoder's (its
+    # first blocks), cross-attention fresh (BERT2BERT, Rothe et al. 2020); needs model.decoder_norms=encoder
+    warm_start: bool = False
 
     def __post_init__(self):
         super().__post_init__()
         if self.n_decoder_layer < 0:
             raise ValueError(f"model.n_decoder_layer: expected >= 0 (0: model.n_layer), got {self.n_decoder_layer}")
+        if self.decoder_norms not in DECODER_NORMS:
+            raise ValueError(f"model.decoder_norms: '{self.decoder_norms}' is not one of {', '.join(DECODER_NORMS)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"model.activation: '{self.activation}' is not one of {', '.join(ACTIVATIONS)}")
+        if self.sinusoidal and self.positions != "learned":
+            raise ValueError(f"model.sinusoidal: a fixed position table needs model.positions=learned, "
+                             f"got {self.positions}")
+        if self.warm_start and (self.decoder_norms != "encoder" or self.decoder_layers > self.n_layer
+                                or not self.init_from):
+            raise ValueError(f"model.warm_start: the decoder starts as the pretrained encoder's first blocks, so it "
+                             f"needs model.init_from (got {self.init_from}), model.decoder_norms=encoder (got "
+                             f"{self.decoder_norms}) and at most model.n_layer ({self.n_layer}) decoder blocks (got "
+                             f"{self.decoder_layers})")
 
     @property
     def decoder_layers(self) -> int:
         return self.n_decoder_layer or self.n_layer
+
+
+DECODER_NORMS = ("pre", "encoder")
+ACTIVATIONS = {"gelu": None, "relu": F.relu, "silu": F.silu}  # gelu: the MLP's own, in model.gelu's form
+
+
+class FeedForward(MLP):
+    """The MLP with ``model.activation`` (relu or silu) in place of its GELU."""
+
+    def __init__(self, cfg: Seq2SeqConfig):
+        super().__init__(cfg)
+        self.act = ACTIVATIONS[cfg.activation]
+
+    def forward(self, x):
+        return self.drop(self.proj(self.act(self.fc(x))))
+
+
+def _scaled(factor: float, module, args, out):
+    return out * factor
+
+
+def sinusoids(n: int, dim: int) -> torch.Tensor:
+    """Marian's position table (n, dim): sin(p / 10000^(2i/dim)) in the first half, the cosines in the second."""
+    angles = torch.arange(n, dtype=torch.float64)[:, None] / 10000 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    return torch.cat([angles.sin(), angles.cos()[:, : dim // 2]], dim=1).float()
 
 
 class CrossAttention(nn.Module):
@@ -84,10 +138,14 @@ class DecoderBlock(Block):
 
     def __init__(self, cfg: Seq2SeqConfig):
         super().__init__(cfg, causal=True)
-        self.ln_cross = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_cross = layer_norm(cfg)
         self.cross = CrossAttention(cfg)
 
     def forward(self, x, memory, mask, cache: KVCache | None = None, rope=None):
+        if self.post_norm:
+            x = self.ln1(x + self.attn(x, cache, None, rope))
+            x = self.ln_cross(x + self.cross(x, memory, mask))
+            return self.ln2(x + self.mlp(x))
         x = x + self.attn(self.ln1(x), cache, None, rope)
         x = x + self.cross(self.ln_cross(x), memory, mask)
         return x + self.mlp(self.ln2(x))
@@ -98,13 +156,18 @@ class Decoder(nn.Module):
 
     def __init__(self, cfg: Seq2SeqConfig, tok_emb: nn.Embedding | None = None):
         super().__init__()
+        if cfg.decoder_norms == "pre":
+            cfg = dataclasses.replace(cfg, norm="pre", embedding_norm=False, final_norm=True)
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd) if tok_emb is None else tok_emb
         self.pos_emb = position_table(cfg)
+        self.emb_ln = optional_norm(cfg, cfg.embedding_norm)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.decoder_layers))
-        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_f = optional_norm(cfg, cfg.final_norm)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.logits_bias:
+            self.register_buffer("logits_bias", torch.zeros(cfg.vocab_size))
         GPT.init_weights(self, cfg.decoder_layers)
         if cfg.tie_output:
             self.lm_head.weight = self.tok_emb.weight
@@ -115,13 +178,14 @@ class Decoder(nn.Module):
         if start_pos + T > self.cfg.block_size:
             raise ValueError(f"target of {start_pos + T} tokens exceeds model.block_size {self.cfg.block_size}")
         x, rope = add_positions(self, self.tok_emb(idx), start_pos)
-        x = self.drop(x)
+        x = self.drop(self.emb_ln(x))
         for i, block in enumerate(self.blocks):
             if self.cfg.activation_checkpointing and self.training and caches is None:
                 x = checkpoint(block, x, memories[i], mask, None, rope, use_reentrant=False)
             else:
                 x = block(x, memories[i], mask, None if caches is None else caches[i], rope)
-        return self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x))
+        return logits + self.logits_bias if self.cfg.logits_bias else logits
 
 
 class Seq2Seq(nn.Module):
@@ -138,6 +202,37 @@ class Seq2Seq(nn.Module):
         shape = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(EncoderConfig)}
         self.encoder = Encoder(EncoderConfig(**{**shape, "vocab_size": src_vocab}))
         self.decoder = Decoder(cfg, self.encoder.tok_emb if cfg.shared_embeddings else None)
+        self._apply_options(cfg)
+
+    def _apply_options(self, cfg: Seq2SeqConfig) -> None:
+        """The options that change the encoder's and the decoder's parts after they are built (none by default)."""
+        halves = (self.encoder, self.decoder)
+        if cfg.activation != "gelu":
+            for half in halves:
+                for block in half.blocks:
+                    block.mlp = FeedForward(cfg)
+                    GPT.init_weights(block.mlp, len(half.blocks))
+        if cfg.embedding_scale:
+            for embedding in {id(h.tok_emb): h.tok_emb for h in halves}.values():
+                embedding.register_forward_hook(partial(_scaled, math.sqrt(cfg.n_embd)))
+        if cfg.sinusoidal:
+            for half in halves:
+                with torch.no_grad():
+                    half.pos_emb.weight.copy_(sinusoids(*half.pos_emb.weight.shape))
+                half.pos_emb.weight.requires_grad_(False)
+
+    def warm_start_decoder(self) -> list[str]:
+        """Copy the encoder's embeddings, norms and each block's self-attention, MLP and norms into the decoder's
+        (``model.warm_start``); the cross-attention stays as it is. Returns the decoder's parameters left fresh."""
+        own, encoder, fresh = self.decoder.state_dict(), self.encoder.state_dict(), []
+        with torch.no_grad():
+            for name, tensor in own.items():
+                source = encoder.get(name)
+                if source is None or source.shape != tensor.shape:  # cross-attention; a vocabulary of its own
+                    fresh += [] if name == "lm_head.weight" and self.cfg.tie_output else [name]
+                else:
+                    tensor.copy_(source)
+        return fresh
 
     def memory(self, src, src_mask):
         """Encode the source once: (per-layer cross-attention keys and values, the (B, 1, 1, S) source mask)."""

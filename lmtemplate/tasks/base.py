@@ -19,8 +19,11 @@ from lightning.pytorch.strategies import FSDPStrategy
 import torch.nn.functional as F
 from torch import nn
 
+from lmtemplate.callbacks.averaging import weights_for
+from lmtemplate.callbacks.console import synced_elsewhere
 from lmtemplate.config import ConfigError, read_utf8
-from lmtemplate.models.backbone import load_backbone
+from lmtemplate.data.base import IGNORE
+from lmtemplate.models.backbone import load_backbone, load_pretrained, write_load_report
 from lmtemplate.models.gpt import GPT, Block
 from lmtemplate.models.lora import add_adapters
 from lmtemplate.models.seq2seq import Seq2Seq
@@ -119,6 +122,7 @@ class Task(L.LightningModule):
         self.cfg = cfg
         self.scores: dict[str, float] = {}  # pass_scores of the last evaluation, in float64, for metrics.json
         self.partial: dict[str, str] = {}  # stage -> "k of n batches", when an evaluation pass saw part of its set
+        self.step_count: torch.Tensor | int | None = None  # tokens (or examples) of this optimizer step's micro-batches
         if dataclasses.is_dataclass(cfg):
             self.save_hyperparameters(dataclasses.asdict(cfg))
 
@@ -128,7 +132,8 @@ class Task(L.LightningModule):
         every verb (checkpoints hold only what trains) and every task, plugins too; the rest of what the task builds
         (its head, an encoder-decoder's decoder) trains."""
         if name == "model" and isinstance(value, nn.Module) and self.adapted:
-            add_adapters(pretrained(value), self.cfg.lora)
+            base = pretrained(value)
+            add_adapters(base, self.cfg.lora)
             init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
             if not init_from or not Path(init_from).exists():
                 raise ConfigError(
@@ -137,7 +142,7 @@ class Task(L.LightningModule):
                     f"{f'is not there: {init_from}' if init_from else 'is not set'}. Set model.init_from to a run "
                     "directory, checkpoint or Hugging Face folder (for a run whose base moved: where it is now)")
             try:
-                load_pretrained(value, init_from)
+                load_backbone(base, init_from, "decoder" if isinstance(base, GPT) else "encoder")
             except ConfigError as e:
                 raise ConfigError(f"{e}. With lora.rank={self.cfg.lora.rank} that base is frozen and a checkpoint "
                                   "holds only the adapters and the task's head: the base must be the one they trained "
@@ -169,15 +174,53 @@ class Task(L.LightningModule):
     def _frozen(self) -> list[str]:
         return [name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad]
 
-    def loss(self, batch) -> torch.Tensor:
-        """The training loss of a batch (also logged as ``{stage}/loss`` in evaluation)."""
+    def loss(self, batch) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The training loss of a batch (also logged as ``{stage}/loss`` in evaluation): a mean over its examples, or,
+        for a loss that is a mean over tokens, the pair (its sum over the tokens, the number of tokens)."""
         raise NotImplementedError(f"{type(self).__name__} must define loss(batch)")
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def summed_loss(self, batch) -> tuple[torch.Tensor, torch.Tensor | int]:
+        """``loss(batch)`` as (sum, count): a mean over examples counts the batch's examples."""
         loss = self.loss(batch)
+        if isinstance(loss, tuple):
+            return loss
+        n = self.batch_size(batch)
+        return loss * n, n
+
+    def mean_loss(self, batch) -> torch.Tensor:
+        """``loss(batch)`` as a mean per token (or example)."""
+        total, count = self.summed_loss(batch)
+        return total / count
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """The loss of one step weighs each token (or example) the same, however the step's tokens fall into the
+        accumulated micro-batches and the ranks: a micro-batch returns its sum, and ``on_before_optimizer_step``
+        divides the step's gradient by the step's count over them all (docs/runs.md)."""
+        total, count = self.summed_loss(batch)
         if self.logs_now():
-            self.log("train/loss", loss, prog_bar=True, batch_size=self.batch_size(batch))
-        return loss
+            self.log_training(total.detach() / count, batch)
+        if self.trainer.accumulate_grad_batches * self.trainer.world_size == 1:
+            return total / count  # the step is this batch: its mean is the step's
+        self.step_count = count if self.step_count is None else self.step_count + count
+        return total
+
+    def log_training(self, loss: torch.Tensor, batch) -> None:
+        """Log a micro-batch's training loss, its mean per token (or example)."""
+        self.log("train/loss", loss, prog_bar=True, batch_size=self.batch_size(batch))
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Divide the step's gradient by its tokens over the micro-batches and ranks. Lightning divided each
+        micro-batch's loss by ``accumulate_grad_batches`` and DDP (FSDP) averaged the gradient over the ranks; both
+        are multiplied back. Before clipping, which then sees the gradient of the per-token mean."""
+        if self.step_count is None:  # a training_step of its own, or one batch per step
+            return
+        count = torch.as_tensor(self.step_count, device=self.device, dtype=torch.float64)
+        count = self.trainer.strategy.reduce(count, reduce_op="sum").clamp(min=1)
+        scale = (self.trainer.accumulate_grad_batches * self.trainer.world_size / count).float()
+        self.step_count = None
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            torch._foreach_mul_(grads, scale)
 
     def logs_now(self) -> bool:
         """Whether the trainer writes this training step's logs (every ``trainer.log_every_n_steps``): a step's
@@ -186,7 +229,7 @@ class Task(L.LightningModule):
 
     def evaluate(self, batch, batch_idx: int, stage: str) -> None:
         """One evaluation step, for validate (``stage`` val) and test alike: logs the loss; tasks add metrics."""
-        self.log(f"{stage}/loss", self.loss(batch), prog_bar=True, sync_dist=True, batch_size=self.batch_size(batch))
+        self.log(f"{stage}/loss", self.mean_loss(batch), prog_bar=True, sync_dist=True, batch_size=self.batch_size(batch))
 
     def log_metrics(self, stage: str, metrics: nn.ModuleDict, *inputs) -> None:
         """Update ``metrics[stage]`` (a torchmetrics MetricCollection, see ``per_stage``) with ``inputs`` and log
@@ -223,6 +266,7 @@ class Task(L.LightningModule):
     def _end_pass(self, stage: str) -> None:
         scores = self.pass_scores(stage)
         for name, value in scores.items():
+            synced_elsewhere(f"{stage}/{name}")
             self.log(f"{stage}/{name}", value, prog_bar=True)
         if self._trainer is None or self.trainer.sanity_checking:  # unattached: a test driving the module by hand
             return
@@ -260,6 +304,11 @@ class Task(L.LightningModule):
         """The text of the predictions file (default: one JSON object per line)."""
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """validate, test, predict: an EMA run's trained weights instead of its average if ``ema.averaged_in`` says so."""
+        if self.trainer.state.fn != "fit":
+            checkpoint["state_dict"] = weights_for(checkpoint, self.trainer.state.fn.value, self.cfg.ema)
+
     def on_train_start(self) -> None:
         loader = self.trainer.train_dataloader
         if self.trainer.ckpt_path and not isinstance(loader, _Stateful):
@@ -269,11 +318,15 @@ class Task(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Before training: ``model.init_from``, a pretrained GPT or encoder; an encoder-decoder takes it as its
-        encoder (a masked_lm run's). Not when resuming: the checkpoint holds the weights, and the run it started
-        from may no longer be where it was. (With adapters, the base was loaded when the task set ``self.model``.)"""
+        encoder (a masked_lm run's). A Hugging Face checkpoint's heads that the task has are loaded too, and what
+        was loaded is reported in the log and the run directory's init_from.json. Not when resuming: the checkpoint
+        holds the weights, and the run it started from may no longer be where it was. (With adapters, the frozen
+        base was loaded when the task set ``self.model``; here it is read again, for the heads and the report.)"""
         init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
-        if stage == "fit" and init_from and not self.resuming and not self.adapted:
-            load_pretrained(self.model, init_from)
+        if stage == "fit" and init_from and not self.resuming:
+            report = load_pretrained(self, pretrained(self.model), init_from)
+            if self.trainer.is_global_zero:
+                write_load_report(report, Path(self.trainer.default_root_dir))
 
     def configure_optimizers(self):
         """AdamW over the model's parameter groups (no decay on biases and norms), with ``optim``'s schedule."""
@@ -301,12 +354,6 @@ def pretrained(model: nn.Module) -> nn.Module:
     return model.encoder if isinstance(model, Seq2Seq) else model
 
 
-def load_pretrained(model: nn.Module, init_from: str) -> None:
-    """Fill the ``pretrained`` part of a task's model, a GPT or an encoder, from ``model.init_from``."""
-    base = pretrained(model)
-    load_backbone(base, init_from, "decoder" if isinstance(base, GPT) else "encoder")
-
-
 class LanguageModel(Task):
     """A pretraining task: the loss is the cross-entropy of the logits (N, vocab) and labels (N) that
     ``scored(batch, generator=None)`` gives (``generator``: for any randomness), logged with perplexity."""
@@ -318,8 +365,9 @@ class LanguageModel(Task):
     def flops_per_batch(self) -> int:
         return self.model.flops_per_token() * self.cfg.data.batch_size * self.cfg.model.block_size
 
-    def loss(self, batch) -> torch.Tensor:
-        return F.cross_entropy(*self.scored(batch))
+    def loss(self, batch) -> tuple[torch.Tensor, int]:
+        logits, labels = self.scored(batch)
+        return F.cross_entropy(logits, labels, reduction="sum"), len(labels)
 
     def evaluate(self, batch, batch_idx: int, stage: str) -> None:
         self.log_scores(stage, *self.scored(batch))
@@ -329,6 +377,15 @@ class LanguageModel(Task):
         self.ppl[stage].update(logits.float()[None], labels[None])
         self.log(f"{stage}/loss", F.cross_entropy(logits, labels), prog_bar=True, sync_dist=True, batch_size=batch_size)
         self.log(f"{stage}/ppl", self.ppl[stage])
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> tuple[torch.Tensor, ...]:
+    """The cross-entropy summed over the labelled tokens (``labels`` is IGNORE elsewhere), and their number: the
+    ``loss`` of a task whose loss is a mean over target tokens."""
+    labels = labels.flatten()
+    total = F.cross_entropy(logits.flatten(0, -2), labels, ignore_index=IGNORE, label_smoothing=label_smoothing,
+                            reduction="sum")
+    return total, (labels != IGNORE).sum()
 
 
 def per_stage(metric: nn.Module) -> nn.ModuleDict:

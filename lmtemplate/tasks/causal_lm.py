@@ -57,11 +57,9 @@ class CausalLM(LanguageModel):
         self.model = build_model(GPT, cfg.model, self.tokenizer.get_vocab_size())
         self.ppl = per_stage(Perplexity())
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = super().training_step(batch, batch_idx)
-        if self.logs_now():
-            self.log("train/ppl", loss.detach().exp())
-        return loss
+    def log_training(self, loss: torch.Tensor, batch: torch.Tensor) -> None:
+        super().log_training(loss, batch)
+        self.log("train/ppl", loss.exp())
 
     def batch_tokens(self, batch: torch.Tensor) -> int:
         return batch[:, 1:].numel()  # a window of block_size + 1 tokens feeds block_size

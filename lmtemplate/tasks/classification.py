@@ -15,7 +15,6 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 
 from lmtemplate.config import ConfigError
 from lmtemplate.data.classification import ClassificationDataConfig, ClassificationDataModule
-from lmtemplate.models import hf
 from lmtemplate.models.backbone import BackboneConfig, build_backbone, hidden_states
 from lmtemplate.models.gpt import Block
 from lmtemplate.registry import register_task
@@ -35,6 +34,7 @@ class ClassifierModelConfig(BackboneConfig):
     freeze_layers: int = 0  # freeze the embeddings and this many of the lowest blocks
     head_dropout: float = 0.1
     pooler: bool = False  # BERT's pooler before the head: dense + tanh (imported from a BERT checkpoint that has one)
+    head_bias: bool = True  # false: a head without bias, as GPT2ForSequenceClassification's (to export a decoder's)
 
     def __post_init__(self):
         super().__post_init__()
@@ -83,7 +83,7 @@ class Classification(Task):
         self.model = build_backbone(m, datamodule.tokenizer.get_vocab_size())
         self.pooling = m.pooling if m.pooling != "auto" else ("cls" if m.arch == "encoder" else "last")
         self.pooler = nn.Sequential(nn.Linear(m.n_embd, m.n_embd), nn.Tanh()) if m.pooler else None
-        self.head = nn.Sequential(nn.Dropout(m.head_dropout), nn.Linear(m.n_embd, n))
+        self.head = nn.Sequential(nn.Dropout(m.head_dropout), nn.Linear(m.n_embd, n, bias=m.head_bias))
         self.scorers = per_stage(MetricCollection({
             "accuracy": MulticlassAccuracy(n, average="micro"),
             "f1": MulticlassF1Score(n, average="macro"),
@@ -96,8 +96,6 @@ class Classification(Task):
         if stage != "fit":
             return
         m = self.cfg.model
-        if self.pooler is not None and hf.is_pretrained_dir(m.init_from):
-            self.pooler.load_state_dict(hf.head_state(Path(m.init_from), "pooler"), strict=False)
         frozen = list(self.model.blocks[: m.freeze_layers]) if m.freeze_layers else []
         if m.freeze_layers:
             embeddings = (self.model.tok_emb, self.model.pos_emb, getattr(self.model, "type_emb", None), self.model.emb_ln)

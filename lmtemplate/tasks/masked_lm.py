@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torchmetrics.classification import MulticlassAccuracy
@@ -13,7 +12,6 @@ from torchmetrics.text import Perplexity
 from lmtemplate.config import ConfigError
 from lmtemplate.data.base import IGNORE
 from lmtemplate.data.masking import MaskedLMDataConfig, MaskedLMDataModule, MaskingConfig, mask_tokens
-from lmtemplate.models import hf
 from lmtemplate.models.backbone import build_model
 from lmtemplate.models.encoder import Encoder, EncoderConfig, MaskedLMHead
 from lmtemplate.registry import register_task
@@ -47,14 +45,6 @@ class MaskedLM(LanguageModel):
         self.register_buffer("special_ids", torch.tensor(sorted(ids.values())), persistent=False)
         self.accuracy = per_stage(MulticlassAccuracy(self.model.cfg.vocab_size, average="micro"))
         self.ppl = per_stage(Perplexity())
-
-    def setup(self, stage: str) -> None:
-        """The pretrained encoder (``Task.setup``), and BertForMaskedLM's head where a Hugging Face checkpoint has
-        one (else the head starts fresh); the head's output matrix is the encoder's token embedding either way."""
-        super().setup(stage)
-        init_from = self.cfg.model.init_from
-        if stage == "fit" and hf.is_pretrained_dir(init_from):
-            self.mlm_head.load_state_dict(hf.head_state(Path(init_from), "mlm_head"), strict=False)
 
     def scored(self, batch, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and labels at the masked positions of packed windows (a tensor) or padded documents (a dict)."""

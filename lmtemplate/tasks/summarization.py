@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.base import IGNORE
 from lmtemplate.data.summarization import (ARCHS, SummarizationDataConfig, SummarizationDataModule,
                                            SummarizationTokenizerConfig)
 from lmtemplate.data.tables import read_table
@@ -28,7 +26,7 @@ from lmtemplate.models.beam_search import decoder_stepper
 from lmtemplate.models.gpt import GPT, Block, GPTConfig
 from lmtemplate.models.seq2seq import DecoderBlock, Seq2Seq, Seq2SeqConfig
 from lmtemplate.registry import register_task
-from lmtemplate.tasks.base import OptimConfig, per_stage
+from lmtemplate.tasks.base import OptimConfig, per_stage, token_cross_entropy
 from lmtemplate.tasks.decoding import DecodeConfig, GenerationTask, generate
 from lmtemplate.tasks.rouge import ROUGE
 
@@ -92,9 +90,9 @@ class Summarization(GenerationTask):
             return self.model(batch["input_ids"])
         return self.model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"])
 
-    def loss(self, batch: dict) -> torch.Tensor:
+    def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy per summary token (and the end token); a decoder's document has no labels."""
-        return F.cross_entropy(self(batch).flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE)
+        return token_cross_entropy(self(batch), batch["labels"])
 
     @torch.no_grad()
     def summarize(self, batch: dict, rows: list[int], beam_size: int) -> list[str]:

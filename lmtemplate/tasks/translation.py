@@ -9,18 +9,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torchmetrics import MetricCollection
 
 from lmtemplate.config import ConfigError
-from lmtemplate.data.base import IGNORE
 from lmtemplate.data.translation import (SOURCE_TOKENIZER, TranslationDataConfig, TranslationDataModule,
                                          TranslationTokenizerConfig)
 from lmtemplate.models.backbone import build_model
 from lmtemplate.models.gpt import Block
 from lmtemplate.models.seq2seq import DecoderBlock, Seq2Seq, Seq2SeqConfig
 from lmtemplate.registry import register_task
-from lmtemplate.tasks.base import OptimConfig, per_stage
+from lmtemplate.tasks.base import OptimConfig, per_stage, token_cross_entropy
 from lmtemplate.tasks.decoding import DecodeConfig, GenerationTask, generate
 from lmtemplate.tasks.text_metrics import BLEU, ChrF
 from lmtemplate.tokenization import save_tokenizer
@@ -81,10 +79,9 @@ class Translation(GenerationTask):
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(batch["input_ids"], batch["attention_mask"], batch["decoder_input_ids"])
 
-    def loss(self, batch: dict) -> torch.Tensor:
+    def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Label-smoothed in training, plain cross-entropy per target token in evaluation."""
-        return F.cross_entropy(self(batch).flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE,
-                               label_smoothing=self.cfg.optim.label_smoothing if self.training else 0.0)
+        return token_cross_entropy(self(batch), batch["labels"], self.cfg.optim.label_smoothing if self.training else 0.0)
 
     @torch.no_grad()
     def translate(self, src: torch.Tensor, src_mask: torch.Tensor, beam_size: int) -> list[str]:

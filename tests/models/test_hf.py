@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 transformers = pytest.importorskip("transformers")
 
@@ -86,7 +87,8 @@ def test_bert_hidden_states_and_mlm_logits_equal_transformers_with_padding_and_t
     theirs = transformers.BertForMaskedLM.from_pretrained(bert_dir).eval()
     ours = imported(Encoder, EncoderConfig, bert_dir, "encoder")
     head = MaskedLMHead(ours.cfg, ours.tok_emb)
-    head.load_state_dict(hf.head_state(bert_dir, "mlm_head"), strict=False)
+    head.load_state_dict({k.removeprefix("mlm_head."): v for k, v in
+                          hf.head_state(bert_dir, [f"mlm_head.{k}" for k in head.state_dict()]).items()}, strict=False)
     ids, mask, types = padded_batch(len(VOCAB))
     with torch.no_grad():
         expected = theirs(input_ids=ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
@@ -328,10 +330,11 @@ FAMILIES = {  # each with grouped-query attention (Mistral's multi-query), and w
 }
 
 
-def decoder_folder(model, folder: Path) -> Path:
+def decoder_folder(model, folder: Path, specials=("<|endoftext|>",)) -> Path:
     save(model, folder)
     text = ["the quick brown fox jumps over the lazy dog"] * 50
-    save_tokenizer(train_tokenizer(TokenizerConfig(vocab_size=300, min_frequency=1), iter(text)), folder / "tokenizer.json")
+    tok = train_tokenizer(TokenizerConfig(vocab_size=300, min_frequency=1, special_tokens=list(specials)), iter(text))
+    save_tokenizer(tok, folder / "tokenizer.json")
     return folder
 
 
@@ -430,3 +433,15 @@ def test_round_trip_llama_family_through_causal_lm_and_export_is_exact(tmp_path,
     assert_close(ours, theirs)
     assert exported.config.tie_word_embeddings == (family == "qwen2")
     assert exported.config.num_key_value_heads == (1 if family == "mistral" else 2)
+
+
+def test_config_shows_the_tokenizer_of_the_checkpoint_the_run_starts_from(bert_dir, capsys):
+    """Not the settings of a tokenizer the run would train (wordpiece, 2,048 pieces, by default): the folder's."""
+    from lmtemplate.cli import main
+    from lmtemplate.tokenization import load_tokenizer
+
+    vocab = load_tokenizer(next(p for p in (bert_dir / "tokenizer.json", bert_dir / "vocab.txt") if p.is_file()))
+    assert main(["config", "task=classification", f"model.init_from={bert_dir}"]) == 0
+    tokenizer = OmegaConf.create(capsys.readouterr().out).tokenizer
+    assert tokenizer.kind == "wordpiece" and tokenizer.vocab_size == vocab.get_vocab_size() != 2048
+    assert "[CLS]" in tokenizer.special_tokens and tokenizer.path is None  # a path would go stale when runs move

@@ -135,8 +135,11 @@ def test_validate_test_and_predict_load_the_base_with_the_adapters(bases, tmp_pa
                  "run.name=lora", "lora.dropout=0.1"]) == 0
     run = tmp_path / "outputs/lora/version_0"
     metrics = json.loads((run / "metrics.json").read_text())
+    report = json.loads((run / "init_from.json").read_text())  # the base loaded, the adapters alone fresh
+    assert "model.tok_emb.weight" in report["loaded"] and report["fresh"]
+    assert all(".lora_" in k for k in report["fresh"]), report["fresh"]
     assert main(["validate", "--ckpt", "last", "run.name=lora", *QUIET]) == 0
-    assert json.loads((run / "metrics.json").read_text())["validate"]["val/loss"] == pytest.approx(metrics["val/loss"], abs=1e-6)
+    assert json.loads((run / "metrics.json").read_text())["validate"][-1]["val/loss"] == pytest.approx(metrics["val/loss"], abs=1e-6)
     assert main(["test", "--ckpt", "last", "run.name=lora", *QUIET]) == 0
     moved = shutil.copytree(bases["decoder"], tmp_path / "moved")  # a base found where it is now
     assert main(["validate", "--ckpt", "last", "run.name=lora", f"model.init_from={moved}", *QUIET]) == 0
@@ -165,7 +168,7 @@ def test_a_run_with_adapters_trains_under_ddp(bases, tmp_path):
     run = tmp_path / "outputs/ddp/version_0"
     assert all(".lora_" in k for k in checkpoint(run)["state_dict"])
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["validate"]["val/loss"] == pytest.approx(metrics["val/loss"], abs=1e-6)
+    assert metrics["validate"][-1]["val/loss"] == pytest.approx(metrics["val/loss"], abs=1e-6)
 
 
 # ----------------------------------------------------------------------------------------- export and PEFT

@@ -204,3 +204,29 @@ def test_a_gpt_continuing_prompts_through_the_search_equals_its_own_generation()
     beams, _ = beam_search(decoder_stepper(gpt, prompt, copies=3), BOS, EOS, torch.tensor([8, 8, 8]), 3)
     assert beams == beam_search(decoder_stepper(gpt, prompt, copies=3), BOS, EOS, torch.tensor([8, 8, 8]), 3)[0]
     assert all(len(b) <= 8 for b in beams)
+
+
+def test_warm_start_copies_the_encoder_into_the_decoder_but_cross_attention():
+    model = tiny(norm="post", embedding_norm=True, final_norm=False, decoder_norms="encoder", warm_start=True,
+                 init_from="somewhere")
+    cross = {k: v.clone() for k, v in model.decoder.state_dict().items() if "cross" in k}
+    fresh = model.warm_start_decoder()
+    assert set(fresh) == set(cross) and fresh
+    encoder, decoder = model.encoder.state_dict(), model.decoder.state_dict()
+    for name in ("blocks.0.attn.qkv.weight", "blocks.0.mlp.fc.weight", "blocks.0.ln2.bias", "emb_ln.weight"):
+        assert torch.equal(decoder[name], encoder[name]), name
+    assert all(torch.equal(decoder[k], v) for k, v in cross.items())
+
+
+def test_warm_start_needs_the_encoders_layout_and_a_checkpoint():
+    with pytest.raises(ValueError, match="model.warm_start.*decoder_norms=encoder"):
+        Seq2SeqConfig(vocab_size=VOCAB, warm_start=True, init_from="x")
+    with pytest.raises(ValueError, match="model.warm_start.*model.init_from"):
+        Seq2SeqConfig(vocab_size=VOCAB, warm_start=True, decoder_norms="encoder")
+
+
+def test_options_default_to_the_original_layout():
+    cfg = Seq2SeqConfig(vocab_size=VOCAB)
+    model = Seq2Seq(cfg)
+    assert not model.decoder.blocks[0].post_norm and isinstance(model.decoder.ln_f, torch.nn.LayerNorm)
+    assert not hasattr(model.decoder, "logits_bias") and all(p.requires_grad for p in model.parameters())

@@ -180,3 +180,17 @@ def test_sampling_is_seeded_and_rules_bound_the_length(tmp_path, monkeypatch, ar
     assert sampled != summaries("decode.temperature=1.0", "decode.seed=4")
     assert all(len(s.split()) == 6 for s in summaries("decode.min_len=6", "decode.max_len_b=7"))  # then the forced end
 
+
+
+def test_a_warm_started_decoder_starts_as_the_masked_lm_encoder_and_validation_scores_diversity(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bert = ["model.norm=post", "model.embedding_norm=true", "model.final_norm=false"]
+    assert main(["fit", "task=masked_lm", "run.name=mlm", *bert, *PRETRAIN]) == 0
+    assert main(["fit", *TINY, *bert, "run.name=sum", "model.init_from=outputs/mlm/version_0", "model.type_vocab_size=2",
+                 "model.decoder_norms=encoder", "model.warm_start=true", "optim.lr=1e-9", "optim.min_lr=1e-9"]) == 0
+    run = Path("outputs/sum/version_0")
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for name in ("blocks.0.attn.qkv.weight", "blocks.0.mlp.proj.weight", "emb_ln.weight"):
+        assert torch.allclose(state[f"model.encoder.{name}"], state[f"model.decoder.{name}"], atol=1e-6), name
+    metrics = (run / "metrics.json").read_text()
+    assert '"val/distinct"' in metrics and '"val/repeated_trigrams"' in metrics, metrics
