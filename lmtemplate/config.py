@@ -388,6 +388,7 @@ def _rebuild_config(task_config: type | None, values: dict[str, Any]) -> Any:
 
 def compose(schema: DictConfig, sources: list[Source]) -> DictConfig:
     """Merge sources into the schema one at a time, so each error names its source; then resolve."""
+    _check_required(sources)
     cfg = schema
     for s in sources:
         try:
@@ -401,6 +402,22 @@ def compose(schema: DictConfig, sources: list[Source]) -> DictConfig:
     _check_finite(cfg, sources)
     _check_trainer(cfg.trainer, sources)
     return cfg
+
+
+def _check_required(sources: list[Source]) -> None:
+    """A key a file leaves ``???`` (OmegaConf's missing value: a recipe's data paths) must be set by a later source;
+    merging ``???`` keeps the value before it, so without this check the key would quietly keep its default."""
+    required: dict[str, str] = {}
+    for s in sources:
+        for key, value in _leaves(OmegaConf.to_container(s.data), ""):
+            if value == "???":
+                required[key] = s.label
+            else:
+                required.pop(key, None)
+    if required:
+        key, label = next(iter(required.items()))
+        raise ConfigError(f"{key}: required, and not set: {label} leaves it ??? for you to give; "
+                          f"add {key}=... to the command line (or set it in a -c file after that one)")
 
 
 def _check_finite(cfg: DictConfig, sources: list[Source]) -> None:

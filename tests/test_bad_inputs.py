@@ -140,6 +140,10 @@ CASES = {
     "missing extends parent": (["fit", "-c", "orphan.yaml"], {"orphan.yaml": "extends: gone.yaml\n"},
                                ["config file not found: gone.yaml (named in extends: of", "orphan.yaml)"]),
     "unknown task": (["fit", "task=causal"], {}, ["unknown task 'causal' (key 'task')", "causal_lm"]),
+    "required key left ???": (["fit", "-c", "own.yaml", "data.val=own.yaml"],
+                              {"own.yaml": "task: summarization\ndata:\n  train: ???\n  val: ???\n"},
+                              ["data.train: required, and not set: own.yaml leaves it ??? for you to give; "
+                               "add data.train=... to the command line"]),
     "override without =": (["fit", "model.n_layer"], {}, ["'model.n_layer'", "expected key=value"]),
     "causal_lm: bad optim.schedule": (["fit", "optim.schedule=sawtooth"], {}, ["optim.schedule: 'sawtooth'"]),
     "causal_lm: bad model.positions": (["fit", "model.positions=spiral"], {}, ["model.positions: 'spiral'"]),
@@ -277,6 +281,11 @@ CASES = {
         ["fit", "task=summarization", "data.train=train.jsonl", "data.val=val.jsonl", "data.reference_columns=[s1,s2]"],
         {"train.jsonl": SUMMARY, "val.jsonl": SUMMARY + '{"source": "a b", "s3": "a"}\n'},
         ["val.jsonl, line 2: no summary: the row has no column 'summary' (data.target_column) nor any of s1, s2"]),
+    "summarization: source neither a text nor a list": (
+        ["fit", "task=summarization", "data.train=train.jsonl", "data.val=train.jsonl"],
+        {"train.jsonl": SUMMARY + '{"source": {"title": "Quarterly results", "body": "Revenue grew by a tenth over the year"}, "summary": "a"}\n'},
+        ["train.jsonl, line 2: column 'source' (data.source_column) holds {'title': 'Quarterly results', 'body': 'Revenue grew by a ...; "
+         "expected a text or a list of non-empty texts"]),
     # checkpoints
     "missing checkpoint": (["validate", "--ckpt", "nope.ckpt"], {}, ["--ckpt: checkpoint file not found: nope.ckpt"]),
     "truncated checkpoint": (["validate", "--ckpt", "cut.ckpt"], {"cut.ckpt": truncated_checkpoint()},

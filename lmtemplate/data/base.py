@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator, Optional
+from typing import Callable, ClassVar, Iterable, Iterator, Optional
 
 import lightning as L
 import torch
@@ -19,6 +20,7 @@ from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.tokenization import build_tokenizer, content_hash, document_separator
 
 SPLITS = ("train", "val", "test")
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ()}  # Lightning's stages
 IGNORE = -100  # the label of positions a loss skips (torch's cross_entropy default ignore_index)
 
 
@@ -210,12 +212,17 @@ class DataModule(L.LightningDataModule):
 
 
 class Texts:
-    """Texts as ``build_tokenizer`` reads a corpus; fingerprinted by their content."""
+    """Texts as ``build_tokenizer`` reads a corpus; fingerprinted by their content. ``read()`` gives them, called
+    only when a tokenizer is trained (one loaded from ``tokenizer.path`` needs no training data)."""
 
     inputs = ()  # texts in memory: no file to name when the content changes
 
-    def __init__(self, texts: list[str]):
-        self.texts = texts
+    def __init__(self, read: Callable[[], Iterable[str]]):
+        self.read = read
+
+    @functools.cached_property
+    def texts(self) -> list[str]:
+        return list(self.read())
 
     def fingerprint(self) -> object:
         h = content_hash()
@@ -227,29 +234,67 @@ class Texts:
         return iter(self.texts)
 
 
-class ExampleData(DataModule):
-    """Examples from files (or the demo), encoded once; batches padded to their longest example.
+class Splits(dict):
+    """split -> value, made by ``make(split)`` when first asked for."""
 
-    Subclasses write the hooks below; ``self.examples[split]`` holds the encoded examples and
-    ``self.rows[split]`` what ``read`` returned.
+    def __init__(self, make: Callable[[str], list]):
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, split: str) -> list:
+        self[split] = value = self.make(split)
+        return value
+
+
+class ExampleData(DataModule):
+    """Examples from files (or the demo), each split read and encoded once, when first used; batches padded to
+    their longest example.
+
+    Subclasses write the hooks below; ``self.rows[split]`` is what ``read`` returned for the split's file and
+    ``self.examples[split]`` what ``encode`` made of it. A verb reads only its splits (``setup(stage)``: fit
+    train and val, validate val, test test, predict none); the training file is read for the tokenizer only when
+    one is trained (``tokenizer.path`` unset).
     """
 
     pad_values: dict[str, int] = {}  # key -> pad value; input_ids pad with the tokenizer's padding token
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        d = cfg.data
-        if d.train is None:
-            self.rows = self.demo()
-        else:
-            read = {path: self.read(Path(path)) for path in dict.fromkeys(d.files().values())}
-            self.rows = {split: read[path] for split, path in d.files().items()}
-        self.tokenizer = build_tokenizer(cfg.tokenizer, Texts(list(self.texts(self.rows["train"]))), Path(cfg.run.cache_dir))
+        self.rows = Splits(self._read)
+        self.examples = Splits(self._encode)
+        texts = Texts(lambda: self.texts(self.rows["train"]))
+        self.tokenizer = build_tokenizer(cfg.tokenizer, texts, Path(cfg.run.cache_dir))
         self.pad_id = next((i for i in (self.tokenizer.token_to_id(t) for t in ("[PAD]", "<pad>")) if i is not None), 0)
-        self.examples: dict[str, list] = {}
-        for split, rows in self.rows.items():  # a test split that is the val file is encoded once (not as training)
-            same = next((k for k in self.examples if k != "train" and self.rows[k] is rows), None)
-            self.examples[split] = self.examples[same] if same else self.encode(rows, split)
+
+    def _read(self, split: str) -> list:
+        """A split's rows: the demo's (every split at once), or its file's, read once for the splits that share it.
+        An exception from ``read`` other than ``ConfigError`` becomes one that names the file."""
+        if self.cfg.data.train is None:
+            demo = self.demo()
+            self.rows.update({k: v for k, v in demo.items() if k != split})
+            return demo[split]
+        files = self.cfg.data.files()
+        same = next((k for k in self.rows if files[k] == files[split]), None)
+        if same:
+            return self.rows[same]
+        try:
+            return self.read(Path(files[split]))
+        except ConfigError:
+            raise
+        except Exception as e:
+            raise ConfigError(f"{files[split]} (data.{split}): {type(self).__name__}.read failed: "
+                              f"{type(e).__name__}: {e} (--debug shows the traceback)") from e
+
+    def _encode(self, split: str) -> list:
+        """A split's examples; an evaluation split that shares its rows with another one is encoded once."""
+        rows = self.rows[split]
+        same = next((k for k in self.examples if "train" not in (k, split) and self.rows[k] is rows), None)
+        return self.examples[same] if same else self.encode(rows, split)
+
+    def setup(self, stage: str) -> None:
+        """Read and encode the splits of Lightning's ``stage`` now, so their errors come before any step."""
+        for split in STAGE_SPLITS[stage]:
+            self.examples[split]
 
     def demo(self) -> dict[str, list]:
         """The built-in demo rows for every split (``data.train`` unset)."""

@@ -1,9 +1,10 @@
 """Documents and their summaries: a table's ``data.source_column`` and ``data.target_column`` -> examples for an
 encoder-decoder (``model.arch: encoder_decoder``) or a decoder-only language model (``model.arch: decoder``).
 
-A row's summaries are the ``data.reference_columns`` it has (DialogSum's test file: ``summary1..3``), else its
-``data.target_column``, a text or (JSON lines) a list of texts. Training learns every summary of a row; evaluation
-scores the output against the best of them. The special tokens are the tokenizer's ``<s>`` / ``</s>``, else
+A row's document, ``data.source_column``, is a text or (JSON lines) a list of texts, its sentences, joined with
+single spaces. Its summaries are the ``data.reference_columns`` it has (DialogSum's test file: ``summary1..3``),
+else its ``data.target_column``, a text or (JSON lines) a list of texts, each one summary. Training learns every
+summary of a row; evaluation scores the output against the best of them. The special tokens are the tokenizer's ``<s>`` / ``</s>``, else
 BERT's ``[CLS]`` / ``[SEP]`` (a masked_lm run's WordPiece), else its first special token for both (a causal_lm
 run's ``<|endoftext|>``).
 
@@ -26,7 +27,7 @@ from typing import Iterator
 from lmtemplate.config import ConfigError, require_positive
 from lmtemplate.data.base import IGNORE, ExampleData, SplitsConfig, pad
 from lmtemplate.data.demo.summarization import demo_summaries
-from lmtemplate.data.tables import read_table
+from lmtemplate.data.tables import preview, read_table
 from lmtemplate.tokenization import TokenizerConfig, start_end_ids
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,17 @@ def read_summaries(path: Path, d: SummarizationDataConfig) -> list[dict]:
     rows = []
     for record, line in zip(table.rows, table.lines):
         where = f"{path}, line {line}"
-        if not isinstance(record[d.source_column], str):
-            raise ConfigError(f"{where}: column '{d.source_column}' (data.source_column) holds "
-                              f"{str(record[d.source_column])[:40]}; expected a text")
-        rows.append({"source": record[d.source_column].strip(), "summaries": _summaries(record, d, where)})
+        source = _texts(record[d.source_column], f"{where}: column '{d.source_column}' (data.source_column)")
+        rows.append({"source": " ".join(source), "summaries": _summaries(record, d, where)})
     return rows
+
+
+def _texts(value: object, what: str) -> list[str]:
+    """A text or a list of texts, each stripped; anything else, an empty list or an empty text, is an error."""
+    texts = value if isinstance(value, list) else [value]
+    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise ConfigError(f"{what} holds {preview(value)}; expected a text or a list of non-empty texts")
+    return [t.strip() for t in texts]
 
 
 def _summaries(record: dict, d: SummarizationDataConfig, where: str) -> list[str]:
@@ -76,19 +83,15 @@ def _summaries(record: dict, d: SummarizationDataConfig, where: str) -> list[str
     if columns[0] not in record:
         others = f" nor any of {', '.join(d.reference_columns)} (data.reference_columns)" if d.reference_columns else ""
         raise ConfigError(f"{where}: no summary: the row has no column '{d.target_column}' (data.target_column){others}")
-    summaries = []
-    for column in columns:
-        value = record[column]
-        texts = value if isinstance(value, list) else [value]
-        if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
-            raise ConfigError(f"{where}: column '{column}' holds {str(value)[:40]}; expected a text or a list of "
-                              "non-empty texts")
-        summaries += [t.strip() for t in texts]
-    return summaries
+    return [text for column in columns for text in _texts(record[column], f"{where}: column '{column}'")]
 
 
 class SummarizationDataModule(ExampleData):
     """Rows are ``{"source", "summaries"}``; examples are dicts of ids with the texts beside them."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.bos_id, self.eos_id = start_end_ids(self.tokenizer, "summarization")
 
     def demo(self) -> dict[str, list]:
         d = self.cfg.data
@@ -107,7 +110,6 @@ class SummarizationDataModule(ExampleData):
     def encode(self, rows: list, split: str) -> list[dict]:
         """One example per summary in training, one per row (its first summary as the loss's target) otherwise;
         a prediction input is a document alone."""
-        self.bos_id, self.eos_id = start_end_ids(self.tokenizer, "summarization")
         d, block = self.cfg.data, self.cfg.model.block_size
         if self.cfg.model.arch == "decoder" and not 2 <= d.max_target_tokens <= block - 2:
             raise ConfigError(f"data.max_target_tokens: {d.max_target_tokens} does not fit model.block_size={block}; "

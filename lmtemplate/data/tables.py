@@ -63,6 +63,15 @@ def read_table(path, columns: dict[str, str], optional: Optional[dict[str, str]]
     return table
 
 
+def preview(value: object, width: int = 60) -> str:
+    """``str(value)`` for a message: when longer than ``width``, cut after its last whole word that fits, then ``...``."""
+    text = str(value)
+    if len(text) <= width:
+        return text
+    space = text.rfind(" ", 0, width)
+    return text[: space if space > 0 else width] + " ..."
+
+
 def _problem(record: dict, columns: dict[str, str], wanted: dict[str, str], nonempty: tuple[str, ...]) -> Optional[str]:
     """What is wrong with one record, or None."""
     for name, key in columns.items():
@@ -135,7 +144,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict | str]]:
             except json.JSONDecodeError as e:
                 yield line_no, f"not valid JSON ({e}); expected one JSON object per line"
                 continue
-            problem = f"expected a JSON object {{...}} per line, got {line.strip()[:40]}"
+            problem = f"expected a JSON object {{...}} per line, got {preview(line.strip())}"
             yield line_no, record if isinstance(record, dict) else problem
     if empty:
         raise ConfigError(f"{path}: the file holds no records; expected one JSON object per line")

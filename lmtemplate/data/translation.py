@@ -100,6 +100,10 @@ def read_pairs(spec: str, src_lang: str, tgt_lang: str) -> list[tuple[str, str]]
 class TranslationDataModule(ExampleData):
     """Rows are (source, target) sentence pairs; examples are tuples (see above)."""
 
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.bos_id, self.eos_id = start_end_ids(self.tokenizer, "translation")
+
     def demo(self) -> dict[str, list]:
         d = self.cfg.data
         val = demo_translation(d.demo_val, 2 * d.demo_seed + 1)
@@ -124,12 +128,11 @@ class TranslationDataModule(ExampleData):
         if path is not None and not Path(path).is_file():  # not source_path: the config checks it
             raise ConfigError(f"tokenizer.source_path: tokenizer.joint is false and there is no {path} beside "
                               f"tokenizer.path; set tokenizer.source_path to the source side's tokenizer.json")
-        sources = Texts([s for s, _ in self.rows["train"]])  # trained on only when there is no path
+        sources = Texts(lambda: (s for s, _ in self.rows["train"]))  # read only when there is no path
         return build_tokenizer(replace(t, path=path), sources, Path(self.cfg.run.cache_dir))
 
     def encode(self, pairs: list, split: str) -> list[tuple]:
         """Sources and targets cut to model.block_size; a prediction input is a source with an empty target."""
-        self.bos_id, self.eos_id = start_end_ids(self.tokenizer, "translation")
         source_end = start_end_ids(self.source_tokenizer, "translation")[1]
         if split == "predict":
             pairs = [(text, "") for text in pairs]

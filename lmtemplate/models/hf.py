@@ -438,21 +438,25 @@ def seq2seq_state(folder: Path, c: dict, block_size: int) -> tuple[Lazy, str]:
     description). BART's position tables lose their two unused rows, Marian's are computed; ``final_logits_bias``
     (1, vocab) becomes ``decoder.logits_bias``."""
     weights = read_weights(folder).readers
-    state = {}
+    state, origin = {}, {}
     for ours, theirs in seq2seq_names(c).items():
         for suffix in ("weight", "bias"):
             parts = [f"{t}.{suffix}" for t in (theirs if isinstance(theirs, tuple) else (theirs,))]
             if all(p in weights for p in parts):  # else absent: load_backbone names what the model misses
                 state[f"{ours}.{suffix}"] = partial(_joined, [weights[p] for p in parts], False)
+                origin[f"{ours}.{suffix}"] = tuple(parts)
     for half in ("encoder", "decoder"):
         if c["model_type"] == "bart":
-            rows = partial(_rows, weights[f"model.{half}.embed_positions.weight"], BART_POSITION_OFFSET + block_size)
-            state[f"{half}.pos_emb.weight"] = partial(_offset, rows)
+            table = f"model.{half}.embed_positions.weight"
+            rows = partial(_rows, weights[table], BART_POSITION_OFFSET + block_size)
+            state[f"{half}.pos_emb.weight"], origin[f"{half}.pos_emb.weight"] = partial(_offset, rows), (table,)
         else:
-            state[f"{half}.pos_emb.weight"] = partial(sinusoids, block_size, c["d_model"])
+            state[f"{half}.pos_emb.weight"] = partial(sinusoids, block_size, c["d_model"])  # computed: no tensor read
+            origin[f"{half}.pos_emb.weight"] = ()
     if "final_logits_bias" in weights:
         state["decoder.logits_bias"] = partial(_flat, weights["final_logits_bias"])
-    return Lazy(state), f"a Hugging Face {', '.join(c.get('architectures') or [c['model_type']])}"
+        origin["decoder.logits_bias"] = ("final_logits_bias",)
+    return Lazy(state, origin), f"a Hugging Face {', '.join(c.get('architectures') or [c['model_type']])}"
 
 
 def _offset(reader: Callable[[], torch.Tensor]) -> torch.Tensor:

@@ -64,7 +64,7 @@ def test_an_empty_line_names_the_file_and_line(corpus):
     lines = (corpus / "val.en").read_text().splitlines()
     write(corpus / "val.en", lines[:4] + ["  "] + lines[5:])
     with pytest.raises(ConfigError, match=rf"{corpus}/val.en, line 5: empty line"):
-        datamodule(corpus, *aligned(corpus))
+        datamodule(corpus, *aligned(corpus)).setup("validate")
 
 
 def test_a_line_separator_inside_a_sentence_does_not_split_it(corpus):

@@ -125,6 +125,7 @@ def test_a_decoder_keeps_the_end_of_a_long_document_and_learns_only_the_summary(
                            "data.max_target_tokens=8", "data.train=t.tsv", "data.val=t.tsv"]).cfg
     with caplog.at_level(logging.WARNING):
         dm = SummarizationDataModule(cfg)
+        dm.setup("fit")
     assert "train: cut 1 of 2 documents and 0 summaries to fit model.block_size=32 (the end of each document kept)" in caplog.text
     cut, short = dm.examples["train"]
     assert len(cut["prompt"]) == 32 - 1 - 8 and dm.tokenizer.decode(cut["prompt"]).strip().endswith("w199")
@@ -194,3 +195,22 @@ def test_a_warm_started_decoder_starts_as_the_masked_lm_encoder_and_validation_s
         assert torch.allclose(state[f"model.encoder.{name}"], state[f"model.decoder.{name}"], atol=1e-6), name
     metrics = (run / "metrics.json").read_text()
     assert '"val/distinct"' in metrics and '"val/repeated_trigrams"' in metrics, metrics
+
+
+def test_the_sanity_check_decodes_two_examples_and_validation_the_configured_share(tmp_path, monkeypatch):
+    """An untrained decoder runs to the length limit: the check before training decodes SANITY_SENTENCES examples,
+    not decode.val_sentences (64 by default: 40 s of a summarization recipe's start)."""
+    from lmtemplate.tasks.decoding import SANITY_SENTENCES
+
+    decoded = []
+    real = Summarization.decode_rows
+
+    def counting(self, batch, rows, beam_size):
+        decoded.append((self.trainer.sanity_checking, len(rows)))
+        return real(self, batch, rows, beam_size)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Summarization, "decode_rows", counting)
+    assert main(["fit", *TINY, "decode.val_sentences=12", "data.batch_size=4"]) == 0
+    assert sum(n for sanity, n in decoded if sanity) == SANITY_SENTENCES == 2
+    assert sum(n for sanity, n in decoded if not sanity) == 12
