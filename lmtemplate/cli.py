@@ -4,7 +4,7 @@
     python -m lmtemplate validate|test [-c FILE ...] [--ckpt ...] [key=value ...]
     python -m lmtemplate predict [-c FILE ...] [--ckpt ...] (--prompt TEXT | --input FILE | --question Q --context C)
                                  [--output FILE] [key=value ...]
-    python -m lmtemplate export --ckpt last|best|PATH --output DIR [run.name=... run.version=...]
+    python -m lmtemplate export --ckpt last|best|PATH --output DIR [--adapter] [run.name=... run.version=...]
     python -m lmtemplate average --ckpt last:N|best:N [run.name=... run.version=...] [--output FILE]
     python -m lmtemplate config [-c FILE ...] [key=value ...]
     python -m lmtemplate tasks [-c FILE ...]
@@ -47,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     pred.add_argument("--output", metavar="FILE", help="where predictions go (default: in the run directory)")
     export = verbs.add_parser("export", parents=[common, ckpt], help="write a checkpoint as a Hugging Face model folder")
     export.add_argument("--output", metavar="DIR", required=True, help="the folder: config.json, model.safetensors, tokenizer.json")
+    export.add_argument("--adapter", action="store_true", help="a LoRA run's adapters alone, as a PEFT adapter folder")
     average = verbs.add_parser("average", parents=[common], help="average the weights of the last or best N kept checkpoints")
     average.add_argument("--ckpt", metavar="last:N|best:N", required=True, help="which of the run's checkpoint.keep checkpoints")
     average.add_argument("--output", metavar="FILE", help="the averaged checkpoint (default: in the run's checkpoints/)")
@@ -168,8 +169,8 @@ def cmd_export(args) -> int:
 
     if args.config:
         raise ConfigError("export: the model is the checkpoint's, described by its run's config.yaml; drop -c")
-    architecture = run.export(args.ckpt or "best", args.overrides, Path(args.output))
-    print(f"{architecture} written to {args.output}")
+    architecture = run.export(args.ckpt or "best", args.overrides, Path(args.output), args.adapter)
+    print(f"{'a PEFT adapter of ' if args.adapter else ''}{architecture} written to {args.output}")
     return 0
 
 

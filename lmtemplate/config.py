@@ -184,6 +184,26 @@ class CheckpointConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """Low-rank adapters (``models/lora.py``): with ``rank`` set, the backbone is frozen and adapters on the
+    projections ``targets`` names train with the task's head."""
+
+    rank: Optional[int] = None  # the adapters' rank; None: no adapters, every weight trains
+    alpha: float = 16.0  # an adapter's update is scaled by alpha / rank
+    dropout: float = 0.0  # on an adapter's input
+    targets: list[str] = field(default_factory=lambda: ["q", "v"])  # patterns of projection names (q k v o gate up down)
+
+    def __post_init__(self) -> None:
+        require_positive("lora", self, "rank")
+        if not self.alpha > 0:
+            raise ConfigError(f"lora.alpha: expected a positive number, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout: expected a probability in [0, 1), got {self.dropout}")
+        if not self.targets:
+            raise ConfigError("lora.targets: expected at least one pattern, e.g. [q, v]")
+
+
+@dataclass
 class CommonConfig:
     """Sections every run has, whatever its task."""
 
@@ -195,6 +215,7 @@ class CommonConfig:
     best: BestConfig = field(default_factory=BestConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 @dataclass

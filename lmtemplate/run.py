@@ -38,6 +38,7 @@ from lmtemplate.callbacks.tensorboard import HParams, TextSamples
 from lmtemplate.callbacks.throughput import TokenThroughput
 from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, RandomState, best_of, newest, read_checkpoint, saved
 from lmtemplate.models import hf
+from lmtemplate.models.lora import merged
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
 from lmtemplate.tasks.base import Task
 from lmtemplate.files import atomic_write_text, cannot_write, stale_temporaries
@@ -528,7 +529,7 @@ def predict(s: Session, inputs: list | Path, flag: str, output: Optional[Path] =
     return rows, path
 
 
-def export(ckpt: str, overrides: list[str], output: Path) -> str:
+def export(ckpt: str, overrides: list[str], output: Path, adapter: bool = False) -> str:
     """Write the checkpoint's model as a Hugging Face model folder (``models/hf.py``); returns its architecture.
 
     The model is described by the run's config.yaml (its shape) and the checkpoint (its weights, vocabulary size
@@ -551,10 +552,14 @@ def export(ckpt: str, overrides: list[str], output: Path) -> str:
     model = dataclasses.asdict(loaded.cfg.model)
     staging = output.with_name(f".{output.name}.{os.getpid()}.export.tmp")
     try:
-        # the decoding settings of a run that generates, for generation_config.json
-        decoding = getattr(loaded.cfg, "generate", None) or getattr(loaded.cfg, "decode", None)
-        architecture = hf.export(loaded.task.name, model, weights_for(state, "export", loaded.cfg.ema), state.get("labels"),
-                                 tokenizer, staging, dataclasses.asdict(decoding) if dataclasses.is_dataclass(decoding) else None)
+        weights = weights_for(state, "export", loaded.cfg.ema)  # an EMA run's average, unless ema.averaged_in says not
+        if adapter:  # a LoRA run's adapters alone, as a PEFT folder; else the whole model, adapters merged in
+            architecture = hf.export_adapter(loaded.task.name, model, weights, loaded.cfg.lora, staging)
+        else:
+            # the decoding settings of a run that generates, for generation_config.json
+            decoding = getattr(loaded.cfg, "generate", None) or getattr(loaded.cfg, "decode", None)
+            architecture = hf.export(loaded.task.name, model, merged(weights, loaded.cfg), state.get("labels"), tokenizer,
+                                     staging, dataclasses.asdict(decoding) if dataclasses.is_dataclass(decoding) else None)
         if output.is_dir():
             output.rmdir()
         staging.rename(output)

@@ -412,6 +412,13 @@ CASES = {
                                   ["average: 'w' is (2,) torch.float32 in " + KEPT + "step-5.ckpt but (3,)"]),
     "average: different tasks": (["average", "--ckpt", "last:2"], {**KEPT_RUN, KEPT + "step-9.ckpt": kept_checkpoint(9, "qa")},
                                  ["are of different tasks (causal_lm, qa)"]),
+    # low-rank adapters
+    "lora: rank 0": (["fit", "lora.rank=0"], {}, ["lora.rank: expected a positive integer, got 0"]),
+    "lora: a target that matches no projection": (
+        ["fit", "lora.rank=4", "lora.targets=[q,query]"], {},
+        ["lora.targets: 'query' matches no projection of this GPT", "its projections are down, k, o, q, up, v"]),
+    "lora: no base": (["fit", "lora.rank=4"], {}, ["lora.rank=4: adapters train on a frozen pretrained base",
+                                                   "model.init_from, the base, is not set"]),
 }
 BIGRAM_FILES = {"empty.txt": "", "latin.txt": LATIN1}
 
@@ -500,6 +507,8 @@ RUN_CASES = {
                                               ["predict --question: a causal_lm run reads its inputs from --prompt or --input"]),
     "export into the run directory": (["export", "--ckpt", "last", "--output", "outputs/demo/version_0"], {},
                                       ["outputs/demo/version_0 is a folder with files in it"]),
+    "export --adapter of a run without adapters": (["export", "--ckpt", "last", "--output", "out", "--adapter"], {},
+                                                   ["export --adapter: this run has no adapters (lora.rank is unset"]),
 }
 
 
@@ -568,7 +577,51 @@ def test_a_full_disk_while_saving_a_checkpoint_is_a_clear_error(cwd, capsys, mon
     assert run_files(cwd) == set()  # the fit had no checkpoint: its run directory is gone, and no temporary is left
 
 
+# A LoRA run (adapters on the trained tiny run, its base) whose base is gone or was replaced by another shape's run:
+# each command on it exits 2 and changes no file of it.
+LORA_RUN_CASES = {
+    "LoRA run whose base is gone": (["validate", "--ckpt", "last", "run.name=lora"], "gone",
+                                    ["model.init_from, the base, is not there: outputs/demo/version_0"]),
+    "LoRA run whose base has another shape": (
+        ["validate", "--ckpt", "last", "run.name=lora"], "reshaped",
+        ["parameter 'tok_emb.weight' has shape (300, 32) in outputs/demo/version_0/checkpoints/last.ckpt but (300, 16)",
+         "With lora.rank=2 that base is frozen and a checkpoint holds only the adapters"]),
+}
+
+
+@pytest.fixture(scope="module")
+def lora_run(trained_run, tmp_path_factory):
+    """The trained run with a LoRA run on it, and a run of another width whose checkpoint replaces the base's."""
+    root = tmp_path_factory.mktemp("lora")
+    shutil.copytree(trained_run, root / "outputs")
+    with pytest.MonkeyPatch.context() as m:
+        m.chdir(root)
+        assert main(["fit", *TINY, "run.name=lora", "model.init_from=outputs/demo/version_0", "lora.rank=2"]) == 0
+        assert main(["fit", *TINY, "run.name=wider", "model.n_embd=32"]) == 0
+    return root / "outputs"
+
+
+@pytest.mark.parametrize("case", list(LORA_RUN_CASES), ids=list(LORA_RUN_CASES))
+def test_bad_base_of_a_lora_run_is_a_clear_error(cwd, capsys, lora_run, case):
+    argv, change, expected = LORA_RUN_CASES[case]
+    shutil.copytree(lora_run, cwd / "outputs")
+    base = cwd / "outputs/demo/version_0"
+    if change == "gone":
+        shutil.rmtree(base)
+    else:
+        shutil.copy(cwd / "outputs/wider/version_0/checkpoints/last.ckpt", base / "checkpoints/last.ckpt")
+    before = snapshot(cwd)
+    capsys.readouterr()
+    assert main(argv) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("lmtemplate: error: ")
+    for part in expected:
+        assert part in err, err
+    after = snapshot(cwd)
+    assert after == before, set(after) ^ set(before)
+
+
 def test_docs_errors_md_lists_every_case():
     table = (REPO / "docs" / "errors.md").read_text(encoding="utf-8").splitlines()
     rows = [line.split(" | ")[0].removeprefix("| ") for line in table if line.startswith("| ") and " --- " not in line]
-    assert rows[1:] == list(CASES) + list(RUN_CASES)  # rows[0] is the header
+    assert rows[1:] == list(CASES) + list(RUN_CASES) + list(LORA_RUN_CASES)  # rows[0] is the header

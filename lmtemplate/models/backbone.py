@@ -13,8 +13,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -69,6 +71,31 @@ def hidden_states(model: nn.Module, batch: dict) -> torch.Tensor:
     return model.features(batch["input_ids"])
 
 
+class Pretrained(NamedTuple):
+    """What ``model.init_from`` holds (``read_backbone``)."""
+
+    source: Mapping[str, torch.Tensor]  # the weights by the backbone's names (a Hugging Face folder's: read lazily)
+    checkpoint: Path  # the file (or Hugging Face folder) they are in
+    config: Optional[Path]  # its run's config.yaml; None for a Hugging Face folder
+    task: str  # what it is, in words
+    origin: Mapping[str, tuple[str, ...]]  # a backbone name -> the checkpoint tensors it is read from
+    everything: list[str]  # every tensor of the checkpoint
+
+
+def read_backbone(init_from: str, block_size: int) -> Pretrained:
+    """The weights of ``model.init_from`` (a run directory, checkpoint or Hugging Face folder) under the backbone's
+    names, and where they come from."""
+    if hf.is_pretrained_dir(init_from):
+        source, task = hf.backbone_state(Path(init_from), block_size)
+        return Pretrained(source, Path(init_from), None, task, source.origin, list(hf.read_weights(Path(init_from))))
+    checkpoint, run_dir = init_source(init_from)
+    state = read_checkpoint(checkpoint)["state_dict"]
+    source = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    config = run_dir / "config.yaml" if run_dir else None
+    task = f"a {OmegaConf.load(config).get('task', '?') if config and config.is_file() else '?'} run"
+    return Pretrained(source, checkpoint, config, task, {k: ("model." + k,) for k in source}, list(state))
+
+
 @dataclass
 class LoadReport:
     """What ``model.init_from`` put into a model: each parameter loaded (-> the checkpoint tensors it was read
@@ -85,19 +112,10 @@ def load_backbone(backbone: nn.Module, init_from: str, arch: str) -> LoadReport:
     at a time), into ``backbone``; any missing, extra or reshaped parameter is an error that names it (the config's
     shape or ``model.arch`` differs from the run's). A Hugging Face model without an output head (LlamaModel) leaves
     the backbone's fresh one."""
-    fresh = set()
-    if hf.is_pretrained_dir(init_from):
-        checkpoint, config, fresh = Path(init_from), None, {"lm_head.weight"}
-        source, task = hf.backbone_state(checkpoint, backbone.cfg.block_size)
-        origin, everything = source.origin, list(hf.read_weights(checkpoint))
-    else:
-        checkpoint, run_dir = init_source(init_from)
-        state = read_checkpoint(checkpoint)["state_dict"]
-        source = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-        origin, everything = {k: ("model." + k,) for k in source}, list(state)
-        config = run_dir / "config.yaml" if run_dir else None
-        task = f"a {OmegaConf.load(config).get('task', '?') if config and config.is_file() else '?'} run"
+    source, checkpoint, config, task, origin, everything = read_backbone(init_from, backbone.cfg.block_size)
     own = backbone.state_dict()
+    fresh = {k for k in own if ".lora_" in k}  # low-rank adapters (models/lora.py) are not the base's
+    fresh |= {"lm_head.weight"} if hf.is_pretrained_dir(init_from) else set()
     missing, extra = [k for k in own if k not in source and k not in fresh], [k for k in source if k not in own]
     if missing or extra:
         first = f"'{missing[0]}' is not in the checkpoint" if missing else f"the checkpoint's '{extra[0]}' is not in this model"
@@ -134,7 +152,7 @@ def load_pretrained(task: nn.Module, backbone: nn.Module, init_from: str) -> Loa
         heads = hf.head_state(Path(init_from), task.state_dict().keys())
         task.load_state_dict(heads, strict=False)
         loaded.update((k, list(v)) for k, v in heads.origin.items())
-    own = task.state_dict(keep_vars=True)
+    own = nn.Module.state_dict(task, keep_vars=True)  # with a LoRA run's frozen base, which Task.state_dict drops
     taken = {id(own[k]) for k in loaded}
     used = {name for names in loaded.values() for name in names}
     return LoadReport(report.init_from, loaded, [k for k, p in own.items() if id(p) not in taken],

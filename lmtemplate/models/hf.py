@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmtemplate.config import ConfigError, Source
 from lmtemplate.models.gpt import LLAMA3_SCALING, GPTConfig
+from lmtemplate.models.lora import part_names
 from lmtemplate.models.seq2seq import Seq2SeqConfig, sinusoids
 
 # ours (under blocks.{i}.) -> theirs (under the layer prefix); a tuple is concatenated along the output dimension.
@@ -629,6 +630,43 @@ def _export_weights(state: dict[str, torch.Tensor], cfg: GPTConfig, kind: str, a
     if architecture == "BertForMaskedLM":
         out["cls.predictions.bias"] = state["mlm_head.bias"]
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in out.items()}
+
+
+def export_adapter(task: str, model: dict, state: dict[str, torch.Tensor], lora, output: Path) -> str:
+    """``export --adapter``: a LoRA run's adapters as a PEFT adapter folder (adapter_config.json and
+    adapter_model.safetensors) for the Llama or Qwen2 model that its base is, which
+    ``peft.PeftModel.from_pretrained(base, folder)`` loads; returns the architecture it adapts. Each adapter of a
+    fused projection's part is that projection's adapter there (``q`` -> ``q_proj``)."""
+    if lora.rank is None:
+        raise ConfigError("export --adapter: this run has no adapters (lora.rank is unset in its config.yaml); export "
+                          "the whole model without --adapter")
+    cfg = GPTConfig(**{f.name: model[f.name] for f in dataclasses.fields(GPTConfig)})
+    architecture = _architecture(task, cfg, model) if task in EXPORTS else None
+    trained = [k for k in state if ".lora_" not in k]
+    if KINDS.get(architecture) not in ("llama", "qwen2") or trained:
+        why = f"it trains {trained[0]} besides its adapters" if trained else "PEFT folders are for Llama and Qwen2"
+        raise ConfigError(f"export --adapter: a {task} run{f' (a {architecture})' if architecture else ''} has no PEFT "
+                          f"adapter folder ({why}); export the model with its adapters merged in, without --adapter")
+    kind = KINDS[architecture]
+    table = names(kind, cfg.n_layer, ARCHITECTURES[kind][1])
+    weights, modules = {}, set()
+    for key, tensor in state.items():
+        module, matrix, part = key.removeprefix("model.").rsplit(".", 2)
+        theirs = table[module]
+        if isinstance(theirs, tuple):
+            theirs = theirs[part_names(module, cfg.mlp == "swiglu").index(part)]
+        modules.add(theirs)
+        weights[f"base_model.model.{theirs}.{matrix}.weight"] = tensor.detach().to("cpu").contiguous().clone()
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora.rank, "lora_alpha": lora.alpha,
+              "lora_dropout": lora.dropout, "target_modules": sorted(modules), "bias": "none", "fan_in_fan_out": False,
+              "modules_to_save": None, "inference_mode": True, "base_model_name_or_path": model["init_from"]}
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    from safetensors.torch import save_file
+
+    save_file(weights, str(output / "adapter_model.safetensors"), metadata={"format": "pt"})
+    return architecture
 
 
 def _save_weights(weights: dict[str, torch.Tensor], output: Path) -> None:

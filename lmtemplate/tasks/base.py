@@ -23,8 +23,9 @@ from lmtemplate.callbacks.averaging import weights_for
 from lmtemplate.callbacks.console import synced_elsewhere
 from lmtemplate.config import ConfigError, read_utf8
 from lmtemplate.data.base import IGNORE
-from lmtemplate.models.backbone import load_pretrained, write_load_report
-from lmtemplate.models.gpt import Block
+from lmtemplate.models.backbone import load_backbone, load_pretrained, write_load_report
+from lmtemplate.models.gpt import GPT, Block
+from lmtemplate.models.lora import add_adapters
 from lmtemplate.models.seq2seq import Seq2Seq
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,8 @@ def configure_adamw(module: L.LightningModule, param_groups: list[dict], cfg: Op
             raise ConfigError(f"optim.decay_steps: the {cfg.schedule} schedule needs an end; set trainer.max_steps or "
                               "optim.decay_steps, or use optim.schedule=inverse_sqrt (a time budget has no step count)")
         decay_steps = int(module.trainer.estimated_stepping_batches)
-    param_groups = [{**g, "params": list(g["params"])} for g in param_groups]  # a generator would be used up here
+    param_groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in param_groups]  # no frozen one
+    param_groups = [g for g in param_groups if g["params"]]
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=use_fused(param_groups, cfg.fused))
     rate = (lambda step: inverse_sqrt(step, cfg)) if cfg.schedule == "inverse_sqrt" else (lambda step: warmup_decay(step, cfg, decay_steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: rate(step) / cfg.lr)
@@ -123,6 +125,54 @@ class Task(L.LightningModule):
         self.step_count: torch.Tensor | int | None = None  # tokens (or examples) of this optimizer step's micro-batches
         if dataclasses.is_dataclass(cfg):
             self.save_hyperparameters(dataclasses.asdict(cfg))
+
+    def __setattr__(self, name: str, value) -> None:
+        """With ``lora.rank`` set, the pretrained part of the task's ``self.model = ...`` (``pretrained``) gets
+        low-rank adapters (``models/lora.py``) and its frozen weights from ``model.init_from`` as it is assigned, for
+        every verb (checkpoints hold only what trains) and every task, plugins too; the rest of what the task builds
+        (its head, an encoder-decoder's decoder) trains."""
+        if name == "model" and isinstance(value, nn.Module) and self.adapted:
+            base = pretrained(value)
+            add_adapters(base, self.cfg.lora)
+            init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
+            if not init_from or not Path(init_from).exists():
+                raise ConfigError(
+                    f"lora.rank={self.cfg.lora.rank}: adapters train on a frozen pretrained base, and its checkpoints "
+                    f"hold only them and the task's head; model.init_from, the base, "
+                    f"{f'is not there: {init_from}' if init_from else 'is not set'}. Set model.init_from to a run "
+                    "directory, checkpoint or Hugging Face folder (for a run whose base moved: where it is now)")
+            try:
+                load_backbone(base, init_from, "decoder" if isinstance(base, GPT) else "encoder")
+            except ConfigError as e:
+                raise ConfigError(f"{e}. With lora.rank={self.cfg.lora.rank} that base is frozen and a checkpoint "
+                                  "holds only the adapters and the task's head: the base must be the one they trained "
+                                  "on") from None
+        super().__setattr__(name, value)
+
+    @property
+    def adapted(self) -> bool:
+        """Whether ``self.model`` is a frozen base with adapters (``lora.rank`` set)."""
+        return getattr(getattr(getattr(self, "cfg", None), "lora", None), "rank", None) is not None
+
+    def state_dict(self, *args, **kwargs) -> dict:
+        """Everything, or with adapters, all but the frozen base: a checkpoint holds what trains, and its
+        hyper_parameters name the base (``model.init_from``), which every verb loads as the task sets ``self.model``."""
+        state = super().state_dict(*args, **kwargs)
+        if self.adapted:
+            prefix = kwargs.get("prefix", "")
+            for name in self._frozen():
+                state.pop(prefix + name, None)
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """With adapters, a checkpoint without the frozen base loads strictly into the rest."""
+        if self.adapted:
+            own = super().state_dict(keep_vars=True)
+            state_dict = {**{name: own[name] for name in self._frozen() if name in own}, **state_dict}
+        return super().load_state_dict(state_dict, strict, assign)
+
+    def _frozen(self) -> list[str]:
+        return [name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad]
 
     def loss(self, batch) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The training loss of a batch (also logged as ``{stage}/loss`` in evaluation): a mean over its examples, or,
@@ -270,11 +320,11 @@ class Task(L.LightningModule):
         """Before training: ``model.init_from``, a pretrained GPT or encoder; an encoder-decoder takes it as its
         encoder (a masked_lm run's). A Hugging Face checkpoint's heads that the task has are loaded too, and what
         was loaded is reported in the log and the run directory's init_from.json. Not when resuming: the checkpoint
-        holds the weights, and the run it started from may no longer be where it was."""
+        holds the weights, and the run it started from may no longer be where it was. (With adapters, the frozen
+        base was loaded when the task set ``self.model``; here it is read again, for the heads and the report.)"""
         init_from = getattr(getattr(self.cfg, "model", None), "init_from", None)
         if stage == "fit" and init_from and not self.resuming:
-            backbone = self.model.encoder if isinstance(self.model, Seq2Seq) else self.model
-            report = load_pretrained(self, backbone, init_from)
+            report = load_pretrained(self, pretrained(self.model), init_from)
             if self.trainer.is_global_zero:
                 write_load_report(report, Path(self.trainer.default_root_dir))
 
@@ -297,6 +347,11 @@ class Task(L.LightningModule):
             norm = torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_norm)
         if log_now:
             self.log("train/grad_norm", norm)
+
+
+def pretrained(model: nn.Module) -> nn.Module:
+    """The part of a task's model that ``model.init_from`` fills: an encoder-decoder's encoder, else all of it."""
+    return model.encoder if isinstance(model, Seq2Seq) else model
 
 
 class LanguageModel(Task):
