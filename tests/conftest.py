@@ -6,9 +6,10 @@ import pytest
 import torch
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def clean_registry():
-    """Snapshot and restore the task registry and the plugin modules around a test."""
+    """Snapshot and restore the task registry and the plugin modules around every test: a test that loads the
+    plugins/ folder (a fit from the repository) must not leave its tasks registered for the next."""
     from lmtemplate import registry
 
     registry.load_builtin()  # built-ins register on first import only: before the snapshot
