@@ -29,7 +29,8 @@ def test_quick_run_reports_test_rouge_two_ways_beside_the_baseline_and_a_learnin
     assert [c["step"] for c in result["learning_curve"]] == [9, 19]
     assert all(0 <= c["minutes"] < result["fit_wall_s"] / 60 for c in result["learning_curve"])
     assert list(result["test"]) == ["beam 2", "greedy"]  # the config's beam (2 in --quick) and greedy
-    model = [scores for by_refs in result["test"].values() for refs, scores in by_refs.items() if refs != "wall_s"]
+    model = [scores for by_refs in result["test"].values() for scores in by_refs.values() if isinstance(scores, dict)]
+    assert all(0 < by_refs["distinct"] <= 1 for by_refs in result["test"].values())  # the collapse scores beside
     for scores in (*model, *result["baseline"]["test"].values()):
         assert set(scores) == {"rouge1", "rouge2", "rougeL", "rougeLsum"} and all(0 <= v <= 100 for v in scores.values())
     assert result["baseline"]["test"]["all three"]["rouge1"] >= result["baseline"]["test"]["summary1"]["rouge1"] > 15
