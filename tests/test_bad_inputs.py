@@ -517,6 +517,19 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {p: (root / "outputs" / p).read_bytes() for p in run_files(root) if (root / "outputs" / p).is_file()}
 
 
+def assert_refused(cwd: Path, capsys, argv: list[str], expected: list[str]) -> None:
+    """``argv`` exits 2 with one message holding every ``expected`` part, and no file under outputs/ changed."""
+    before = snapshot(cwd)
+    capsys.readouterr()
+    assert main(argv) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("lmtemplate: error: ")
+    for part in expected:
+        assert part in err, err
+    after = snapshot(cwd)
+    assert after == before, set(after) ^ set(before)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
@@ -535,14 +548,7 @@ def test_bad_command_on_a_run_changes_nothing_in_it(cwd, capsys, trained_run, ca
     for name in [n for n in files if n.startswith("-")]:
         (cwd / "outputs/demo/version_0" / name[1:]).unlink()
     write_files(cwd, {n: c for n, c in files.items() if not n.startswith("-")})
-    before = snapshot(cwd)
-    capsys.readouterr()
-    assert main(argv) == EXIT_CONFIG
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.startswith("lmtemplate: error: ")
-    for part in expected:
-        assert part in err, err
-    assert snapshot(cwd) == before
+    assert_refused(cwd, capsys, argv, expected)
 
 
 def test_a_fit_on_a_run_another_fit_holds_is_refused(cwd, capsys, trained_run):
@@ -610,15 +616,7 @@ def test_bad_base_of_a_lora_run_is_a_clear_error(cwd, capsys, lora_run, case):
         shutil.rmtree(base)
     else:
         shutil.copy(cwd / "outputs/wider/version_0/checkpoints/last.ckpt", base / "checkpoints/last.ckpt")
-    before = snapshot(cwd)
-    capsys.readouterr()
-    assert main(argv) == EXIT_CONFIG
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.startswith("lmtemplate: error: ")
-    for part in expected:
-        assert part in err, err
-    after = snapshot(cwd)
-    assert after == before, set(after) ^ set(before)
+    assert_refused(cwd, capsys, argv, expected)
 
 
 def test_docs_errors_md_lists_every_case():
