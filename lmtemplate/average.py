@@ -51,7 +51,7 @@ def chosen(run: Path, kind: str, n: int) -> list[Path]:
     by_step = sorted(kept, key=lambda p: kept[p]["global_step"])
     if kind == "last":
         return by_step[-n:]
-    loaded = load_saved_config(run / "config.yaml", [])
+    loaded = load_saved_config(run / "config.yaml", [], reads=())
     metric = loaded.cfg.best.metric
     scored = [p for p in by_step if metric in kept[p].get("validated", {})]
     if len(scored) < n:

@@ -557,9 +557,12 @@ def to_object(cfg: DictConfig, sources: list[Source] = ()) -> Any:
     try:
         return OmegaConf.to_object(cfg)
     except (ConfigError, ValueError, OmegaConfBaseException) as e:
-        message = _checked_message(e)
-        key = message.split(":", 1)[0]
-        raise ConfigError(f"{message} (in {source_of(key, sources)})") from None
+        raise located(_checked_message(e), sources) from None
+
+
+def located(message: str, sources: list[Source]) -> ConfigError:
+    """A check's message, which starts with the key it is about, with the source that set that key."""
+    return ConfigError(f"{message} (in {source_of(message.split(':', 1)[0], sources)})")
 
 
 def _checked_message(e: Exception) -> str:

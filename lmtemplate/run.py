@@ -36,6 +36,7 @@ from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
 from lmtemplate.callbacks.progress import ProgressBar
 from lmtemplate.callbacks.tensorboard import HParams, TextSamples
 from lmtemplate.callbacks.throughput import TokenThroughput
+from lmtemplate.data.base import SPLITS, STAGE_SPLITS, SplitsConfig
 from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, RandomState, best_of, newest, read_checkpoint, saved
 from lmtemplate.models import hf
 from lmtemplate.models.lora import merged
@@ -57,8 +58,9 @@ class Loaded:
     sources: list[C.Source] = field(default_factory=list)  # the layers it was built from, to name a key's source
 
 
-def load_config(files: list[str], overrides: list[str], aside: tuple[str, ...] = ()) -> Loaded:
-    """``aside``: top-level sections another verb reads and this config leaves out (``sweep``)."""
+def load_config(files: list[str], overrides: list[str], aside: tuple[str, ...] = (), reads=SPLITS) -> Loaded:
+    """``aside``: top-level sections another verb reads and this config leaves out (``sweep``); ``reads``: the data
+    splits whose files must exist (``verb_reads``)."""
     sources = C.read_sources(files, overrides)
     for s in sources:
         for key in aside:
@@ -82,17 +84,29 @@ def load_config(files: list[str], overrides: list[str], aside: tuple[str, ...] =
     elif data.best.metric not in metrics:
         raise C.ConfigError(f"best.metric: '{data.best.metric}' is not one of {', '.join(metrics)} "
                             f"(in {C.source_of('best.metric', sources)})")
-    return Loaded(data, C.to_object(data, sources), task, sources)
+    cfg = C.to_object(data, sources)
+    if isinstance(cfg.data, SplitsConfig):
+        try:
+            cfg.data.check_files(reads)
+        except C.ConfigError as e:
+            raise C.located(str(e), sources) from None
+    return Loaded(data, cfg, task, sources)
 
 
-def load_saved_config(config: Path, overrides: list[str]) -> Loaded:
+def verb_reads(verb: str) -> tuple[str, ...]:
+    """The data splits a verb reads: fit all of them (the test file too, checked before training starts), validate
+    and test theirs, predict, export and average none."""
+    return SPLITS if verb == "fit" else STAGE_SPLITS.get(verb, ())
+
+
+def load_saved_config(config: Path, overrides: list[str], reads=SPLITS) -> Loaded:
     """A run's saved config.yaml, meaning what it meant when it was written: a model section without ``gelu`` comes
     from before that option, when every model used the tanh GELU (the default is now the exact one)."""
-    loaded = load_config([str(config)], overrides)
+    loaded = load_config([str(config)], overrides, reads=reads)
     model = OmegaConf.load(config).get("model")
     if (isinstance(model, DictConfig) and "gelu" not in model and "gelu" in loaded.data.get("model", {})
             and not any(o.split("=", 1)[0].lstrip("+") == "model.gelu" for o in overrides)):
-        loaded = load_config([str(config)], ["model.gelu=tanh", *overrides])
+        loaded = load_config([str(config)], ["model.gelu=tanh", *overrides], reads=reads)
     return loaded
 
 
@@ -214,7 +228,7 @@ class Session:
 def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[str] = None) -> Session:
     """Build a verb's session. Nothing in a run directory is written until the config and the checkpoint are
     known to fit each other; a fit that fails before its first checkpoint leaves no run directory behind."""
-    loaded = load_config(files, overrides) if files else None
+    loaded = load_config(files, overrides, reads=verb_reads(verb)) if files else None
     checkpoint, state = None, None
     if ckpt:
         # last / best live in the run the config names; without -c, the run.* overrides name it.
@@ -229,7 +243,9 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
         # No -c: continue with the config the run was trained with, so task keys among the overrides
         # (answer.*, decode.*) are checked against its task.
         own = run_dir / "config.yaml" if run_dir is not None else None
-        loaded = load_saved_config(own, overrides) if own is not None and own.is_file() else load_config([], overrides)
+        reads = verb_reads(verb)
+        loaded = (load_saved_config(own, overrides, reads) if own is not None and own.is_file()
+                  else load_config([], overrides, reads=reads))
     cfg = loaded.cfg
     if verb == "fit":
         _check_trains(cfg.trainer, loaded.sources)
@@ -250,6 +266,8 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
         trainer = build_trainer(cfg, run_dir, loaded.task.module, training=verb == "fit", sources=loaded.sources)
         L.seed_everything(cfg.run.seed, workers=True, verbose=False)
         datamodule = loaded.task.datamodule(cfg)
+        if state is not None and verb != "fit" and hasattr(datamodule, "recorded"):
+            datamodule.recorded = state  # what the task learned from the training file (ExampleData.of_training)
         module = loaded.task.module(cfg, datamodule)
         module.resuming = verb == "fit" and checkpoint is not None
         if state is not None:
@@ -547,7 +565,7 @@ def export(ckpt: str, overrides: list[str], output: Path, adapter: bool = False)
     if run_dir is None or not config.is_file() or not tokenizer.is_file():
         raise C.ConfigError(f"export: {checkpoint} is not inside a run directory with its config.yaml and "
                             "tokenizer.json, which describe its model and its token ids")
-    loaded = load_saved_config(config, [])
+    loaded = load_saved_config(config, [], reads=())
     state = read_checkpoint(checkpoint)
     model = dataclasses.asdict(loaded.cfg.model)
     staging = output.with_name(f".{output.name}.{os.getpid()}.export.tmp")

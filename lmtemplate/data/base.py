@@ -42,14 +42,19 @@ class SplitsConfig:
     def __post_init__(self) -> None:
         if self.train is not None and self.val is None:
             raise ConfigError("data.val: a validation set is required when data.train is set")
-        for key in SPLITS if self.train is not None else ():  # the demo data has every split
-            for path in self.paths(getattr(self, key)):
-                if not path.is_file():
-                    raise ConfigError(f"data.{key}: file not found: {path} ({self.formats}; relative to {Path.cwd()})")
         require_positive("data", self, "batch_size")
         if self.batch_tokens < 0:
             raise ConfigError(f"data.batch_tokens: expected 0 (batches of data.batch_size) or a positive number of "
                               f"tokens, got {self.batch_tokens}")
+
+    def check_files(self, splits: Iterable[str]) -> None:
+        """The files of these splits exist. A verb checks those it reads when its config is loaded (fit: every split),
+        so that a run can still be evaluated, exported or averaged after its training file moved."""
+        for split in splits if self.train is not None else ():  # the demo data has every split
+            key = split if split != "test" or self.test else "val"
+            for path in self.paths(getattr(self, key)):
+                if not path.is_file():
+                    raise ConfigError(f"data.{key}: file not found: {path} ({self.formats}; relative to {Path.cwd()})")
 
     def paths(self, spec: Optional[str]) -> list[Path]:
         """The files a split key names."""
@@ -253,7 +258,8 @@ class ExampleData(DataModule):
     Subclasses write the hooks below; ``self.rows[split]`` is what ``read`` returned for the split's file and
     ``self.examples[split]`` what ``encode`` made of it. A verb reads only its splits (``setup(stage)``: fit
     train and val, validate val, test test, predict none); the training file is read for the tokenizer only when
-    one is trained (``tokenizer.path`` unset).
+    one is trained (``tokenizer.path`` unset), or for what the task learns from it (``of_training``) when no
+    checkpoint recorded that.
     """
 
     pad_values: dict[str, int] = {}  # key -> pad value; input_ids pad with the tokenizer's padding token
@@ -262,9 +268,16 @@ class ExampleData(DataModule):
         super().__init__(cfg)
         self.rows = Splits(self._read)
         self.examples = Splits(self._encode)
+        self.recorded: dict = {}  # the checkpoint that validate / test / predict evaluate (``of_training``)
         texts = Texts(lambda: self.texts(self.rows["train"]))
         self.tokenizer = build_tokenizer(cfg.tokenizer, texts, Path(cfg.run.cache_dir))
         self.pad_id = next((i for i in (self.tokenizer.token_to_id(t) for t in ("[PAD]", "<pad>")) if i is not None), 0)
+
+    def of_training(self, key: str, compute: Callable[[list], object]) -> object:
+        """A fact of the training file that the task is built on (the label names, whether some question has no
+        answer): as the checkpoint being evaluated recorded it under ``key`` (``on_save_checkpoint``), so that
+        validate, test and predict never read the training file; else ``compute(self.rows["train"])``."""
+        return self.recorded[key] if key in self.recorded else compute(self.rows["train"])
 
     def _read(self, split: str) -> list:
         """A split's rows: the demo's (every split at once), or its file's, read once for the splits that share it.

@@ -63,8 +63,8 @@ class ClassificationDataModule(ExampleData):
 
     @functools.cached_property
     def labels(self) -> list[str]:
-        """The label names, in class-index order."""
-        return label_vocabulary([r["label"] for r in self.rows["train"]])
+        """The label names, in class-index order: the training file's, or those the checkpoint was trained with."""
+        return self.of_training("labels", lambda rows: label_vocabulary([r["label"] for r in rows]))
 
     def texts(self, rows: list[dict]) -> Iterator[str]:
         return (text for r in rows for text in (r["text"], r["pair"]) if text is not None)

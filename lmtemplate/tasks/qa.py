@@ -53,8 +53,8 @@ class QuestionAnswering(Task):
         super().__init__(cfg)
         self.model = build_backbone(cfg.model, datamodule.tokenizer.get_vocab_size())
         self.head = nn.Linear(cfg.model.n_embd, 2)
-        has_null = any(not e.answers for e in datamodule.rows["train"])
-        self.allow_null = has_null if cfg.answer.allow_null is None else cfg.answer.allow_null
+        self.has_null = datamodule.of_training("has_null", lambda rows: any(not e.answers for e in rows))
+        self.allow_null = self.has_null if cfg.answer.allow_null is None else cfg.answer.allow_null
         self.answers: dict[str, str] = {}  # id -> predicted answer, over the current evaluation pass
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,6 +100,9 @@ class QuestionAnswering(Task):
         found = self.answer_batch(batch, *self(batch))
         return [{"id": ex.id, "question": ex.question, "answer": found[ex.id].text, "score": found[ex.id].score,
                  "null_score": found[ex.id].null_score} for ex in batch["examples"]]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["has_null"] = self.has_null  # so evaluating the checkpoint need not read the training file
 
     def read_predict_inputs(self, path: Path) -> list[QAExample]:
         return read_squad(path, need_answers=False)

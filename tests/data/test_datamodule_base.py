@@ -5,9 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from lmtemplate.cli import main
 from lmtemplate.config import ConfigError
+from lmtemplate.data.demo.qa import write_demo_qa
+from lmtemplate.data.demo.sentiment import write_demo_classification
 from lmtemplate.data.summarization import SummarizationDataModule
 from lmtemplate.run import load_config
 
@@ -71,6 +74,38 @@ def test_test_and_validate_never_read_the_other_files(files):
     Path("val.jsonl").write_text("not json\n")
     assert main(["test", "--ckpt", "best", "run.name=s"]) == 0
     assert main(["predict", "--ckpt", "best", "run.name=s", "--prompt", "a document"]) == 0
+
+
+TRAINED_FROM_FILES = {  # task: (write the files, overrides, what the checkpoint records of the training file)
+    "classification": (lambda: write_demo_classification(".", 200, 40, 0), ["model.block_size=32", "model.pooler=true"], "labels"),
+    "qa": (lambda: write_demo_qa(".", 200, 40, 0.3, 0), ["model.block_size=48", "data.doc_stride=16"], "has_null"),
+}
+
+
+@pytest.mark.parametrize("task", sorted(TRAINED_FROM_FILES))
+def test_what_a_task_learns_from_the_training_file_comes_from_the_checkpoint_after_fit(tmp_path, monkeypatch, task):
+    """Classification's label names and QA's "some question has no answer" are read from the checkpoint by
+    validate, test and predict: after fit the training file may be gone, and the scores do not change. Export
+    reads no data file either."""
+    monkeypatch.chdir(tmp_path)
+    write, overrides, recorded = TRAINED_FROM_FILES[task]
+    train, val = write()
+    bert = ["model.positions=learned", "model.norm=post", "model.embedding_norm=true", "model.final_norm=false"]
+    common = [f"task={task}", *overrides, *bert, "model.n_layer=1", "model.n_head=2", "model.n_embd=32", "data.batch_size=8",
+              "tokenizer.vocab_size=300", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+              "run.name=r", f"data.train={train}", f"data.val={val}", f"data.test={val}"]
+    assert main(["fit", *common, "trainer.max_steps=2", "trainer.val_check_interval=2"]) == 0
+    run = Path("outputs/r/version_0")
+    assert all(recorded in torch.load(c, weights_only=True) for c in (run / "checkpoints").iterdir())
+    assert main(["validate", "--ckpt", "best", *common]) == 0
+    scores = json.loads((run / "metrics.json").read_text())["validate"]
+    Path(train).unlink()
+    assert main(["validate", "--ckpt", "best", *common]) == 0
+    assert json.loads((run / "metrics.json").read_text())["validate"] == scores
+    assert main(["test", "--ckpt", "best", *common]) == 0
+    Path("in.txt").write_text("a good film\n")
+    assert main(["predict", "--ckpt", "best", *common, "--input", "in.txt" if task == "classification" else str(val)]) == 0
+    assert main(["export", "--ckpt", "best", "run.name=r", "--output", "hf"]) == 0
 
 
 def test_any_exception_from_read_is_an_error_naming_the_file(files, monkeypatch, capsys):
