@@ -1,4 +1,13 @@
-"""Training throughput of lmtemplate's GPT against transformers' GPT2LMHeadModel of the same shape.
+"""Training throughput of lmtemplate's GPT against transformers' GPT2LMHeadModel or LlamaForCausalLM, same shape.
+
+``--family gpt2`` (the default) sets our GPT up as GPT-2 (learned positions, LayerNorm, tanh GELU, biases, tied
+embeddings) against GPT2LMHeadModel; ``--family llama`` with the Llama family's options (rotary positions,
+RMSNorm, SwiGLU 4 x n_embd wide, grouped-query attention with half as many key/value heads as heads, no biases,
+untied embeddings as LlamaConfig's default) against LlamaForCausalLM, whose config and weights are written by
+lmtemplate's export (``models/hf.py``) from ours. Both sides attend with ``F.scaled_dot_product_attention``:
+ours calls it, and theirs is built with ``attn_implementation="sdpa"``. Before timing, each shape checks that the
+two models hold the same weights and compute the same function: the same parameter count, logits within 1e-4 and
+gradients within 1e-5 on one batch (else it stops).
 
 One training step = forward, next-token cross-entropy, backward, AdamW step, on CPU. Both models get
 the same (B, T+1) window of random tokens each step (new every step, drawn from a fixed generator),
@@ -11,6 +20,7 @@ time.perf_counter and the report gives median ms/step, tokens/s and the ratio ou
 
     python benchmarks/vs_transformers.py            # both shapes, default steps (~5 min on 2 cores)
     python benchmarks/vs_transformers.py --quick    # smoke test, a few seconds
+    python benchmarks/vs_transformers.py --family llama   # against LlamaForCausalLM; writes vs_transformers_llama.json
     python benchmarks/vs_transformers.py --steps 100 --threads 1 --out /tmp/x.json
 
 Needs transformers: ``pip install -e '.[bench]'``.
@@ -22,11 +32,14 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 from common import default_out, environment, interleave, median, print_table, write_json  # noqa: E402
 
@@ -60,7 +73,7 @@ def require_transformers():
     return transformers
 
 
-def build_ours(s: dict):
+def gpt2_ours(s: dict):
     from lmtemplate.models.gpt import GPT, GPTConfig
 
     cfg = GPTConfig(vocab_size=s["vocab_size"], block_size=s["block_size"], n_layer=s["n_layer"],
@@ -68,7 +81,7 @@ def build_ours(s: dict):
     return GPT(cfg).train()
 
 
-def build_theirs(s: dict):
+def gpt2_theirs(s: dict):
     """GPT2LMHeadModel of the same shape, no dropout, tanh GELU, tied embeddings, SDPA attention if available."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -85,9 +98,11 @@ def build_theirs(s: dict):
 
 
 @torch.no_grad()
-def copy_weights(ours, theirs) -> None:
+def gpt2_copy(ours, theirs) -> None:
     """Load our weights into GPT2LMHeadModel (its Conv1D weights are our Linear weights transposed)."""
     t = theirs.transformer
+    if theirs.lm_head.weight.data_ptr() != t.wte.weight.data_ptr():
+        raise SystemExit("GPT2LMHeadModel's lm_head is not tied to its token embedding")
     t.wte.weight.copy_(ours.tok_emb.weight)
     t.wpe.weight.copy_(ours.pos_emb.weight)
     pairs = [(t.ln_f, ours.ln_f)]
@@ -100,6 +115,71 @@ def copy_weights(ours, theirs) -> None:
     for h, o in pairs:
         h.weight.copy_(o.weight)
         h.bias.copy_(o.bias)
+
+
+def gpt2_grad_diff(ours, theirs) -> float:
+    """Of the token embedding (embedding + tied head) and the first block's fused QKV weight."""
+    return max((ours.tok_emb.weight.grad - theirs.transformer.wte.weight.grad).abs().max().item(),
+               (ours.blocks[0].attn.qkv.weight.grad.t() - theirs.transformer.h[0].attn.c_attn.weight.grad)
+               .abs().max().item())
+
+
+def llama_config(s: dict):
+    """Our GPT with the Llama family's options; LlamaConfig's default leaves the embeddings untied."""
+    from lmtemplate.models.gpt import GPTConfig
+
+    return GPTConfig(vocab_size=s["vocab_size"], block_size=s["block_size"], n_layer=s["n_layer"],
+                     n_head=s["n_head"], n_embd=s["n_embd"], dropout=0.0, bias=False, positions="rotary",
+                     norm_type="rmsnorm", mlp="swiglu", n_kv_head=s["n_head"] // 2, tie_embeddings=False)
+
+
+def llama_ours(s: dict):
+    from lmtemplate.models.gpt import GPT
+
+    return GPT(llama_config(s)).train()
+
+
+def llama_theirs(s: dict):
+    """LlamaForCausalLM with the config lmtemplate's export writes for ours, SDPA attention."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lmtemplate.models.hf import _llama_config
+
+    cfg = llama_config(s)
+    fields = {k: v for k, v in _llama_config(cfg, cfg.vocab_size, "llama").items() if k != "model_type"}
+    return LlamaForCausalLM(LlamaConfig(**fields, attn_implementation="sdpa", use_cache=False)).train()
+
+
+def as_llama(ours, of: Callable) -> dict:
+    """``of`` each of our parameters (itself, its gradient) under LlamaForCausalLM's names, by lmtemplate's export."""
+    from lmtemplate.models.hf import _export_weights
+
+    return _export_weights({f"model.{n}": of(p) for n, p in ours.named_parameters()}, ours.cfg, "llama",
+                           "LlamaForCausalLM")
+
+
+@torch.no_grad()
+def llama_copy(ours, theirs) -> None:
+    theirs.load_state_dict(as_llama(ours, lambda p: p))  # strict: every parameter of theirs is set
+
+
+def llama_grad_diff(ours, theirs) -> float:
+    """Of every parameter."""
+    grads = dict(theirs.named_parameters())
+    return max((g - grads[n].grad).abs().max().item() for n, g in as_llama(ours, lambda p: p.grad).items())
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # the benchmark's, in its JSON; its default file is outputs/benchmarks/<name>.json
+    build_ours: Callable[[dict], nn.Module]
+    build_theirs: Callable[[dict], nn.Module]
+    copy_weights: Callable[[nn.Module, nn.Module], None]  # ours into theirs
+    grad_diff: Callable[[nn.Module, nn.Module], float]  # the largest |gradient difference|, after a backward
+
+
+FAMILIES = {"gpt2": Family(NAME, gpt2_ours, gpt2_theirs, gpt2_copy, gpt2_grad_diff),
+            "llama": Family(f"{NAME}_llama", llama_ours, llama_theirs, llama_copy, llama_grad_diff)}
 
 
 def forward_ours(model, x):
@@ -115,24 +195,19 @@ def loss_of(logits, y):
     return F.cross_entropy(logits.flatten(0, 1), y.flatten())
 
 
-def check_equivalent(ours, theirs, s: dict) -> dict:
-    """Same parameter count, and the same logits and loss once GPT-2 holds our weights."""
+def check_equivalent(family: Family, ours, theirs, s: dict) -> dict:
+    """Same parameter count, and the same logits and loss once theirs holds our weights."""
     n_ours = sum(p.numel() for p in ours.parameters())
     n_theirs = sum(p.numel() for p in theirs.parameters())
     if n_ours != n_theirs:
-        raise SystemExit(f"parameter counts differ: ours {n_ours:,}, GPT2LMHeadModel {n_theirs:,}")
-    if theirs.lm_head.weight.data_ptr() != theirs.transformer.wte.weight.data_ptr():
-        raise SystemExit("GPT2LMHeadModel's lm_head is not tied to its token embedding")
-    copy_weights(ours, theirs)
+        raise SystemExit(f"parameter counts differ: ours {n_ours:,}, {type(theirs).__name__} {n_theirs:,}")
+    family.copy_weights(ours, theirs)
     g = torch.Generator().manual_seed(1)
     w = torch.randint(s["vocab_size"], (2, s["block_size"] + 1), generator=g)
     a, b = forward_ours(ours, w[:, :-1]), forward_theirs(theirs, w[:, :-1])
     la, lb = loss_of(a, w[:, 1:]), loss_of(b, w[:, 1:])
     (la + lb).backward()
-    # Token-embedding gradient (embedding + tied head) and the first block's fused QKV weight.
-    grad_diff = max((ours.tok_emb.weight.grad - theirs.transformer.wte.weight.grad).abs().max().item(),
-                    (ours.blocks[0].attn.qkv.weight.grad.t() - theirs.transformer.h[0].attn.c_attn.weight.grad)
-                    .abs().max().item())
+    grad_diff = family.grad_diff(ours, theirs)
     ours.zero_grad(set_to_none=True)
     theirs.zero_grad(set_to_none=True)
     diff = (a - b).abs().max().item()
@@ -143,10 +218,10 @@ def check_equivalent(ours, theirs, s: dict) -> dict:
             "loss_ours": la.item(), "loss_theirs": lb.item()}
 
 
-def bench_shape(name: str, s: dict, steps: int, warmup: int, adamw_impl: str) -> dict:
+def bench_shape(family: Family, s: dict, steps: int, warmup: int, adamw_impl: str) -> dict:
     torch.manual_seed(0)
-    ours, theirs = build_ours(s), build_theirs(s)
-    equivalence = check_equivalent(ours, theirs, s)  # also starts both from the same weights
+    ours, theirs = family.build_ours(s), family.build_theirs(s)
+    equivalence = check_equivalent(family, ours, theirs, s)  # also starts both from the same weights
     models = {"ours": (ours, forward_ours), "transformers": (theirs, forward_theirs)}
     opts = {k: torch.optim.AdamW(m.parameters(), **ADAMW, **ADAMW_IMPL[adamw_impl]) for k, (m, _) in models.items()}
 
@@ -205,8 +280,13 @@ def main(argv=None) -> int:
     p.add_argument("--adamw", choices=list(ADAMW_IMPL), default="default",
                    help="AdamW implementation, the same for both models (default: torch's CPU default, "
                         "the per-tensor loop: foreach=False, fused=False)")
-    p.add_argument("--out", default=str(default_out(NAME)), help="result JSON (default: %(default)s)")
+    p.add_argument("--family", choices=list(FAMILIES), default="gpt2",
+                   help="our GPT as GPT-2 against GPT2LMHeadModel, or as Llama against LlamaForCausalLM "
+                        "(default: %(default)s)")
+    p.add_argument("--out", default=None, help=f"result JSON (default: {default_out(NAME)}, with --family llama "
+                                               f"{default_out(FAMILIES['llama'].name)})")
     args = p.parse_args(argv)
+    family = FAMILIES[args.family]
 
     transformers = require_transformers()
     if args.threads is not None:
@@ -217,7 +297,7 @@ def main(argv=None) -> int:
         steps = args.steps if args.steps is not None else QUICK_STEPS if args.quick else DEFAULT_STEPS[name]
         warmup = args.warmup if args.warmup is not None else QUICK_WARMUP if args.quick else DEFAULT_WARMUP[name]
         print(f"[{name}] {SHAPES[name]}: {warmup} warm-up + {steps} timed steps per model ...", flush=True)
-        results[name] = bench_shape(name, SHAPES[name], steps, warmup, args.adamw)
+        results[name] = bench_shape(family, SHAPES[name], steps, warmup, args.adamw)
 
     rows = []
     for name, r in results.items():
@@ -232,7 +312,7 @@ def main(argv=None) -> int:
 
     env = environment()
     out = {
-        "benchmark": NAME,
+        "benchmark": family.name,
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "transformers": transformers.__version__,
         **env,
@@ -241,7 +321,7 @@ def main(argv=None) -> int:
         "quick": args.quick,
         "shapes": results,
     }
-    path = write_json(args.out, out)
+    path = write_json(args.out or default_out(family.name), out)
     print(f"\ntorch {env['torch']}, transformers {transformers.__version__}, {env['threads']} threads, "
           f"{env['processor']} ({env['cpu_count']} CPUs), AdamW {args.adamw}; wrote {path}")
     return 0
