@@ -10,6 +10,9 @@ A record is one row: its current result (``value``, ``date``, ``machine``, ``com
 ``source`` is that JSON's name (or the ones ``--to`` names): the current result goes to the front of ``history``
 and the new one is read from the JSON at the record's ``value_from`` paths (and ``reference_from``, where the run
 measures its reference too), dated by the file's modification time; the table is then rewritten.
+
+The JSON may also be a ``python -m lmtemplate runs PATH --json`` table (a sweep's result): its rows are then read
+by the config values that tell them apart, e.g. ``value_from: [["rows", "model.positions=rotary", "val/loss"]]``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+
+from common import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -87,9 +92,17 @@ def machine(raw: dict) -> str:
         f", load {load[0]:.2f}" if load else "")
 
 
+def runs_table(rows: list[dict]) -> dict:
+    """A ``runs --json`` table as a benchmark's JSON: its rows by the config values before the ``runs`` column
+    ("model.positions=rotary"; "all" for a row alone), and the machine adding it, as run directories record none."""
+    keyed = {", ".join(f"{key}={r[key]}" for key in list(r)[: list(r).index("runs")]) or "all": r for r in rows}
+    return {"rows": keyed, "environment": {**environment(), "load_average": None}}
+
+
 def add(raw_path: Path, note: str, to: list[str] | None, command: str | None, records: dict[str, dict]) -> list[str]:
     """Make the run in ``raw_path`` the current result of its records; return their names."""
     raw = json.loads(raw_path.read_text())
+    raw = runs_table(raw) if isinstance(raw, list) else raw
     names = to or [name for name, r in records.items() if r.get("source") == raw_path.stem]
     unknown = [n for n in names if n not in records or not records[n].get("value_from")]
     if not names or unknown:

@@ -85,7 +85,7 @@ def load_config(files: list[str], overrides: list[str], aside: tuple[str, ...] =
         raise C.ConfigError(f"best.metric: '{data.best.metric}' is not one of {', '.join(metrics)} "
                             f"(in {C.source_of('best.metric', sources)})")
     cfg = C.to_object(data, sources)
-    if isinstance(cfg.data, SplitsConfig):
+    if isinstance(getattr(cfg, "data", None), SplitsConfig):
         try:
             cfg.data.check_files(reads)
         except C.ConfigError as e:

@@ -163,3 +163,13 @@ def write_squad(tmp_path, name: str, answers: list, version=None):
 def test_the_scoring_rule_follows_the_data(tmp_path, name, answers, declared, version):
     path = write_squad(tmp_path, name, answers, declared)
     assert squad_version(path, read_squad(path)) == version
+
+
+def test_scores_do_not_depend_on_the_order_the_predictions_come_in():
+    """DDP gathers each rank's answers: the scores must be those of one process, to the last bit (the sum runs in
+    the data's order, as the official script's does)."""
+    words = [f"w{i}" for i in range(12)]
+    golds = {str(q): [" ".join(words[: 2 + q % 9])] for q in range(60)}
+    predictions = {q: " ".join(words[q_i % 5: 3 + q_i % 7]) for q_i, q in enumerate(golds)}
+    reordered = dict(reversed(predictions.items()))
+    assert squad_scores(reordered, golds) == squad_scores(predictions, golds)
