@@ -61,6 +61,7 @@ def test_ddp_runs_a_task_from_a_plugin_file(tmp_path):
     assert metrics["step"] == 10
 
 
+@pytest.mark.slow  # a minute; tests/test_registry.py checks the pickling itself in a second
 def test_ddp_spawn_runs_a_task_from_a_plugin_file(tmp_path):
     """ddp_spawn pickles the module: the plugin's classes and the run's config must unpickle in the spawned processes."""
     (tmp_path / "plugins").mkdir()

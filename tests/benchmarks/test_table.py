@@ -102,3 +102,18 @@ def test_add_refuses_what_its_records_cannot_take_and_writes_nothing(copy):
     assert proc.returncode == 0, proc.stderr
     changed = {n for n, t in records(folder).items() if t != committed[n]}
     assert changed == {"vs_nanogpt_baby.json"}
+
+
+def test_add_reads_a_runs_table_by_the_config_values_of_its_rows(copy):
+    """A sweep's result is `runs --json`: a list of rows, which the record reads by the values that tell them apart."""
+    folder, options = copy
+    rows = [{"model.positions": p, "runs": 3, "steps": 2000, "val/loss": v, "vs best": ""}
+            for p, v in (("learned", 1.9), ("rotary", 1.7))]  # not in the record's order: found by name
+    path = folder / "outputs" / "benchmarks" / "shakespeare-positions.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(rows))
+    proc = table("--add", str(path), "--note", "a re-run", *options)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((folder / "benchmarks" / "results" / "shakespeare_positions.json").read_text())
+    assert record["value"] == [1.7, 1.9] and record["numbers"]["rows"]["model.positions=rotary"] == rows[1]
+    assert record["machine"].startswith(f"{os.cpu_count()}-core")
