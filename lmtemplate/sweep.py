@@ -463,6 +463,13 @@ class ReportToStudy(L.Callback):
             self._trial = o.trial.Trial(study, self.spec["trial"])
         return self._trial
 
+    @staticmethod
+    def may_prune(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        """Not while the learning rate still warms up (``optim.warmup_steps``: a configuration with a long warmup
+        is behind then, not worse), nor at the last step (stopping saves nothing)."""
+        warmup = getattr(getattr(pl_module.cfg, "optim", None), "warmup_steps", 0)
+        return warmup < trainer.global_step and not 0 < trainer.max_steps <= trainer.global_step
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -471,7 +478,7 @@ class ReportToStudy(L.Callback):
         if trainer.is_global_zero and value is not None:
             trial = self.trial()
             trial.report(float(value), trainer.global_step)
-            prune = trial.should_prune()
+            prune = self.may_prune(trainer, pl_module) and trial.should_prune()
             if prune:
                 trial.set_user_attr("pruned_at", trainer.global_step)
         if trainer.strategy.broadcast(prune):

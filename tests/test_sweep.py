@@ -114,24 +114,31 @@ def test_the_shipped_sweeps_check(capsys, tmp_path):
     assert "optim.lr: loguniform(2e-05, 0.0005)" in out and "trial-0: the base config's optim.lr=0.0001" in out
 
 
-def test_a_pruned_trial_stops_at_a_validation_with_its_checkpoint_and_metrics(monkeypatch):
-    """Two earlier configurations reported a validation loss of 0 at step 2: this one, worse, stops there."""
+@pytest.mark.parametrize("overrides, stop", [
+    ([], 2),                            # worse at its first validation after the warmup of 1 step
+    (["optim.warmup_steps=2"], 4),      # still warming up at step 2: not judged there
+    (["trainer.max_steps=2"], None),    # at its last step: it completes, there is nothing to save by stopping
+])
+def test_a_pruned_trial_stops_at_a_validation_with_its_checkpoint_and_metrics(monkeypatch, overrides, stop):
+    """Two earlier configurations reported a validation loss of 0 at every step: this one, worse, stops at the first
+    validation where it may be judged."""
     storage = optuna.storages.journal.JournalStorage(optuna.storages.journal.JournalFileBackend("study.journal"))
     s = optuna.create_study(storage=storage, study_name="p")
     for _ in range(2):
         earlier = s.ask()
-        earlier.report(0.0, 2)
+        for step in (2, 4, 6, 8):
+            earlier.report(0.0, step)
         s.tell(earlier, 0.0)
     trial = s.ask()
     spec = {"storage": "study.journal", "study": "p", "trial": trial._trial_id, "metric": "val/loss", "prune": "median"}
     monkeypatch.setenv(sweep.TRIAL_ENV, json.dumps(spec))
     Path("base.yaml").write_text(BASE)
-    assert main(["fit", "-c", "base.yaml", "trainer.max_steps=8"]) == 0
+    assert main(["fit", "-c", "base.yaml", "trainer.max_steps=8", *overrides]) == 0
     run = Path("outputs/s/version_0")
-    assert json.loads((run / "metrics.json").read_text())["step"] == 2
+    assert json.loads((run / "metrics.json").read_text())["step"] == (stop or 2)
     assert (run / "checkpoints" / "last.ckpt").is_file()
     frozen = s.trials[2]
-    assert frozen.user_attrs["pruned_at"] == 2 and list(frozen.intermediate_values) == [2]
+    assert frozen.user_attrs.get("pruned_at") == stop and list(frozen.intermediate_values)[-1] == (stop or 2)
 
 
 @pytest.mark.slow
