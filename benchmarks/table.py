@@ -25,8 +25,6 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import environment
-
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -95,6 +93,8 @@ def machine(raw: dict) -> str:
 def runs_table(rows: list[dict]) -> dict:
     """A ``runs --json`` table as a benchmark's JSON: its rows by the config values before the ``runs`` column
     ("model.positions=rotary"; "all" for a row alone), and the machine adding it, as run directories record none."""
+    from common import environment  # Lightning and torch: only here, so that the table itself is written in a moment
+
     keyed = {", ".join(f"{key}={r[key]}" for key in list(r)[: list(r).index("runs")]) or "all": r for r in rows}
     return {"rows": keyed, "environment": {**environment(), "load_average": None}}
 
