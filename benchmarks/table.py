@@ -83,8 +83,9 @@ def values(raw: dict, paths: list[list[str]], where: Path, name: str):
 
 
 def machine(raw: dict) -> str:
-    """The machine a benchmark's JSON says it ran on (common.environment(), where the benchmark put it)."""
-    env = raw.get("environment") or (raw["machine"] if isinstance(raw.get("machine"), dict) else raw)  # or flat
+    """The machine a benchmark's JSON says it ran on: common.environment() under "environment" or "machine", or
+    spread over the top level (where "machine" is then the architecture, a string)."""
+    env = raw.get("environment") or (raw["machine"] if isinstance(raw.get("machine"), dict) else raw)
     load = env.get("load_average")
     return f"{env.get('cpu_count')}-core {env.get('processor')}, threads {env.get('threads')}" + (
         f", load {load[0]:.2f}" if load else "")

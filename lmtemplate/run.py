@@ -36,8 +36,8 @@ from lmtemplate.callbacks.guards import StopOnNonFiniteLoss, StopOnSignal
 from lmtemplate.callbacks.progress import ProgressBar
 from lmtemplate.callbacks.tensorboard import HParams, TextSamples
 from lmtemplate.callbacks.throughput import TokenThroughput
-from lmtemplate.data.base import SPLITS, STAGE_SPLITS, SplitsConfig
 from lmtemplate.checkpointing import AtomicCheckpointIO, LastAndBest, RandomState, best_of, newest, read_checkpoint, saved
+from lmtemplate.data.base import SPLITS, STAGE_SPLITS, SplitsConfig
 from lmtemplate.models import hf
 from lmtemplate.models.lora import merged
 from lmtemplate.registry import TaskSpec, get_task, load_tasks
@@ -228,7 +228,8 @@ class Session:
 def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[str] = None) -> Session:
     """Build a verb's session. Nothing in a run directory is written until the config and the checkpoint are
     known to fit each other; a fit that fails before its first checkpoint leaves no run directory behind."""
-    loaded = load_config(files, overrides, reads=verb_reads(verb)) if files else None
+    reads = verb_reads(verb)
+    loaded = load_config(files, overrides, reads=reads) if files else None
     checkpoint, state = None, None
     if ckpt:
         # last / best live in the run the config names; without -c, the run.* overrides name it.
@@ -243,7 +244,6 @@ def prepare(verb: str, files: list[str], overrides: list[str], ckpt: Optional[st
         # No -c: continue with the config the run was trained with, so task keys among the overrides
         # (answer.*, decode.*) are checked against its task.
         own = run_dir / "config.yaml" if run_dir is not None else None
-        reads = verb_reads(verb)
         loaded = (load_saved_config(own, overrides, reads) if own is not None and own.is_file()
                   else load_config([], overrides, reads=reads))
     cfg = loaded.cfg

@@ -52,8 +52,9 @@ def squad_scores(predictions: dict[str, str], golds: dict[str, list[str]], versi
     ``version`` ("1.1" or "2.0"); with unanswerable questions among them also ``HasAns_*`` / ``NoAns_*``
     (the v2.0 script's split). Every value is a Python float."""
     rows = {"": [], "HasAns_": [], "NoAns_": []}  # the key prefix of each split's scores
-    for qid in [q for q in golds if q in predictions]:  # the data's order, as the official script sums, however
-        prediction = predictions[qid]                     # the predictions came (gathered from ranks)
+    # In the data's order, as the official script sums, whatever order the predictions came in (gathered from ranks).
+    for qid in (q for q in golds if q in predictions):
+        prediction = predictions[qid]
         answers = scored_golds(golds[qid], version)
         row = (max(exact_match(prediction, a) for a in answers), max(f1(prediction, a, version) for a in answers))
         rows[""].append(row)
