@@ -91,9 +91,12 @@ def machine(raw: dict) -> str:
         f", load {load[0]:.2f}" if load else "")
 
 
-def runs_table(rows: list[dict]) -> dict:
+def runs_table(rows: list, where: Path) -> dict:
     """A ``runs --json`` table as a benchmark's JSON: its rows by the config values before the ``runs`` column
     ("model.positions=rotary"; "all" for a row alone), and the machine adding it, as run directories record none."""
+    if not all(isinstance(r, dict) and "runs" in r for r in rows):
+        sys.exit(f"table.py: {where} is a list but not a `python -m lmtemplate runs --json` table (each row a dict "
+                 "with a runs column); nothing written")
     from common import environment  # Lightning and torch: only here, so that the table itself is written in a moment
 
     keyed = {", ".join(f"{key}={r[key]}" for key in list(r)[: list(r).index("runs")]) or "all": r for r in rows}
@@ -103,7 +106,7 @@ def runs_table(rows: list[dict]) -> dict:
 def add(raw_path: Path, note: str, to: list[str] | None, command: str | None, records: dict[str, dict]) -> list[str]:
     """Make the run in ``raw_path`` the current result of its records; return their names."""
     raw = json.loads(raw_path.read_text())
-    raw = runs_table(raw) if isinstance(raw, list) else raw
+    raw = runs_table(raw, raw_path) if isinstance(raw, list) else raw
     names = to or [name for name, r in records.items() if r.get("source") == raw_path.stem]
     unknown = [n for n in names if n not in records or not records[n].get("value_from")]
     if not names or unknown:

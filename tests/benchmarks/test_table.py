@@ -117,3 +117,13 @@ def test_add_reads_a_runs_table_by_the_config_values_of_its_rows(copy):
     record = json.loads((folder / "benchmarks" / "results" / "shakespeare_positions.json").read_text())
     assert record["value"] == [1.7, 1.9] and record["numbers"]["rows"]["model.positions=rotary"] == rows[1]
     assert record["machine"].startswith(f"{os.cpu_count()}-core")
+
+
+def test_add_refuses_a_list_that_is_not_a_runs_table(copy):
+    folder, options = copy
+    committed = records(folder)
+    path = folder / "shakespeare-positions.json"
+    path.write_text(json.dumps([{"val/loss": 1.7}]))
+    proc = table("--add", str(path), "--note", "n", "--to", "shakespeare_positions", *options)
+    assert proc.returncode == 1 and "not a `python -m lmtemplate runs --json` table" in proc.stderr
+    assert "Traceback" not in proc.stderr and records(folder) == committed

@@ -83,7 +83,8 @@ TRAINED_FROM_FILES = {  # task: (write the files, overrides, what the checkpoint
 
 
 @pytest.mark.parametrize("task", sorted(TRAINED_FROM_FILES))
-def test_what_a_task_learns_from_the_training_file_comes_from_the_checkpoint_after_fit(tmp_path, monkeypatch, task):
+def test_what_a_task_learns_from_the_training_file_comes_from_the_checkpoint_after_fit(tmp_path, monkeypatch, capsys,
+                                                                                       task):
     """Classification's label names and QA's "some question has no answer" are read from the checkpoint by
     validate, test and predict: after fit the training file may be gone, and the scores do not change. Export
     reads no data file either."""
@@ -103,6 +104,8 @@ def test_what_a_task_learns_from_the_training_file_comes_from_the_checkpoint_aft
     assert main(["validate", "--ckpt", "best", *common]) == 0
     assert json.loads((run / "metrics.json").read_text())["validate"] == scores
     assert main(["test", "--ckpt", "best", *common]) == 0
+    assert main(["test", "--ckpt", "best", *common, "data.test=gone.json"]) == 2  # the file test reads must exist
+    assert "data.test: file not found: gone.json" in capsys.readouterr().err
     Path("in.txt").write_text("a good film\n")
     assert main(["predict", "--ckpt", "best", *common, "--input", "in.txt" if task == "classification" else str(val)]) == 0
     assert main(["export", "--ckpt", "best", "run.name=r", "--output", "hf"]) == 0
