@@ -24,6 +24,7 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 VOCAB = [*SPECIALS, *LETTERS, *(f"##{c}" for c in LETTERS), *".,!?'"]  # every demo word spells out
 QUIET = ["trainer.enable_progress_bar=false", "trainer.max_steps=2", "trainer.val_check_interval=2",
          "trainer.limit_val_batches=1", "data.batch_size=4"]
+FEW_DECODED = ["decode.val_sentences=4"]  # validation decodes the first 500 examples otherwise: a minute untrained
 
 
 def bert_config(**extra):
@@ -234,7 +235,7 @@ def test_translation_and_summarization_start_their_encoder_from_a_bert_model_wit
     """One vocabulary for both sides: the checkpoint's WordPiece, its [CLS] / [SEP] as <s> / </s>."""
     monkeypatch.chdir(tmp_path)
     for task in ("translation", "summarization"):
-        run = fit(task, task, bert_dir)
+        run = fit(task, task, bert_dir, *FEW_DECODED)
         assert_encoder_is_the_checkpoints(run, bert_dir, "model.encoder.")
         assert json.loads((run / "tokenizer.json").read_text())["model"]["vocab"] == {t: i for i, t in enumerate(VOCAB)}
         assert trained(run)["model.decoder.tok_emb.weight"].shape == (len(VOCAB), 32)  # shared with the encoder's
@@ -245,7 +246,7 @@ def test_translation_with_a_tokenizer_per_side_reads_sources_with_the_checkpoint
     side trains its own; test and predict find both again in the run."""
     monkeypatch.chdir(tmp_path)
     run = fit("translation", "tr", bert_dir, "tokenizer.joint=false", "model.shared_embeddings=false",
-              "tokenizer.vocab_size=300")
+              "tokenizer.vocab_size=300", *FEW_DECODED)
     assert_encoder_is_the_checkpoints(run, bert_dir, "model.encoder.")
     source = json.loads((run / "source_tokenizer.json").read_text())["model"]["vocab"]
     assert source == {t: i for i, t in enumerate(VOCAB)}
@@ -257,7 +258,7 @@ def test_translation_with_a_tokenizer_per_side_reads_sources_with_the_checkpoint
 
 def test_summarization_as_a_decoder_starts_from_gpt2(gpt2_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    run = fit("summarization", "sum", gpt2_dir, "data.max_target_tokens=16")
+    run = fit("summarization", "sum", gpt2_dir, "data.max_target_tokens=16", *FEW_DECODED)
     ours = {k.removeprefix("model."): v for k, v in trained(run).items() if k.startswith("model.")}
     theirs = imported(GPT, GPTConfig, gpt2_dir, "decoder").state_dict()
     assert ours.keys() == theirs.keys()

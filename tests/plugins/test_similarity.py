@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lmtemplate.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,6 +37,7 @@ def test_the_plugin_learns_how_many_words_two_sentences_share_and_predicts_a_fil
     assert same["sentence2"] == "red cat runs big tree" and same["score"] > different["score"] + 2
 
 
+@pytest.mark.slow  # over a minute; tests/test_distributed.py loads a ./plugins task on every DDP rank in a third of it
 def test_the_plugin_trains_under_ddp_on_cpu(tmp_path):
     """Two processes with half the batch each: every worker loads ./plugins, and the shared-word count is learned."""
     args = ["fit", "-c", "configs/plugins/similarity-demo.yaml", "trainer.max_steps=800", "data.batch_size=16",
