@@ -174,13 +174,15 @@ class EMAConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Periodic checkpoints, for ``average``: ``checkpoints/step-<k>.ckpt`` at each validation."""
+    """Periodic checkpoints, for ``average``: ``checkpoints/step-<k>.ckpt`` at each validation, or every N steps."""
 
     keep: int = 0  # the last N of them; 0: none
+    every: int = 0  # training steps between them; 0: one at each validation (the only ones best:N can rank)
 
     def __post_init__(self) -> None:
-        if self.keep < 0:
-            raise ConfigError(f"checkpoint.keep: expected a number of checkpoints >= 0, got {self.keep}")
+        for key in ("keep", "every"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"checkpoint.{key}: expected a number >= 0, got {getattr(self, key)}")
 
 
 @dataclass

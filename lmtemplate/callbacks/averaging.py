@@ -25,7 +25,8 @@ def training_extras(cfg, run_dir: Path, metrics: dict[str, str]) -> list[L.Callb
         callbacks.append(EMA(cfg.ema))
     if cfg.checkpoint.keep:
         callbacks.append(ModelCheckpoint(run_dir / "checkpoints", PERIODIC, monitor="step", mode="max",
-                                         save_top_k=cfg.checkpoint.keep, auto_insert_metric_name=False))
+                                         save_top_k=cfg.checkpoint.keep, auto_insert_metric_name=False,
+                                         every_n_train_steps=cfg.checkpoint.every or None))
         callbacks.append(ValidationScores())
     if cfg.best.patience is not None:
         metric = cfg.best.metric
@@ -73,11 +74,19 @@ class EMA(WeightAveraging):
 
 
 class ValidationScores(L.Callback):
-    """Each checkpoint records the task's validation scores of the latest validation (``validated``), so that
-    ``average --ckpt best:N`` can rank the kept ``step-<k>.ckpt`` saved after each one."""
+    """A checkpoint saved at a validation's step records that validation's scores (``validated``), so that
+    ``average --ckpt best:N`` can rank the kept ``step-<k>.ckpt``; one saved between validations (``checkpoint.every``)
+    records none: the latest scores are not its weights'."""
+
+    def __init__(self):
+        self.validated_at = -1
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.validated_at = trainer.global_step
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint["validated"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if self.validated_at == trainer.global_step:
+            checkpoint["validated"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
 
 def weights_for(checkpoint: dict, verb: str, ema: EMAConfig) -> dict:

@@ -72,6 +72,18 @@ def test_checkpoint_keep_keeps_the_last_n_validations():
     assert checkpoint("kept", "step-15.ckpt")["validated"]["val/loss"] > 0
 
 
+def test_checkpoint_every_keeps_checkpoints_between_validations_which_best_n_cannot_rank():
+    assert main(["fit", *CAUSAL, "trainer.max_steps=16", "checkpoint.keep=3", "checkpoint.every=2",
+                 "run.name=every"]) == 0
+    found = {p.name for p in Path("outputs/every/version_0/checkpoints").glob("step-*.ckpt")}
+    # Lightning moves the save due at 14 to the validation at 15, the batch after (ModelCheckpoint's deferral)
+    assert found == {"step-12.ckpt", "step-15.ckpt", "step-16.ckpt"}
+    assert "validated" not in checkpoint("every", "step-12.ckpt")  # validations at 5, 10, 15: not its weights' scores
+    assert checkpoint("every", "step-15.ckpt")["validated"]["val/loss"] > 0
+    assert main(["average", "--ckpt", "last:3", "run.name=every"]) == 0
+    assert main(["average", "--ckpt", "best:2", "run.name=every"]) == 2  # none of the three was validated
+
+
 # Validations at steps 5, 10, 15, ...: none improves on the first by 10 nats, so patience 2 stops the run at 15.
 PATIENT = [*CAUSAL, "best.patience=2", "best.min_delta=10", "optim.decay_steps=30"]
 
