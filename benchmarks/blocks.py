@@ -47,7 +47,8 @@ def main() -> None:
         sys.exit(f"blocks: {data} not found; pass --data PATH to Tiny Shakespeare's input.txt")
     rounds, steps = (1, 30) if args.quick else (args.rounds, args.steps)
     common = [f"trainer.max_steps={steps}", "optim.decay_steps=2000", "trainer.limit_val_batches=1"]
-    variants = {"gpt": common, "llama": [*common, *llama_options()]}
+    options = llama_options()
+    variants = {"gpt": common, "llama": [*common, *options]}
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(rounds):
@@ -55,7 +56,7 @@ def main() -> None:
                 runs[name].append(train(1337, data, tmp, variants[name]))
     ms = {name: median([r["ms_per_iter_median"] for r in rs]) for name, rs in runs.items()}
     result = {
-        "rounds": rounds, "steps": steps, "llama_options": llama_options(),
+        "rounds": rounds, "steps": steps, "llama_options": options,
         "runs": runs, "ms_per_step": ms, "ratio_llama_over_gpt": ms["llama"] / ms["gpt"],
         "environment": environment(),
     }
