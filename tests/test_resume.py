@@ -83,8 +83,9 @@ def test_stopped_with_dropout(stop):
 def test_stopped_by_max_time(monkeypatch):
     """A Timer whose clock moves on a second a training batch: max_time of 8 s stops the run after step 8.
 
-    Lightning validates at the step it stops at, so last.ckpt is the one saved after that validation. With
-    dropout the resumed run would differ: that validation drew its loader's seed from torch's generator.
+    Lightning validates at the step it stops at, so last.ckpt is the one saved after that validation, which the
+    uninterrupted run never made: with dropout the two agree only because validation draws nothing from torch's
+    generator.
     """
     check = Timer.on_train_batch_end
 
@@ -95,7 +96,21 @@ def test_stopped_by_max_time(monkeypatch):
     monkeypatch.setattr(Timer, "seconds", 0, raising=False)
     monkeypatch.setattr(Timer, "on_train_batch_end", tick)
     monkeypatch.setattr(Timer, "time_elapsed", lambda self, stage="train": self.seconds)
-    assert_resumes_exactly(CAUSAL, 16, ["trainer.max_steps=16", "trainer.max_time=00:00:00:08"])
+    assert_resumes_exactly([*CAUSAL, "model.dropout=0.1"], 16, ["trainer.max_steps=16", "trainer.max_time=00:00:00:08"])
+
+
+def test_training_is_the_same_however_often_it_validates():
+    """Validation draws no random numbers that training draws from: with dropout, validating every 2 steps or every
+    6 trains the same weights (each pass over the validation loader once drew its seed from torch's generator)."""
+    runs = {}
+    for every in (2, 6):
+        assert main(["fit", *CAUSAL, "model.dropout=0.1", "trainer.max_steps=12", f"trainer.val_check_interval={every}",
+                     f"run.name=every{every}"]) == 0
+        runs[every] = Path(f"outputs/every{every}/version_0")
+    assert scalars(runs[2], "train/loss") == scalars(runs[6], "train/loss")
+    assert len(scalars(runs[2], "val/loss")) > len(scalars(runs[6], "val/loss"))
+    a, b = weights(runs[2]), weights(runs[6])
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @contextmanager

@@ -213,7 +213,10 @@ class DataModule(L.LightningDataModule):
             options.update(batch_sampler=batch_sampler)
         if train:
             return ResumableLoader(dataset, progress=self._progress, **options)
-        return DataLoader(dataset, **options)
+        # Each pass over a loader draws its workers' base seed from the loader's generator, else from torch's global
+        # one, which also draws training's dropout masks: evaluation's own generator keeps training the same however
+        # often it validates.
+        return DataLoader(dataset, generator=torch.Generator().manual_seed(self.cfg.run.seed), **options)
 
 
 class Texts:
