@@ -175,6 +175,8 @@ CASES = {
     "summarization: warm_start without init_from": (
         ["fit", "task=summarization", "model.warm_start=true", "model.decoder_norms=encoder"], {},
         ["model.warm_start: the decoder starts as the pretrained encoder's first blocks", "model.init_from (got None)"]),
+    "summarization: warm_cross without warm_start": (["fit", "task=summarization", "model.warm_cross=true"], {},
+                                                     ["model.warm_cross:", "set model.warm_start=true too"]),
     "bad fsdp.sharding_strategy": (["fit", "fsdp.sharding_strategy=HALF"], {}, ["fsdp.sharding_strategy: 'HALF'"]),
     # trainer settings
     "unknown trainer key": (["fit", "-c", "t.yaml"], {"t.yaml": "trainer:\n  max_step: 5\n"},

@@ -16,6 +16,7 @@ positions, unscaled embeddings, no output bias).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -56,6 +57,9 @@ class Seq2SeqConfig(EncoderConfig):
     # with model.init_from: the decoder's embeddings, self-attention, MLPs and norms start as the encoder's (its
     # first blocks), cross-attention fresh (BERT2BERT, Rothe et al. 2020); needs model.decoder_norms=encoder
     warm_start: bool = False
+    # with warm_start: each decoder block's cross-attention (and its norm) starts as the same encoder block's
+    # self-attention, so the decoder reads the source from its first step instead of learning to
+    warm_cross: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -74,6 +78,9 @@ class Seq2SeqConfig(EncoderConfig):
                              f"needs model.init_from (got {self.init_from}), model.decoder_norms=encoder (got "
                              f"{self.decoder_norms}) and at most model.n_layer ({self.n_layer}) decoder blocks (got "
                              f"{self.decoder_layers})")
+        if self.warm_cross and not self.warm_start:
+            raise ValueError("model.warm_cross: the cross-attention starts as the encoder's self-attention only in a "
+                             "warm-started decoder: set model.warm_start=true too")
 
     @property
     def decoder_layers(self) -> int:
@@ -223,8 +230,18 @@ class Seq2Seq(nn.Module):
 
     def warm_start_decoder(self) -> list[str]:
         """Copy the encoder's embeddings, norms and each block's self-attention, MLP and norms into the decoder's
-        (``model.warm_start``); the cross-attention stays as it is. Returns the decoder's parameters left fresh."""
+        (``model.warm_start``); the cross-attention stays as it is, or with ``model.warm_cross`` starts as the same
+        block's self-attention (its q rows, its k and v rows, its output; ln1 for its norm). Returns the decoder's
+        parameters left fresh."""
         own, encoder, fresh = self.decoder.state_dict(), self.encoder.state_dict(), []
+        if self.cfg.warm_cross:  # the cross-attention's names, read from the encoder's self-attention
+            C = self.cfg.n_embd
+            for i, kind in itertools.product(range(len(self.decoder.blocks)), ("weight", "bias")):
+                block = {k[len(f"blocks.{i}."):]: v for k, v in encoder.items() if k.startswith(f"blocks.{i}.")}
+                renamed = {"cross.proj": block.get(f"attn.proj.{kind}"), "ln_cross": block.get(f"ln1.{kind}")}
+                if f"attn.qkv.{kind}" in block:
+                    renamed.update({"cross.q": block[f"attn.qkv.{kind}"][:C], "cross.kv": block[f"attn.qkv.{kind}"][C:]})
+                encoder.update({f"blocks.{i}.{k}.{kind}": v for k, v in renamed.items() if v is not None})
         with torch.no_grad():
             for name, tensor in own.items():
                 source = encoder.get(name)

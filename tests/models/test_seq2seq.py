@@ -218,6 +218,19 @@ def test_warm_start_copies_the_encoder_into_the_decoder_but_cross_attention():
     assert all(torch.equal(decoder[k], v) for k, v in cross.items())
 
 
+def test_warm_cross_starts_cross_attention_as_the_encoders_self_attention_over_the_source():
+    model = tiny(norm="post", embedding_norm=True, final_norm=False, decoder_norms="encoder", warm_start=True,
+                 warm_cross=True, init_from="somewhere")
+    assert model.warm_start_decoder() == []
+    x = torch.randn(2, 5, 16)
+    for i, block in enumerate(model.decoder.blocks):  # attending to x itself, it is the encoder's attention
+        encoder_block = model.encoder.blocks[i]
+        assert torch.allclose(block.cross(x, block.cross.memory(x), None), encoder_block.attn(x), atol=1e-6)
+        assert torch.equal(block.ln_cross.weight, encoder_block.ln1.weight)
+    with pytest.raises(ValueError, match="model.warm_cross.*model.warm_start=true"):
+        Seq2SeqConfig(vocab_size=VOCAB, warm_cross=True)
+
+
 def test_warm_start_needs_the_encoders_layout_and_a_checkpoint():
     with pytest.raises(ValueError, match="model.warm_start.*decoder_norms=encoder"):
         Seq2SeqConfig(vocab_size=VOCAB, warm_start=True, init_from="x")
