@@ -74,6 +74,7 @@ def test_ddp_spawn_runs_a_task_from_a_plugin_file(tmp_path):
     assert math.isfinite(metrics["val/loss"]) and metrics["step"] == 4
 
 
+@pytest.mark.slow  # 35 s; test_ddp_matches_one_process_with_the_same_global_batch checks DDP in the default suite
 def test_qa_validation_under_ddp_scores_every_example_as_one_process_does(tmp_path):
     """Each rank answers its share of the examples (the sampler repeats one to even out 41 over 2 ranks);
     the gathered answers give the one-process EM and F1 exactly."""

@@ -21,6 +21,7 @@ def plugin_folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow  # 40 s; tests/plugins/test_bigram_lm.py has a plugin learn in the default suite
 def test_the_plugin_learns_how_many_words_two_sentences_share_and_predicts_a_file(tmp_path, monkeypatch, clean_registry):
     monkeypatch.chdir(plugin_folder(tmp_path))
     assert main(["fit", "-c", "configs/plugins/similarity-demo.yaml", *QUIET]) == 0

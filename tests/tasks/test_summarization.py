@@ -29,7 +29,7 @@ PRETRAIN = ["model.block_size=64", "model.n_layer=1", "model.n_head=2", "model.n
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("arch", ["encoder_decoder", "decoder"])
+@pytest.mark.parametrize("arch", ["encoder_decoder", pytest.param("decoder", marks=pytest.mark.slow)])  # 35 s each
 def test_demo_config_learns_the_demo_data_and_summarizes_line_for_line(tmp_path, monkeypatch, arch):
     """Above the issue's bar, ROUGE-L 80, on the demo's validation set (an untrained model scores about 0):
     both architectures reach 99.9-100 in the demo's 300 steps."""
