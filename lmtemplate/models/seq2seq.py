@@ -16,7 +16,6 @@ positions, unscaled embeddings, no output bias).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -236,12 +235,13 @@ class Seq2Seq(nn.Module):
         own, encoder, fresh = self.decoder.state_dict(), self.encoder.state_dict(), []
         if self.cfg.warm_cross:  # the cross-attention's names, read from the encoder's self-attention
             C = self.cfg.n_embd
-            for i, kind in itertools.product(range(len(self.decoder.blocks)), ("weight", "bias")):
-                block = {k[len(f"blocks.{i}."):]: v for k, v in encoder.items() if k.startswith(f"blocks.{i}.")}
-                renamed = {"cross.proj": block.get(f"attn.proj.{kind}"), "ln_cross": block.get(f"ln1.{kind}")}
-                if f"attn.qkv.{kind}" in block:
-                    renamed.update({"cross.q": block[f"attn.qkv.{kind}"][:C], "cross.kv": block[f"attn.qkv.{kind}"][C:]})
-                encoder.update({f"blocks.{i}.{k}.{kind}": v for k, v in renamed.items() if v is not None})
+            for i in range(len(self.decoder.blocks)):
+                for kind in ("weight", "bias"):
+                    qkv = encoder.get(f"blocks.{i}.attn.qkv.{kind}")
+                    copies = {"cross.proj": encoder.get(f"blocks.{i}.attn.proj.{kind}"),
+                              "ln_cross": encoder.get(f"blocks.{i}.ln1.{kind}"),
+                              "cross.q": None if qkv is None else qkv[:C], "cross.kv": None if qkv is None else qkv[C:]}
+                    encoder.update({f"blocks.{i}.{k}.{kind}": v for k, v in copies.items() if v is not None})
         with torch.no_grad():
             for name, tensor in own.items():
                 source = encoder.get(name)
