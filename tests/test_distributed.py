@@ -48,6 +48,7 @@ def test_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
     assert abs(ma["val/ppl"] - mb["val/ppl"]) < 0.01 * ma["val/ppl"]
 
 
+@pytest.mark.slow  # 21 s; keeps the default suite under 10 minutes (it took 623 s with this test, 2026-12-07)
 def test_ddp_runs_a_task_from_a_plugin_file(tmp_path):
     """Every worker process loads ./plugins again, so the plugin task exists on every rank."""
     (tmp_path / "plugins").mkdir()
