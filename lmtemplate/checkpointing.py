@@ -228,7 +228,8 @@ class RandomState(L.Callback):
     They are restored when training starts, not on load: the making of the train loader's iterator (which draws a
     seed from torch's generator) comes before, and an uninterrupted run did not make one at the point where it saved
     (evaluation loaders draw from generators of their own). Except at an epoch's start: there it makes the iterator
-    after saving, so the resumed run makes it again, from the restored state. Kept as tensors and plain values, for ``weights_only`` loads.
+    after saving, so the resumed run makes it again, from the restored state. Kept as tensors and plain values, for
+    ``weights_only`` loads.
     """
 
     def __init__(self) -> None:

@@ -16,6 +16,7 @@ positions, unscaled embeddings, no output bias).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -234,14 +235,14 @@ class Seq2Seq(nn.Module):
         parameters left fresh."""
         own, encoder, fresh = self.decoder.state_dict(), self.encoder.state_dict(), []
         if self.cfg.warm_cross:  # the cross-attention's names, read from the encoder's self-attention
-            C = self.cfg.n_embd
-            for i in range(len(self.decoder.blocks)):
-                for kind in ("weight", "bias"):
-                    qkv = encoder.get(f"blocks.{i}.attn.qkv.{kind}")
-                    copies = {"cross.proj": encoder.get(f"blocks.{i}.attn.proj.{kind}"),
-                              "ln_cross": encoder.get(f"blocks.{i}.ln1.{kind}"),
-                              "cross.q": None if qkv is None else qkv[:C], "cross.kv": None if qkv is None else qkv[C:]}
-                    encoder.update({f"blocks.{i}.{k}.{kind}": v for k, v in copies.items() if v is not None})
+            C = self.cfg.n_embd  # cross-attention part -> (self-attention part, its rows)
+            sources = {"cross.q": ("attn.qkv", slice(None, C)), "cross.kv": ("attn.qkv", slice(C, None)),
+                       "cross.proj": ("attn.proj", slice(None)), "ln_cross": ("ln1", slice(None))}
+            for i, (target, (source, rows)), kind in itertools.product(
+                    range(len(self.decoder.blocks)), sources.items(), ("weight", "bias")):
+                tensor = encoder.get(f"blocks.{i}.{source}.{kind}")
+                if tensor is not None:
+                    encoder[f"blocks.{i}.{target}.{kind}"] = tensor[rows]
         with torch.no_grad():
             for name, tensor in own.items():
                 source = encoder.get(name)
